@@ -1,0 +1,216 @@
+"""Runtime configuration: one pydantic-settings ``Settings``, environment variables prefixed ``CALLBRIDGE_``.
+
+Validated once at start-up (``load_settings``); a bad value stops the process with one line naming
+the variable. Secrets are ``SecretStr`` so they never appear in reprs, logs or tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RealtimeProvider = Literal["openai", "azure", "local"]
+RealtimeDialectName = Literal["ga", "beta"]
+
+
+class Settings(BaseSettings):
+    """Every tunable of the gateway. Field docs are the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLBRIDGE_", extra="ignore", frozen=False)
+
+    # --- process / HTTP -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface `callbridge serve` binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port `callbridge serve` listens on.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`json` lines, readable `console`, or `auto` (json unless stderr is a TTY)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum log level.")
+    replica_id: str = Field(
+        default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
+        description="Name of this gateway replica in Redis (default: hostname-pid).",
+    )
+    drain_timeout: float = Field(
+        300.0, gt=0, description="Seconds active calls may run after SIGTERM before they are handed off."
+    )
+
+    # --- telephony (Twilio) ---------------------------------------------------------------------
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Public base URL the provider reaches (signature checks and the stream URL; http->ws, https->wss).",
+    )
+    twilio_auth_token: SecretStr = Field(
+        SecretStr(""), description="Twilio auth token: validates X-Twilio-Signature. Empty = reject all webhooks."
+    )
+    twilio_account_sid: str = Field("", description="Twilio Account SID, for REST transfers (optional).")
+    stream_token_secret: SecretStr = Field(
+        SecretStr(""),
+        description="HMAC key for stream tokens; all replicas must share it. Empty = derived from the Twilio auth token.",
+    )
+    stream_token_ttl_s: int = Field(300, gt=0, le=3600, description="Lifetime of a stream token (seconds).")
+    stream_start_timeout_s: float = Field(
+        5.0, gt=0, description="A stream without a valid `start` within this time is closed with 1008."
+    )
+    max_malformed_frames: int = Field(
+        50, ge=1, description="Malformed provider frames tolerated per stream before it is closed with 1008."
+    )
+
+    # --- Realtime session -----------------------------------------------------------------------
+    realtime_provider: RealtimeProvider | None = Field(
+        None, description="`openai`, `azure` or `local`. Default: `local` when no API key is configured, else `openai`."
+    )
+    realtime_url: str = Field("", description="Full WebSocket URL override (proxy, test server).")
+    realtime_api_key: SecretStr = Field(
+        SecretStr(""), description="API key (falls back to OPENAI_API_KEY, or AZURE_OPENAI_API_KEY for azure)."
+    )
+    realtime_dialect: RealtimeDialectName = Field("ga", description="Realtime event dialect: `ga` or `beta`.")
+    realtime_model: str = Field(
+        "gpt-realtime", description="Model name (OpenAI) or deployment name (Azure)."
+    )
+    azure_endpoint: str = Field(
+        "", description="Azure resource endpoint https://<res>.openai.azure.com (falls back to AZURE_OPENAI_ENDPOINT)."
+    )
+    azure_api_version: str = Field(
+        "2025-04-01-preview", description="Azure api-version for the preview (beta-dialect) URL."
+    )
+    realtime_connect_timeout_s: float = Field(10.0, gt=0, description="Realtime WebSocket connect timeout.")
+    instructions_file: Path | None = Field(
+        None, description="File with the persona/system instructions (default: the bundled support persona)."
+    )
+    voice: str = Field("alloy", description="Realtime voice.")
+    vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Server VAD threshold (0-1).")
+    vad_prefix_padding_ms: int = Field(300, ge=0, le=5000, description="Server VAD prefix padding (ms).")
+    vad_silence_duration_ms: int = Field(500, ge=0, le=10000, description="Server VAD silence that ends a turn (ms).")
+    temperature: float = Field(0.8, ge=0.6, le=1.2, description="Sampling temperature (beta dialect only).")
+    max_output_tokens: int | Literal["inf"] = Field(
+        1024, description="Max output tokens per response (1-4096 or `inf`)."
+    )
+    input_transcription_model: str = Field(
+        "whisper-1", description="Input transcription model (Azure: a transcription deployment name). Empty = off."
+    )
+    transcription_language: str = Field("", description="Caller language hint for transcription (e.g. `en`, `ja`).")
+    greeting: bool = Field(True, description="The bot speaks first after the session is configured.")
+
+    # --- local engine ----------------------------------------------------------------------------
+    local_script: Path | None = Field(
+        None, description="Dialogue YAML for the local engine (default: the bundled contact-center script)."
+    )
+
+    # --- state ------------------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL (redis://, rediss://, unix://, or redis+sentinel://host:port/service).",
+    )
+    redis_prefix: str = Field("cb", description="Key prefix for everything callbridge stores in Redis.")
+    call_ttl_s: int = Field(86400, gt=0, description="How long an ended call's state is kept (seconds).")
+    state_queue_max: int = Field(2000, ge=10, description="Bound of each call's write-behind queue (ops).")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="Replica heartbeat period.")
+    heartbeat_ttl_s: float = Field(15.0, gt=0, description="A replica is dead once its heartbeat is this old.")
+
+    # --- sentiment & escalation -------------------------------------------------------------------
+    escalation_threshold: float = Field(0.7, gt=0, le=1, description="Frustration score that escalates.")
+    escalation_reset_threshold: float = Field(
+        0.45, ge=0, lt=1, description="Score below which the escalation policy re-arms (hysteresis)."
+    )
+    escalation_min_turns: int = Field(2, ge=0, description="Caller turns before a sentiment-only escalation.")
+    sentiment_decay_per_turn: float = Field(
+        0.15, ge=0, le=1, description="Fraction of the frustration score that decays per calm caller turn."
+    )
+    handoff_line: str = Field(
+        "I understand. Let me connect you with a member of our team who can help you further. Please hold.",
+        description="What the bot says before a hand-off.",
+    )
+    escalation_webhook_url: str = Field("", description="Where escalation records are POSTed. Empty = not delivered.")
+    escalation_webhook_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC-SHA256 key for the Callbridge-Signature header."
+    )
+    escalation_webhook_timeout_s: float = Field(5.0, gt=0, description="Per-attempt webhook timeout.")
+    escalation_max_backoff_s: float = Field(60.0, gt=0, description="Cap on the webhook retry backoff.")
+    escalation_transcript_turns: int = Field(10, ge=1, description="Transcript turns included in a record.")
+    transfer_queue: str = Field("support", description="Twilio <Enqueue> queue for escalated calls.")
+    transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
+    transfer_via_rest: bool = Field(False, description="Transfer mid-stream through Twilio's REST API.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://gw.example.com")
+        return value.rstrip("/")
+
+    @field_validator("max_output_tokens", mode="before")
+    @classmethod
+    def _max_tokens(cls, value: object) -> object:
+        if value == "inf":
+            return value
+        number = int(str(value))
+        if not 1 <= number <= 4096:
+            raise ValueError("must be 1-4096 or 'inf'")
+        return number
+
+    @model_validator(mode="after")
+    def _fallbacks(self) -> Settings:
+        if not self.realtime_api_key.get_secret_value():
+            fallback = os.environ.get("AZURE_OPENAI_API_KEY" if self.realtime_provider == "azure" else "OPENAI_API_KEY")
+            if not fallback and self.realtime_provider is None:
+                fallback = os.environ.get("OPENAI_API_KEY")
+            if fallback:
+                self.realtime_api_key = SecretStr(fallback)
+        if not self.azure_endpoint:
+            self.azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
+        if self.realtime_provider is None:
+            self.realtime_provider = "openai" if self.realtime_api_key.get_secret_value() else "local"
+        if self.realtime_provider == "azure" and not (self.azure_endpoint or self.realtime_url):
+            raise ValueError("CALLBRIDGE_REALTIME_PROVIDER=azure needs CALLBRIDGE_AZURE_ENDPOINT or AZURE_OPENAI_ENDPOINT")
+        if self.escalation_reset_threshold >= self.escalation_threshold:
+            raise ValueError("CALLBRIDGE_ESCALATION_RESET_THRESHOLD must be below CALLBRIDGE_ESCALATION_THRESHOLD")
+        return self
+
+    @property
+    def provider(self) -> RealtimeProvider:
+        """The resolved provider (never None after validation)."""
+        assert self.realtime_provider is not None
+        return self.realtime_provider
+
+    def effective_stream_token_secret(self) -> bytes:
+        """Key for stream tokens: the explicit secret, else one derived from the Twilio auth token."""
+        secret = self.stream_token_secret.get_secret_value() or (
+            "callbridge-stream-token:" + self.twilio_auth_token.get_secret_value()
+        )
+        return secret.encode()
+
+
+class ConfigError(SystemExit):
+    """Raised at start-up for an invalid environment; its message is one line naming the variable."""
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "__root__"]
+    message = first.get("msg", "invalid value").removeprefix("Value error, ")
+    if loc:
+        return f"invalid configuration: CALLBRIDGE_{loc[0].upper()}: {message}"
+    return f"invalid configuration: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build and validate ``Settings`` from the environment; raise ``ConfigError`` with one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def exit_on_bad_config() -> Settings:
+    """CLI helper: print the one-line error to stderr and exit 2 on invalid configuration."""
+    try:
+        return load_settings()
+    except ConfigError as error:
+        print(f"callbridge: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,248 @@
+"""Dialect-neutral typed Realtime server events, the session configuration, and the dialect interface.
+
+Both wire dialects (GA ``openai.types.realtime`` and beta ``openai.types.beta.realtime``) parse into
+these events, named after the GA event they come from (realtime-api.md section 5). The call bridge
+only ever sees these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+# ---------------------------------------------------------------------------------------------------
+# Session configuration (realtime-api.md section 3)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """What the bridge asks of a session. Audio is always PCM16 24 kHz mono both ways."""
+
+    instructions: str
+    voice: str = "alloy"
+    vad_threshold: float = 0.5
+    vad_prefix_padding_ms: int = 300
+    vad_silence_duration_ms: int = 500
+    temperature: float = 0.8  # beta only; GA has no temperature (section 3.1)
+    max_output_tokens: int | Literal["inf"] = 1024
+    transcription_model: str = "whisper-1"  # "" = no input transcription
+    transcription_language: str = ""
+    tools: tuple[FunctionTool, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Server events
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    session: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdated:
+    session: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    audio_start_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    audio_end_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputCommitted:
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemAdded:
+    """GA conversation.item.added / .done, beta conversation.item.created."""
+
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscriptionCompleted:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscriptionFailed:
+    item_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreated:
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputItemAdded:
+    response_id: str
+    item_id: str
+    item_type: str  # "message" | "function_call" | ...
+    name: str = ""  # function name, for function_call items
+    call_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDelta:
+    """PCM16 24 kHz audio bytes (base64-decoded) of one assistant item."""
+
+    response_id: str
+    item_id: str
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    response_id: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDelta:
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDone:
+    response_id: str
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCallArgumentsDone:
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str  # "" when the (beta) server did not send it; take it from OutputItemAdded
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    response_id: str
+    status: str  # completed | cancelled | failed | incomplete
+    reason: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    output: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTruncated:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeError:
+    type: str
+    code: str
+    message: str
+    param: str = ""
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OtherEvent:
+    """A valid event the bridge does not act on (rate_limits.updated, content parts, ...)."""
+
+    type: str
+
+
+ServerEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SpeechStarted
+    | SpeechStopped
+    | InputCommitted
+    | ItemAdded
+    | InputTranscriptionCompleted
+    | InputTranscriptionFailed
+    | ResponseCreated
+    | OutputItemAdded
+    | AudioDelta
+    | AudioDone
+    | TranscriptDelta
+    | TranscriptDone
+    | FunctionCallArgumentsDone
+    | ResponseDone
+    | ItemTruncated
+    | RealtimeError
+    | OtherEvent
+)
+
+
+class RealtimeProtocolError(ValueError):
+    """A server message that is not valid JSON or not a Realtime event."""
+
+
+class RealtimeDialect(Protocol):
+    """One wire dialect (GA or beta). Pure: dicts/strings in and out, no I/O.
+
+    Builders return JSON text ready to send. ``audio_append`` is on the per-frame hot path and must
+    be cheap (no dict building + json.dumps per frame).
+    """
+
+    name: Literal["ga", "beta"]
+
+    def session_update(self, config: SessionConfig) -> str: ...
+
+    def audio_append(self, pcm16: bytes) -> str: ...
+
+    def response_create(self, instructions: str | None = None) -> str: ...
+
+    def response_cancel(self, response_id: str | None = None) -> str: ...
+
+    def item_truncate(self, item_id: str, audio_end_ms: int) -> str: ...
+
+    def user_text_item(self, text: str) -> str: ...
+
+    def system_text_item(self, text: str) -> str: ...
+
+    def function_call_output(self, call_id: str, output: str) -> str: ...
+
+    def input_audio_clear(self) -> str: ...
+
+    def parse(self, message: str | bytes) -> ServerEvent: ...
+
+
+class RealtimeClosed(Exception):
+    """The Realtime session's connection ended (``code``/``reason`` as the WebSocket close gave them)."""
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(f"realtime connection closed ({code}) {reason}".strip())
+        self.code = code
+        self.reason = reason
+
+
+class RealtimeTransport(Protocol):
+    """A connected Realtime session carrying JSON text frames, either over WebSocket (cloud, or any
+    server) or in-process (the embedded local engine). ``recv`` raises ``RealtimeClosed`` at the end.
+    ``send`` is ordered; ``close`` is idempotent and cancel-safe."""
+
+    async def send(self, text: str) -> None: ...
+
+    async def recv(self) -> str: ...
+
+    async def close(self) -> None: ...
