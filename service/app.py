@@ -1,0 +1,142 @@
+"""FastAPI application factory: HTTP routes, the Twilio media WebSocket, and the process lifespan.
+
+The ``Gateway`` object owns everything that lives as long as the process (settings, the Redis state
+store, the escalation outbox and its delivery worker, the registry of active calls, the draining
+flag). Routes are thin: they validate, then hand over to ``service.call`` or ``service.telephony``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import metrics
+from service.config import Settings
+
+if TYPE_CHECKING:
+    from service.call.session import CallSession
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Gateway:
+    """Process-wide state shared by every call on this replica."""
+
+    settings: Settings
+    started_at: float = field(default_factory=time.time)
+    draining: bool = False
+    calls: dict[str, CallSession] = field(default_factory=dict)
+    state_store: Any = None  # service.state.store.StateStore, when Redis is configured
+    outbox: Any = None  # service.escalation.outbox.Outbox
+    delivery_worker: Any = None
+    _background: list[asyncio.Task[Any]] = field(default_factory=list)
+    calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def redis_ok(self) -> bool:
+        if self.state_store is None:
+            return True
+        try:
+            return bool(await asyncio.wait_for(self.state_store.ping(), timeout=1.0))
+        except Exception:
+            return False
+
+    def register(self, call_id: str, session: CallSession) -> None:
+        self.calls[call_id] = session
+        metrics.ACTIVE_CALLS.set(len(self.calls))
+        self.calls_changed.set()
+
+    def unregister(self, call_id: str) -> None:
+        self.calls.pop(call_id, None)
+        metrics.ACTIVE_CALLS.set(len(self.calls))
+        self.calls_changed.set()
+
+    async def start(self) -> None:
+        """Connect Redis and start background workers. Never fails start-up on a Redis outage:
+        calls go on without state and ``/readyz`` reports the outage."""
+        from service.lifecycle import start_gateway_services
+
+        await start_gateway_services(self)
+
+    async def stop(self) -> None:
+        from service.lifecycle import stop_gateway_services
+
+        await stop_gateway_services(self)
+
+
+def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
+    """Build the ASGI app. ``start_services=False`` skips Redis/workers (pure HTTP tests)."""
+    gateway = Gateway(settings=settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if start_services:
+            await gateway.start()
+        log.info("gateway.started", replica=settings.replica_id, provider=settings.provider,
+                 public_url=settings.public_url)
+        try:
+            yield
+        finally:
+            if start_services:
+                await gateway.stop()
+            log.info("gateway.stopped", replica=settings.replica_id)
+
+    app = FastAPI(title="callbridge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gateway
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """Liveness: the process and its event loop answer."""
+        return JSONResponse({"status": "ok", "uptime_s": round(time.time() - gateway.started_at, 1)})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: dependencies reachable and not draining (503 otherwise, with the reason)."""
+        redis_ok = await gateway.redis_ok()
+        metrics.REDIS_UP.set(1 if redis_ok else 0)
+        ready = redis_ok and not gateway.draining
+        body = {
+            "ready": ready,
+            "draining": gateway.draining,
+            "redis": "ok" if redis_ok else "unreachable",
+            "active_calls": len(gateway.calls),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/twilio/voice")
+    async def twilio_voice(request: Request) -> Response:
+        from service.call.twilio_routes import handle_voice_webhook
+
+        return await handle_voice_webhook(gateway, request)
+
+    @app.post("/twilio/after-stream")
+    async def twilio_after_stream(request: Request) -> Response:
+        from service.call.twilio_routes import handle_after_stream
+
+        return await handle_after_stream(gateway, request)
+
+    @app.websocket("/twilio/media")
+    async def twilio_media(websocket: WebSocket) -> None:
+        from service.call.twilio_routes import handle_media_stream
+
+        await handle_media_stream(gateway, websocket)
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, exc: Exception) -> PlainTextResponse:
+        log.error("http.unhandled_error", path=request.url.path, error=repr(exc))
+        return PlainTextResponse("internal error", status_code=500)
+
+    return app

@@ -1,0 +1,1 @@
+"""The call: the bridge state machine, playback accounting, and per-call wiring."""

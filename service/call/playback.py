@@ -1,0 +1,138 @@
+"""Playback accounting: how much of each assistant item the caller has actually heard.
+
+Pure (no I/O; the clock is passed in). The bridge sends a mark after every chunk of bot audio; the
+provider echoes a mark when the audio before it has played, or at once for every pending mark when
+we send ``clear`` (telephony-streams.md 1.4). So:
+
+- heard position of an item = bytes up to its last mark echoed *before* ``clear`` was sent, plus
+  the playback time since that echo, capped at the bytes actually sent for the item
+  (realtime-api.md 6.2: ``audio_end_ms`` is clamped to what was received);
+- echoes that arrive after ``clear`` for marks outstanding at that moment say nothing about playback
+  and are ignored.
+
+Before an item's first echo, its playback start is estimated from a queue model (audio plays back
+to back from the later of its send time and the end of what was queued before it).
+
+Memory: one ``_Mark`` per chunk still queued at the provider (about 40 bytes each, bounded by the
+audio queued ahead, e.g. 10 s of reply in 100 ms deltas = 100 marks), one ``_ItemPlayback`` per
+assistant item of the call (kept for the truncate decision, pruned to the last 32).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+MULAW_BYTES_PER_MS = 8  # G.711 at 8 kHz (audio.md 1.1)
+_MAX_ITEMS = 32
+
+
+@dataclass(slots=True)
+class _Mark:
+    item_id: str
+    end_bytes: int  # cumulative bytes of the item sent up to this mark
+
+
+@dataclass(slots=True)
+class _ItemPlayback:
+    item_id: str
+    sent_bytes: int = 0
+    echoed_bytes: int = 0
+    echoed_at: float | None = None  # clock time of the last echo that counted
+    start_estimate: float = 0.0  # estimated clock time the item's first byte started playing
+
+
+@dataclass(frozen=True, slots=True)
+class HeardPosition:
+    item_id: str
+    heard_ms: int
+    sent_ms: int
+
+    @property
+    def cut(self) -> bool:
+        """True when some of the item's sent audio was not heard (a truncate is needed)."""
+        return self.heard_ms < self.sent_ms
+
+
+class PlaybackLedger:
+    """Tracks audio sent to the provider, marks, echoes and ``clear``s for one call."""
+
+    def __init__(self) -> None:
+        self._marks: OrderedDict[str, _Mark] = OrderedDict()
+        self._cleared_marks: set[str] = set()
+        self._items: OrderedDict[str, _ItemPlayback] = OrderedDict()
+        self._queue_end = 0.0  # estimated clock time when everything sent has played
+        self._mark_seq = 0
+
+    # --- sending ---------------------------------------------------------------------------------
+    def on_audio_sent(self, item_id: str, nbytes: int, now: float) -> str:
+        """Record ``nbytes`` of mu-law sent for ``item_id``; return the name of the mark to send next."""
+        item = self._items.get(item_id)
+        if item is None:
+            item = _ItemPlayback(item_id=item_id, start_estimate=max(now, self._queue_end))
+            self._items[item_id] = item
+            while len(self._items) > _MAX_ITEMS:
+                self._items.popitem(last=False)
+        item.sent_bytes += nbytes
+        self._queue_end = max(now, self._queue_end) + nbytes / (MULAW_BYTES_PER_MS * 1000.0)
+        self._mark_seq += 1
+        name = f"cb{self._mark_seq}"
+        self._marks[name] = _Mark(item_id=item_id, end_bytes=item.sent_bytes)
+        return name
+
+    # --- provider feedback --------------------------------------------------------------------------
+    def on_mark_echoed(self, name: str, now: float) -> bool:
+        """Apply an echo; return False for echoes that carry no playback information."""
+        if name in self._cleared_marks:
+            self._cleared_marks.discard(name)
+            return False
+        mark = self._marks.pop(name, None)
+        if mark is None:
+            return False
+        # Marks are echoed in order; earlier marks still listed were passed too.
+        for older in [n for n, m in self._marks.items() if _is_before(n, name)]:
+            self._marks.pop(older, None)
+        item = self._items.get(mark.item_id)
+        if item is not None:
+            item.echoed_bytes = max(item.echoed_bytes, mark.end_bytes)
+            item.echoed_at = now
+        if not self._marks:
+            self._queue_end = min(self._queue_end, now)
+        return True
+
+    def on_clear(self, now: float) -> None:
+        """The provider's buffer was emptied: pending marks will echo without meaning."""
+        self._cleared_marks.update(self._marks)
+        self._marks.clear()
+        self._queue_end = now
+
+    # --- queries -------------------------------------------------------------------------------------
+    def is_playing(self, now: float) -> bool:
+        """True while bot audio is queued or playing at the provider."""
+        return bool(self._marks) or self._queue_end > now
+
+    def playing_item(self) -> str | None:
+        """The item at the playback head: the item of the oldest mark not yet echoed."""
+        for mark in self._marks.values():
+            return mark.item_id
+        return None
+
+    def heard(self, item_id: str, now: float) -> HeardPosition:
+        """How much of ``item_id`` the caller heard by ``now`` (ms), never more than was sent."""
+        item = self._items.get(item_id)
+        if item is None:
+            return HeardPosition(item_id, 0, 0)
+        if item.echoed_at is not None:
+            played = item.echoed_bytes + (now - item.echoed_at) * 1000.0 * MULAW_BYTES_PER_MS
+        else:
+            played = max(0.0, (now - item.start_estimate) * 1000.0 * MULAW_BYTES_PER_MS)
+        played_bytes = min(int(played), item.sent_bytes)
+        return HeardPosition(item_id, played_bytes // MULAW_BYTES_PER_MS, item.sent_bytes // MULAW_BYTES_PER_MS)
+
+    @property
+    def outstanding_marks(self) -> int:
+        return len(self._marks)
+
+
+def _is_before(candidate: str, reference: str) -> bool:
+    return int(candidate[2:]) < int(reference[2:])

@@ -1,0 +1,118 @@
+"""The ``callbridge`` command: ``serve | demo | call | local-realtime | verify-webhook``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.config import exit_on_bad_config
+    from service.logging import configure_logging
+
+    settings = exit_on_bad_config()
+    if args.host:
+        settings.host = args.host
+    if args.port is not None:
+        settings.port = args.port
+    configure_logging(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws_max_size=1 << 20,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        timeout_graceful_shutdown=int(settings.drain_timeout) + 30,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    from service.drain import install_drain
+
+    install_drain(server, app)
+    server.run()
+    return 0
+
+
+def _local_realtime(args: argparse.Namespace) -> int:
+    from service.config import exit_on_bad_config
+    from service.logging import configure_logging
+    from service.realtime.local.server import serve_local_realtime
+
+    settings = exit_on_bad_config()
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(serve_local_realtime(args.host, args.port, settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return run_demo(args)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from service.simcaller import run_call_command
+
+    return run_call_command(args)
+
+
+def _verify_webhook(args: argparse.Namespace) -> int:
+    from service.escalation.webhook import main_verify_webhook
+
+    return main_verify_webhook(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callbridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (HTTP webhooks + media WebSockets)")
+    serve.add_argument("--host", default=None, help="bind address (default CALLBRIDGE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default CALLBRIDGE_PORT or 8080)")
+    serve.set_defaults(func=_serve)
+
+    local = sub.add_parser("local-realtime", help="serve the embedded offline engine at /v1/realtime")
+    local.add_argument("--host", default="127.0.0.1")
+    local.add_argument("--port", type=int, default=8765)
+    local.set_defaults(func=_local_realtime)
+
+    demo = sub.add_parser("demo", help="start the gateway on embedded defaults and place a simulated call")
+    demo.add_argument("--out", default=".", help="directory for call-<id>.wav and the call summary")
+    demo.add_argument("--no-escalation", action="store_true", help="leave out the angry turn that escalates")
+    demo.add_argument("--port", type=int, default=0, help="gateway port (default: a free port)")
+    demo.set_defaults(func=_demo)
+
+    call = sub.add_parser("call", help="simulated Twilio caller against a running deployment")
+    call.add_argument("url", help="gateway base URL, e.g. http://127.0.0.1:8080")
+    call.add_argument("--audio", action="append", default=[], help="WAV file to speak (repeatable)")
+    call.add_argument("--say", action="append", default=[], help="text to synthesise and speak (repeatable)")
+    call.add_argument("--auth-token", default=None, help="Twilio auth token to sign the webhook")
+    call.add_argument("--record", default=None, help="write the call to this WAV (stereo caller/bot)")
+    call.add_argument("--listen-s", type=float, default=6.0, help="seconds to listen after each turn")
+    call.set_defaults(func=_call)
+
+    verify = sub.add_parser("verify-webhook", help="check a Callbridge-Signature header against a body")
+    verify.add_argument("rest", nargs=argparse.REMAINDER)
+    verify.set_defaults(func=_verify_webhook)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Prometheus metrics, defined once for the whole process (prometheus-client default registry).
+
+Names follow Prometheus conventions (``callbridge_`` prefix, ``_total`` counters, ``_seconds``
+histograms). The README's metrics table documents each one. Labels are low-cardinality only
+(never call ids or numbers).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Sub-millisecond resolution where the frame path lives; seconds where humans wait.
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25)
+_HUMAN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+ACTIVE_CALLS = Gauge("callbridge_active_calls", "Calls currently bridged by this replica.")
+CALLS_STARTED = Counter("callbridge_calls_started_total", "Calls whose media stream was accepted.", ["provider"])
+CALLS_ENDED = Counter(
+    "callbridge_calls_ended_total", "Calls ended, by outcome.", ["outcome"]
+)  # completed | escalated | error | rejected | handed_off
+FRAMES_IN = Counter("callbridge_frames_in_total", "Caller audio frames received from the provider.")
+FRAMES_OUT = Counter("callbridge_frames_out_total", "Bot audio messages sent to the provider.")
+MALFORMED_FRAMES = Counter(
+    "callbridge_malformed_frames_total", "Provider messages rejected as malformed.", ["provider"]
+)
+FRAME_FORWARD_SECONDS = Histogram(
+    "callbridge_frame_forward_seconds",
+    "Time from receiving a caller frame to handing its PCM to the Realtime socket.",
+    buckets=_FAST_BUCKETS,
+)
+FIRST_AUDIO_SECONDS = Histogram(
+    "callbridge_first_audio_seconds",
+    "Time from the caller's speech_stopped to the first bot audio sent to the provider.",
+    buckets=_HUMAN_BUCKETS,
+)
+BARGE_INS = Counter("callbridge_barge_ins_total", "Caller interruptions of bot audio.")
+BARGE_IN_REACTION_SECONDS = Histogram(
+    "callbridge_barge_in_reaction_seconds",
+    "Time from speech_started to the provider clear being sent.",
+    buckets=_FAST_BUCKETS,
+)
+REALTIME_ERRORS = Counter("callbridge_realtime_errors_total", "Realtime error events and failures.", ["kind"])
+REALTIME_CONNECT_SECONDS = Histogram(
+    "callbridge_realtime_connect_seconds", "Time to open and configure a Realtime session.", buckets=_HUMAN_BUCKETS
+)
+REALTIME_RECONNECTS = Counter("callbridge_realtime_reconnects_total", "Realtime session reconnects.")
+STREAM_REJECTED = Counter(
+    "callbridge_streams_rejected_total", "Media streams refused before bridging.", ["reason"]
+)
+WEBHOOK_REJECTED = Counter(
+    "callbridge_webhooks_rejected_total", "Provider webhooks refused (bad signature, draining).", ["reason"]
+)
+RESPONSE_COST_USD = Counter(
+    "callbridge_realtime_cost_usd_total", "Estimated Realtime spend from response.done usage.", ["model"]
+)
+REALTIME_TOKENS = Counter(
+    "callbridge_realtime_tokens_total", "Realtime tokens from response.done usage.", ["direction", "modality"]
+)
+
+# State (Redis)
+STATE_QUEUE_DEPTH = Gauge("callbridge_state_queue_depth", "Pending Redis writes over all calls.")
+STATE_WRITE_FAILURES = Counter("callbridge_state_write_failures_total", "Redis write attempts that failed.")
+STATE_WRITES_DROPPED = Counter(
+    "callbridge_state_writes_dropped_total", "Redis writes dropped because a call's queue hit its bound."
+)
+REDIS_UP = Gauge("callbridge_redis_up", "1 when Redis answered the last health check.")
+
+# Sentiment & escalation
+SENTIMENT_SCORE = Histogram(
+    "callbridge_frustration_score", "Per-turn fused caller frustration score.",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+ESCALATIONS = Counter("callbridge_escalations_total", "Escalations decided, by trigger.", ["trigger"])
+WEBHOOK_DELIVERIES = Counter(
+    "callbridge_escalation_deliveries_total", "Escalation webhook attempts, by outcome.", ["outcome"]
+)  # delivered | retry | dead_letter
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "callbridge_escalation_delivery_seconds", "Time from escalation to a 2xx from the receiver.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+OUTBOX_PENDING = Gauge("callbridge_escalation_outbox_pending", "Escalations not yet acknowledged by a receiver.")
+DRAINING = Gauge("callbridge_draining", "1 while this replica drains after SIGTERM.")
