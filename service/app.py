@@ -42,6 +42,34 @@ class Gateway:
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
     calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    escalated_recently: dict[str, float] = field(default_factory=dict)
+
+    def mark_escalated(self, call_id: str) -> None:
+        """Remember locally (bounded: 10k calls) that a call escalated, for after-stream TwiML."""
+        self.escalated_recently[call_id] = time.time()
+        if len(self.escalated_recently) > 10_000:
+            oldest = sorted(self.escalated_recently, key=self.escalated_recently.__getitem__)[:1000]
+            for key in oldest:
+                self.escalated_recently.pop(key, None)
+
+    async def is_escalated(self, call_id: str) -> bool:
+        """Did this call escalate? Local memory first, then Redis (another replica may have served it)."""
+        if call_id in self.escalated_recently:
+            return True
+        if self.state_store is None or not call_id:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self.state_store.is_escalated(call_id), timeout=2.0))
+        except Exception as error:
+            log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
+            return False
+
+    def prices_for(self, model: str) -> dict[str, float]:
+        """USD per 1M tokens for ``model``: the longest matching prefix in the price table."""
+        table = self.settings.price_table
+        best = max((key for key in table if key != "default" and model.startswith(key)), key=len, default="default")
+        return table.get(best, table["default"])
+
     async def redis_ok(self) -> bool:
         if self.state_store is None:
             return True

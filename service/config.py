@@ -136,6 +136,30 @@ class Settings(BaseSettings):
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
     transfer_via_rest: bool = Field(False, description="Transfer mid-stream through Twilio's REST API.")
 
+    # --- cost ----------------------------------------------------------------------------------------
+    price_table: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "default": {"text_in": 5.0, "text_out": 20.0, "cached_in": 2.5, "audio_in": 40.0, "audio_out": 80.0},
+            "gpt-4o-mini": {"text_in": 0.6, "text_out": 2.4, "cached_in": 0.3, "audio_in": 10.0, "audio_out": 20.0},
+            "gpt-realtime-mini": {"text_in": 0.6, "text_out": 2.4, "cached_in": 0.3, "audio_in": 10.0, "audio_out": 20.0},
+            "local": {"text_in": 0.0, "text_out": 0.0, "cached_in": 0.0, "audio_in": 0.0, "audio_out": 0.0},
+        },
+        description="JSON: model-name prefix -> USD per 1M tokens (text_in, text_out, cached_in, audio_in, audio_out); "
+        "defaults to the published GPT-4o Realtime / mini prices.",
+    )
+
+    @field_validator("price_table")
+    @classmethod
+    def _price_table(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        needed = {"text_in", "text_out", "cached_in", "audio_in", "audio_out"}
+        if "default" not in value:
+            raise ValueError("needs a 'default' entry")
+        for model, prices in value.items():
+            missing = needed - set(prices)
+            if missing:
+                raise ValueError(f"entry {model!r} lacks {sorted(missing)}")
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _public_url_is_http(cls, value: str) -> str:

@@ -176,6 +176,7 @@ class CallBridge:
         self._to_provider = to_provider
         self._close_provider = close_provider
         self._to_model: SendText | None = None
+        self._audio_to_model: SendText | None = None  # set once the session is configured
         self._greeting = greeting
         self._handoff_line = handoff_line
         self._observer: CallObserver = observer or NullObserver()
@@ -224,10 +225,10 @@ class CallBridge:
         if isinstance(event, MediaReceived):
             self.stats.frames_in += 1
             metrics.FRAMES_IN.inc()
-            if self._to_model is None:
-                self._prebuffer.append(event.payload)
+            if self._audio_to_model is None:
+                self._prebuffer.append(event.payload)  # session not configured yet (bounded: 1 s)
                 return
-            await self._to_model(self._rt.audio_append(self._inbound.process(event.payload)))
+            await self._audio_to_model(self._rt.audio_append(self._inbound.process(event.payload)))
             metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
             self._observer.caller_audio(event.payload)
         elif isinstance(event, MarkEchoed):
@@ -259,10 +260,15 @@ class CallBridge:
     # realtime side
 
     async def attach_realtime(self, to_model: SendText) -> None:
-        """The Realtime session is connected: flush pre-buffered caller audio (in order)."""
+        """The Realtime session is connected; caller audio flows once ``session.update`` is sent."""
         self._to_model = to_model
+
+    async def _open_audio(self) -> None:
+        """After ``session.update``: flush pre-buffered caller audio in order, then forward live."""
+        assert self._to_model is not None
         while self._prebuffer:
-            await to_model(self._rt.audio_append(self._inbound.process(self._prebuffer.popleft())))
+            await self._to_model(self._rt.audio_append(self._inbound.process(self._prebuffer.popleft())))
+        self._audio_to_model = self._to_model
 
     async def on_realtime_message(self, message: str | bytes) -> None:
         try:
@@ -303,6 +309,7 @@ class CallBridge:
             self._observer.bot_transcript(event.item_id, event.transcript)
         elif isinstance(event, rt.SessionCreated):
             await self._send_model(self._rt.session_update(self._config))
+            await self._open_audio()
         elif isinstance(event, rt.SessionUpdated):
             if self._transition("session_ready"):
                 log.info("call.session_ready")

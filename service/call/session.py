@@ -1,0 +1,189 @@
+"""Per-call wiring: one ``CallSession`` runs a bridged call from the accepted media stream to the
+``call.summary`` line.
+
+Tasks per call (all cancelled when the call ends, whichever side ends it):
+- the provider reader: media-stream frames -> ``CallBridge.on_provider_message`` (in order);
+- the Realtime reader: session events -> ``CallBridge.on_realtime_message`` (in order).
+Sends happen inline from those readers; nothing else runs on the frame path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from service import metrics
+from service.call.bridge import ESCALATION_TOOL_NAME, CallBridge
+from service.call.observer import CallObserver
+from service.config import Settings
+from service.realtime.events import FunctionTool, RealtimeClosed, RealtimeTransport, SessionConfig
+from service.realtime.protocol import dialect_for
+from service.telephony.base import TelephonyDialect
+
+log = structlog.get_logger(__name__)
+
+ESCALATION_TOOL = FunctionTool(
+    name=ESCALATION_TOOL_NAME,
+    description=(
+        "Transfer the caller to a human agent. Use it when the caller asks for a person, is clearly angry "
+        "or distressed, or you cannot resolve the request. Tell the caller you are connecting them first."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "description": "Why the caller needs a human, in a few words."},
+            "caller_mood": {"type": "string", "enum": ["calm", "confused", "frustrated", "angry"]},
+        },
+        "required": ["reason", "caller_mood"],
+    },
+)
+
+
+def load_instructions(settings: Settings) -> str:
+    """The persona: ``CALLBRIDGE_INSTRUCTIONS_FILE`` or the bundled empathetic support agent."""
+    if settings.instructions_file is not None:
+        return Path(settings.instructions_file).read_text(encoding="utf-8")
+    return resources.files("service.personas").joinpath("support_agent.md").read_text(encoding="utf-8")
+
+
+def session_config_from(settings: Settings) -> SessionConfig:
+    return SessionConfig(
+        instructions=load_instructions(settings),
+        voice=settings.voice,
+        vad_threshold=settings.vad_threshold,
+        vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
+        vad_silence_duration_ms=settings.vad_silence_duration_ms,
+        temperature=settings.temperature,
+        max_output_tokens=settings.max_output_tokens,
+        transcription_model=settings.input_transcription_model,
+        transcription_language=settings.transcription_language,
+        tools=(ESCALATION_TOOL,),
+    )
+
+
+async def open_realtime(settings: Settings) -> RealtimeTransport:
+    """Open the call's own Realtime session: the embedded engine in-process, or a WebSocket."""
+    if settings.provider == "local" and not settings.realtime_url:
+        from service.realtime.local import open_local_session
+
+        return await open_local_session(settings)
+    from service.realtime.client import connect_realtime
+
+    return await connect_realtime(settings)
+
+
+class CallSession:
+    """One bridged call. ``run`` returns when the call has ended and everything is closed."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        call_id: str,
+        stream_id: str,
+        provider: TelephonyDialect,
+        receive: Callable[[], Awaitable[str | bytes | None]],
+        send: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        observer: CallObserver,
+        open_session: Callable[[Settings], Awaitable[RealtimeTransport]] = open_realtime,
+    ) -> None:
+        self.settings = settings
+        self.call_id = call_id
+        self.stream_id = stream_id
+        self._receive = receive
+        self._open_session = open_session
+        self._transport: RealtimeTransport | None = None
+        self.bridge = CallBridge(
+            call_id=call_id,
+            provider=provider,
+            realtime=dialect_for("ga" if settings.provider == "local" else settings.realtime_dialect),
+            session_config=session_config_from(settings),
+            to_provider=send,
+            close_provider=close,
+            greeting=settings.greeting,
+            handoff_line=settings.handoff_line,
+            observer=observer,
+            max_malformed_frames=settings.max_malformed_frames,
+        )
+
+    async def run(self) -> dict[str, Any]:
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._provider_reader(), name="provider-reader")]
+        try:
+            opened = time.perf_counter()
+            try:
+                self._transport = await asyncio.wait_for(
+                    self._open_session(self.settings), timeout=self.settings.realtime_connect_timeout_s
+                )
+            except Exception as error:
+                metrics.REALTIME_ERRORS.labels("connect").inc()
+                log.error("realtime.connect_failed", error=_short(error))
+                await self.bridge.fail("realtime connect failed")
+            else:
+                metrics.REALTIME_CONNECT_SECONDS.observe(time.perf_counter() - opened)
+                await self.bridge.attach_realtime(self._transport.send)
+                tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
+            await self.bridge.ended.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self._transport is not None:
+                with contextlib.suppress(Exception):
+                    await self._transport.close()
+            if not self.bridge.ended.is_set():  # cancelled from outside (shutdown)
+                await self.bridge.end("gateway shutting down", close_code=1001)
+        summary = self.bridge.finish()
+        log.info("call.summary", **summary)
+        return summary
+
+    async def hand_off(self, reason: str) -> None:
+        await self.bridge.hand_off(reason)
+
+    async def _provider_reader(self) -> None:
+        try:
+            while True:
+                message = await self._receive()
+                if message is None:
+                    await self.bridge.end("provider closed the stream")
+                    return
+                await self.bridge.on_provider_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug in one call never takes the process down
+            log.exception("call.provider_reader_failed", error=_short(error))
+            await self.bridge.fail("internal error (provider side)")
+
+    async def _realtime_reader(self, transport: RealtimeTransport) -> None:
+        try:
+            while True:
+                try:
+                    message = await transport.recv()
+                except RealtimeClosed as closed:
+                    if closed.code in (1000, 1001) or self.bridge.ended.is_set():
+                        log.info("realtime.closed", code=closed.code, reason=closed.reason)
+                        await self.bridge.end("realtime session closed")
+                    else:
+                        metrics.REALTIME_ERRORS.labels("closed").inc()
+                        log.error("realtime.closed_abnormally", code=closed.code, reason=closed.reason)
+                        await self.bridge.fail(f"realtime session closed ({closed.code})")
+                    return
+                await self.bridge.on_realtime_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("call.realtime_reader_failed", error=_short(error))
+            await self.bridge.fail("internal error (realtime side)")
+
+
+def _short(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:300]

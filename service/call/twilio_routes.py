@@ -1,0 +1,208 @@
+"""Twilio's HTTP and WebSocket entry points (thin: validate, then hand over).
+
+- ``POST /twilio/voice``: X-Twilio-Signature checked against CALLBRIDGE_PUBLIC_URL + path (403 and
+  one log line on failure); answers ``<Connect><Stream>`` with a short-lived stream token bound to
+  the CallSid (telephony-streams.md 1.1, 1.5). While draining, the call is redirected.
+- ``WS /twilio/media``: the stream must present a valid token for its CallSid in ``start`` within
+  ``CALLBRIDGE_STREAM_START_TIMEOUT_S`` or it is closed with 1008 and no Realtime session is opened.
+- ``POST /twilio/after-stream``: runs when the stream socket closes (1.6): the transfer TwiML for
+  escalated calls, ``<Hangup/>`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from fastapi import Request, Response, WebSocket
+from starlette.websockets import WebSocketState
+
+from service import metrics
+from service.call.session import CallSession
+from service.call.sidework import build_observer
+from service.logging import bind_call_context, clear_call_context
+from service.telephony.base import ProtocolError, StreamConnected, StreamStarted
+from service.telephony.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
+from service.telephony.twilio import (
+    AFTER_STREAM_PATH,
+    STREAM_TOKEN_PARAMETER,
+    VOICE_PATH,
+    TwilioDialect,
+    after_stream_twiml,
+    connect_stream_twiml,
+    redirect_twiml,
+    validate_twilio_request,
+)
+
+if TYPE_CHECKING:
+    from service.app import Gateway
+
+log = structlog.get_logger(__name__)
+_XML = "application/xml"
+
+
+async def _validated_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | None:
+    form = await request.form()
+    settings = gateway.settings
+    ok = validate_twilio_request(
+        settings.twilio_auth_token.get_secret_value(),
+        settings.public_url,
+        path,
+        form,
+        request.headers.get("X-Twilio-Signature"),
+        query=request.url.query,
+        signature_settings=request.headers.get("X-Twilio-Webhooks-Signature-Settings"),
+    )
+    if not ok:
+        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
+        log.warning(
+            "twilio.signature_invalid",
+            path=path,
+            has_signature=request.headers.get("X-Twilio-Signature") is not None,
+            client=request.client.host if request.client else "",
+        )
+        return None
+    return {key: str(value) for key, value in form.items()}
+
+
+async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
+    params = await _validated_form(gateway, request, VOICE_PATH)
+    if params is None:
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    settings = gateway.settings
+    call_sid = params.get("CallSid", "")
+    if not call_sid:
+        log.warning("twilio.voice_missing_callsid")
+        return Response("missing CallSid", status_code=400, media_type="text/plain")
+    if gateway.draining:
+        metrics.WEBHOOK_REJECTED.labels("draining").inc()
+        log.info("twilio.voice_redirected_draining", call_id=call_sid)
+        return Response(redirect_twiml(settings.public_url + VOICE_PATH), media_type=_XML)
+    token = mint_stream_token(settings.effective_stream_token_secret(), call_sid, settings.stream_token_ttl_s)
+    twiml = connect_stream_twiml(
+        settings.public_url,
+        token,
+        {"from": params.get("From", ""), "to": params.get("To", "")},
+        AFTER_STREAM_PATH,
+    )
+    log.info(
+        "twilio.voice_answered", call_id=call_sid, caller=mask_number(params.get("From")),
+        callee=mask_number(params.get("To")),
+    )
+    return Response(twiml, media_type=_XML)
+
+
+async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
+    params = await _validated_form(gateway, request, AFTER_STREAM_PATH)
+    if params is None:
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    call_sid = params.get("CallSid", "")
+    escalated = await gateway.is_escalated(call_sid)
+    settings = gateway.settings
+    log.info("twilio.after_stream", call_id=call_sid, escalated=escalated)
+    return Response(
+        after_stream_twiml(escalated, settings.transfer_queue, settings.transfer_number), media_type=_XML
+    )
+
+
+async def _await_start(
+    websocket: WebSocket, dialect: TwilioDialect, timeout_s: float, max_malformed: int
+) -> StreamStarted | None:
+    """Read until ``start`` (``connected`` may precede it). None on timeout, close, or a flood."""
+    deadline = time.monotonic() + timeout_s
+    malformed = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            message = await asyncio.wait_for(websocket.receive(), timeout=remaining)
+        except TimeoutError:
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        data = message.get("text") or message.get("bytes") or ""
+        try:
+            event = dialect.parse(data)
+        except ProtocolError as error:
+            malformed += 1
+            metrics.MALFORMED_FRAMES.labels(dialect.name).inc()
+            log.warning("provider.malformed_frame", error=str(error), phase="before_start")
+            if malformed >= max_malformed:
+                return None
+            continue
+        if isinstance(event, StreamStarted):
+            return event
+        if not isinstance(event, StreamConnected):  # pragma: no cover - the dialect rejects these
+            continue
+
+
+async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
+    settings = gateway.settings
+    await websocket.accept()
+    dialect = TwilioDialect()
+    started = await _await_start(websocket, dialect, settings.stream_start_timeout_s, settings.max_malformed_frames)
+    if started is None:
+        metrics.STREAM_REJECTED.labels("no_start").inc()
+        log.warning("twilio.stream_rejected", reason="no valid start in time")
+        await _close(websocket, 1008, "start required")
+        return
+    try:
+        verify_stream_token(
+            settings.effective_stream_token_secret(),
+            started.custom_parameters.get(STREAM_TOKEN_PARAMETER),
+            started.call_id,
+        )
+    except StreamTokenError as error:
+        metrics.STREAM_REJECTED.labels("token").inc()
+        log.warning("twilio.stream_rejected", reason=error.reason, call_id=started.call_id)
+        await _close(websocket, 1008, "invalid stream token")
+        return
+
+    bind_call_context(call_id=started.call_id, stream_id=started.stream_id, provider="twilio")
+    metrics.CALLS_STARTED.labels("twilio").inc()
+    log.info(
+        "call.started",
+        caller=mask_number(started.custom_parameters.get("from")),
+        callee=mask_number(started.custom_parameters.get("to")),
+        realtime_provider=settings.provider,
+    )
+
+    async def receive() -> str | bytes | None:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        return message.get("text") or message.get("bytes") or ""
+
+    async def close(code: int, reason: str) -> None:
+        await _close(websocket, code, reason)
+
+    observer = build_observer(gateway, started, "twilio")
+    session = CallSession(
+        settings=settings,
+        call_id=started.call_id,
+        stream_id=started.stream_id,
+        provider=dialect,
+        receive=receive,
+        send=websocket.send_text,
+        close=close,
+        observer=observer,
+    )
+    observer.attach(session.bridge)
+    gateway.register(started.call_id, session)
+    try:
+        summary = await session.run()
+        metrics.CALLS_ENDED.labels(summary["outcome"]).inc()
+    finally:
+        gateway.unregister(started.call_id)
+        clear_call_context()
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(Exception):
+        await websocket.close(code=code, reason=reason)
