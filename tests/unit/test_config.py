@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from service.config import ConfigError, load_settings
+
+
+def test_defaults_resolve_to_local_engine_without_keys() -> None:
+    settings = load_settings()
+    assert settings.provider == "local"
+    assert settings.realtime_dialect == "ga"
+    assert settings.call_ttl_s == 86400
+
+
+def test_openai_key_fallback_selects_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123456789")
+    settings = load_settings()
+    assert settings.provider == "openai"
+    assert settings.realtime_api_key.get_secret_value() == "sk-test-123456789"
+    assert "sk-test" not in repr(settings)
+    assert "sk-test" not in str(settings.model_dump())
+
+
+def test_azure_uses_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_REALTIME_PROVIDER", "azure")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azkey")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com")
+    settings = load_settings()
+    assert settings.realtime_api_key.get_secret_value() == "azkey"
+    assert settings.azure_endpoint == "https://res.openai.azure.com"
+
+
+def test_azure_without_endpoint_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_REALTIME_PROVIDER", "azure")
+    with pytest.raises(ConfigError, match="AZURE"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needle"),
+    [
+        ("CALLBRIDGE_PORT", "not-a-port", "CALLBRIDGE_PORT"),
+        ("CALLBRIDGE_VAD_THRESHOLD", "1.5", "CALLBRIDGE_VAD_THRESHOLD"),
+        ("CALLBRIDGE_PUBLIC_URL", "ftp://x", "CALLBRIDGE_PUBLIC_URL"),
+        ("CALLBRIDGE_REALTIME_DIALECT", "gamma", "CALLBRIDGE_REALTIME_DIALECT"),
+        ("CALLBRIDGE_MAX_OUTPUT_TOKENS", "5000", "CALLBRIDGE_MAX_OUTPUT_TOKENS"),
+        ("CALLBRIDGE_PRICE_TABLE", '{"x": {}}', "CALLBRIDGE_PRICE_TABLE"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_max_output_tokens_accepts_inf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_MAX_OUTPUT_TOKENS", "inf")
+    assert load_settings().max_output_tokens == "inf"
+
+
+def test_serve_with_bad_config_exits_with_one_line() -> None:
+    env = {"PATH": "/usr/bin:/bin", "CALLBRIDGE_PORT": "nope"}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["callbridge: invalid configuration: CALLBRIDGE_PORT: "
+                     "Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_secret_never_printed_in_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_REALTIME_API_KEY", "sk-supersecret-value")
+    monkeypatch.setenv("CALLBRIDGE_PORT", "-1")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "supersecret" not in str(caught.value)
