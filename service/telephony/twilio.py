@@ -85,7 +85,7 @@ def _describe(value: object) -> str:
 def _object(value: object, what: str) -> dict[str, Any]:
     if type(value) is not dict:
         raise ProtocolError(f"{what} must be an object, got {_describe(value)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _string(container: dict[str, Any], key: str, what: str, *, required: bool = True) -> str:
@@ -96,7 +96,7 @@ def _string(container: dict[str, Any], key: str, what: str, *, required: bool = 
         if value is None:
             raise ProtocolError(f"{what}.{key} is missing")
         raise ProtocolError(f"{what}.{key} must be a string, got {_describe(value)}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 class TwilioDialect:
