@@ -126,7 +126,7 @@ class PlaybackLedger:
             played = item.echoed_bytes + (now - item.echoed_at) * 1000.0 * MULAW_BYTES_PER_MS
         else:
             played = max(0.0, (now - item.start_estimate) * 1000.0 * MULAW_BYTES_PER_MS)
-        played_bytes = min(int(played), item.sent_bytes)
+        played_bytes = min(round(played), item.sent_bytes)
         return HeardPosition(item_id, played_bytes // MULAW_BYTES_PER_MS, item.sent_bytes // MULAW_BYTES_PER_MS)
 
     @property
