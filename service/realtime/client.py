@@ -1,0 +1,146 @@
+"""The asyncio WebSocket adapter for Realtime sessions (OpenAI or Azure OpenAI).
+
+``connect_realtime(settings)`` opens the socket with the URL and headers from
+``protocol.connection_params`` (realtime-api.md §2.1), the way the SDK does (no frame-size limit, no
+permessage-deflate, §1) and returns a ``WebSocketTransport`` that carries the JSON text frames.
+The API key only ever travels in the handshake headers: it is never logged and never part of an
+exception message (logged URLs have their query string removed as well).
+
+Memory: websockets buffers at most ``max_queue`` (16) received frames before it stops reading the
+socket (backpressure to the server), and ``send`` waits while more than 32 KiB (``write_limit``)
+are unsent, so the bridge's send path is bounded too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from service.config import Settings
+from service.realtime.events import RealtimeClosed, RealtimeTransport
+from service.realtime.protocol import connection_params
+
+__all__ = ["RealtimeConnectError", "WebSocketTransport", "connect_realtime", "redact_url"]
+
+log = structlog.get_logger(__name__)
+
+# Handshake statuses worth retrying with backoff (realtime-api.md §9.2); any other HTTP status is
+# final (401/403 bad key, 404 wrong path/deployment/api-version, 400 not a realtime deployment).
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+CLOSE_TIMEOUT_S = 2.0
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host/path`` without query or userinfo (a query may hold ``api-key=...``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+class RealtimeConnectError(Exception):
+    """The Realtime WebSocket could not be opened.
+
+    ``status`` is the HTTP status when the server rejected the handshake (e.g. 401), else None
+    (DNS, TCP, TLS, timeout). ``retryable`` says whether a backoff-and-retry can help.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status in RETRYABLE_STATUSES
+
+
+class WebSocketTransport(RealtimeTransport):
+    """A connected Realtime session over ``websockets``.
+
+    ``send`` is ordered (frames leave in call order) and waits for write-buffer space;
+    ``recv`` returns the next text frame (binary frames, which the API never sends, are decoded as
+    UTF-8) and raises ``RealtimeClosed(code, reason)`` once the connection has ended, also for any
+    later call. ``close`` is idempotent and cancel-safe (a cancelled close aborts the TCP connection).
+    """
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._closing = False
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection has closed (1006 for an abrupt end), else None."""
+        return self._ws.close_code
+
+    def _closed_error(self, error: ConnectionClosed | None = None) -> RealtimeClosed:
+        frame = error.rcvd if error is not None else self._ws.close_rcvd
+        if frame is not None:
+            return RealtimeClosed(frame.code, frame.reason)
+        code = self._ws.close_code
+        return RealtimeClosed(code if code is not None else 1006, self._ws.close_reason or "")
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send(text)
+        except ConnectionClosed as error:
+            raise self._closed_error(error) from None
+
+    async def recv(self) -> str:
+        try:
+            message = await self._ws.recv()
+        except ConnectionClosed as error:
+            raise self._closed_error(error) from None
+        if isinstance(message, bytes):
+            return message.decode("utf-8", errors="replace")
+        return message
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            await self._ws.close(code, reason)
+        except BaseException:
+            self._ws.transport.abort()
+            raise
+
+
+async def connect_realtime(settings: Settings) -> WebSocketTransport:
+    """Open the Realtime WebSocket for ``settings`` (provider ``openai`` or ``azure``).
+
+    Bounded by ``settings.realtime_connect_timeout_s`` (TCP + TLS + HTTP upgrade). Raises
+    ``RealtimeConnectError`` (with ``status`` for a rejected handshake) on failure and ValueError
+    for configurations that have no socket (provider ``local``) or no key.
+    """
+    url, headers = connection_params(settings)
+    where = redact_url(url)
+    try:
+        ws = await connect(
+            url,
+            additional_headers=headers,
+            max_size=None,
+            compression=None,
+            open_timeout=settings.realtime_connect_timeout_s,
+            close_timeout=CLOSE_TIMEOUT_S,
+        )
+    except InvalidStatus as error:
+        status = error.response.status_code
+        log.warning("realtime.connect_rejected", url=where, status=status)
+        raise RealtimeConnectError(f"realtime handshake to {where} rejected with HTTP {status}", status=status) from None
+    except InvalidURI:
+        raise RealtimeConnectError(f"invalid realtime URL {where}") from None
+    except (TimeoutError, asyncio.TimeoutError):
+        log.warning("realtime.connect_timeout", url=where, timeout_s=settings.realtime_connect_timeout_s)
+        raise RealtimeConnectError(
+            f"realtime connect to {where} timed out after {settings.realtime_connect_timeout_s} s"
+        ) from None
+    except (OSError, InvalidHandshake) as error:
+        log.warning("realtime.connect_failed", url=where, error=type(error).__name__)
+        raise RealtimeConnectError(f"realtime connect to {where} failed: {type(error).__name__}: {error}") from None
+    log.info("realtime.connected", url=where, provider=settings.provider, dialect=settings.realtime_dialect)
+    return WebSocketTransport(ws)
