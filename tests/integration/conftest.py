@@ -1,0 +1,61 @@
+"""A real gateway for integration tests: the FastAPI app under uvicorn on 127.0.0.1, in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from service.app import create_app
+from service.config import Settings, load_settings
+from tests.conftest import free_port
+
+AUTH_TOKEN = "test-twilio-auth-token-0123456789"
+
+
+@dataclass
+class RunningGateway:
+    base_url: str
+    app: FastAPI
+    settings: Settings
+
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(start_services: bool = False, **overrides: Any) -> AsyncIterator[RunningGateway]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = load_settings(
+        public_url=base, twilio_auth_token=AUTH_TOKEN, greeting=False, **overrides
+    )
+    app = create_app(settings, start_services=start_services)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
+                            ws_max_size=1 << 20)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)  # uvicorn exposes no started event; bounded poll
+        yield RunningGateway(base_url=base, app=app, settings=settings)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(30):
+                await task
+
+
+@pytest.fixture
+def gateway_factory() -> Callable[..., contextlib.AbstractAsyncContextManager[RunningGateway]]:
+    return run_gateway

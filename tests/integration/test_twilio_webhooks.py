@@ -1,0 +1,170 @@
+"""Twilio HTTP contract over a real socket: signature checks, TwiML shape, stream token gate (1008)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from twilio.request_validator import RequestValidator
+
+from service.telephony.tokens import mint_stream_token
+from tests.integration.conftest import AUTH_TOKEN, run_gateway
+
+CALL_SID = "CA" + "a" * 32
+FORM = {"CallSid": CALL_SID, "AccountSid": "AC" + "b" * 32, "From": "+15551234567", "To": "+15557654321",
+        "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+
+
+def sign(url: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:
+    return RequestValidator(token).compute_signature(url, form)
+
+
+async def post_signed(base: str, path: str, form: dict[str, str], signature: str | None = None) -> httpx.Response:
+    headers = {"X-Twilio-Signature": signature if signature is not None else sign(base + path, form)}
+    async with httpx.AsyncClient() as client:
+        return await client.post(base + path, data=form, headers=headers)
+
+
+async def test_voice_webhook_returns_connect_stream_with_token_and_redirect() -> None:
+    async with run_gateway() as gw:
+        response = await post_signed(gw.base_url, "/twilio/voice", FORM)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/xml")
+        root = ET.fromstring(response.text)
+        stream = root.find("./Connect/Stream")
+        assert stream is not None
+        assert stream.get("url") == gw.base_url.replace("http://", "ws://") + "/twilio/media"
+        params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        assert params["from"] == FORM["From"] and params["to"] == FORM["To"]
+        assert params["stream_token"]
+        redirect = root.find("./Redirect")
+        assert redirect is not None and redirect.text == gw.base_url + "/twilio/after-stream"
+
+
+@pytest.mark.parametrize("signature", ["", "bm90LXZhbGlk", None])
+async def test_bad_signature_is_403_and_nothing_else(signature: str | None) -> None:
+    async with run_gateway() as gw:
+        headers = {} if signature is None else {"X-Twilio-Signature": signature}
+        async with httpx.AsyncClient() as client:
+            response = await client.post(gw.base_url + "/twilio/voice", data=FORM, headers=headers)
+        assert response.status_code == 403
+        assert "<Response" not in response.text
+
+
+async def test_signature_over_tampered_form_is_rejected() -> None:
+    async with run_gateway() as gw:
+        good = sign(gw.base_url + "/twilio/voice", FORM)
+        tampered = {**FORM, "From": "+15550000000"}
+        response = await post_signed(gw.base_url, "/twilio/voice", tampered, signature=good)
+        assert response.status_code == 403
+
+
+async def test_https_public_url_gives_wss_stream() -> None:
+    async with run_gateway() as gw:
+        # The gateway signs against its configured public URL, whatever the local socket is.
+        gw.settings.public_url = "https://gw.example.com"
+        response = await post_signed(gw.base_url, "/twilio/voice", FORM,
+                                     signature=sign("https://gw.example.com/twilio/voice", FORM))
+        assert response.status_code == 200
+        stream = ET.fromstring(response.text).find("./Connect/Stream")
+        assert stream is not None and stream.get("url") == "wss://gw.example.com/twilio/media"
+
+
+async def test_after_stream_hangs_up_normal_calls_and_enqueues_escalated_ones() -> None:
+    async with run_gateway(transfer_queue="support") as gw:
+        normal = await post_signed(gw.base_url, "/twilio/after-stream", FORM)
+        assert normal.status_code == 200
+        assert ET.fromstring(normal.text).find("./Hangup") is not None
+        gw.gateway.mark_escalated(CALL_SID)
+        escalated = await post_signed(gw.base_url, "/twilio/after-stream", FORM)
+        enqueue = ET.fromstring(escalated.text).find("./Enqueue")
+        assert enqueue is not None and enqueue.text == "support"
+        forged = await post_signed(gw.base_url, "/twilio/after-stream", FORM, signature="x")
+        assert forged.status_code == 403
+
+
+async def test_draining_gateway_redirects_new_calls() -> None:
+    async with run_gateway() as gw:
+        gw.gateway.draining = True
+        response = await post_signed(gw.base_url, "/twilio/voice", FORM)
+        root = ET.fromstring(response.text)
+        assert root.find("./Connect") is None
+        redirect = root.find("./Redirect")
+        assert redirect is not None and redirect.text == gw.base_url + "/twilio/voice"
+        async with httpx.AsyncClient() as client:
+            ready = await client.get(gw.base_url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["draining"] is True
+
+
+def _start_message(token: str | None, call_sid: str = CALL_SID) -> str:
+    params: dict[str, Any] = {"from": "+15551234567"}
+    if token is not None:
+        params["stream_token"] = token
+    stream_sid = "MZ" + "c" * 32
+    return json.dumps({
+        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+        "start": {"accountSid": "AC" + "b" * 32, "streamSid": stream_sid, "callSid": call_sid,
+                  "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                                         "channels": 1},
+                  "customParameters": params},
+    })
+
+
+async def _close_code_after(url: str, messages: list[str]) -> int | None:
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        for message in messages:
+            await ws.send(message)
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+        return ws.close_code
+
+
+class _CountingOpen:
+    def __init__(self) -> None:
+        self.opened = 0
+
+    async def __call__(self, _settings: Any) -> Any:
+        self.opened += 1
+        raise AssertionError("a Realtime session must not be opened for a rejected stream")
+
+
+@pytest.mark.parametrize(
+    "token_kind", ["missing", "expired", "forged", "other_call"],
+)
+async def test_stream_without_valid_token_is_closed_1008_without_realtime(
+    token_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.call.session as session_module
+
+    opener = _CountingOpen()
+    monkeypatch.setattr(session_module, "open_realtime", opener)
+    async with run_gateway() as gw:
+        secret = gw.settings.effective_stream_token_secret()
+        token = {
+            "missing": None,
+            "expired": mint_stream_token(secret, CALL_SID, 60, now=time.time() - 3600),
+            "forged": mint_stream_token(b"some-other-secret-entirely", CALL_SID, 60),
+            "other_call": mint_stream_token(secret, "CA" + "f" * 32, 60),
+        }[token_kind]
+        url = gw.base_url.replace("http://", "ws://") + "/twilio/media"
+        code = await _close_code_after(url, [_start_message(token)])
+        assert code == 1008
+        assert opener.opened == 0
+
+
+async def test_stream_without_start_is_closed_1008_after_timeout() -> None:
+    async with run_gateway(stream_start_timeout_s=0.5) as gw:
+        url = gw.base_url.replace("http://", "ws://") + "/twilio/media"
+        started = time.monotonic()
+        code = await _close_code_after(url, [])
+        assert code == 1008
+        assert 0.4 <= time.monotonic() - started < 5
