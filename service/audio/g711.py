@@ -80,7 +80,7 @@ def pcm16_to_ulaw(samples: npt.NDArray[np.int16]) -> bytes:
     ``samples`` must have dtype int16 (any byte order is accepted and converted to native).
     """
     arr = np.asarray(samples)
-    if arr.dtype != np.int16:
+    if arr.dtype.kind != "i" or arr.dtype.itemsize != 2:
         raise TypeError(f"pcm16_to_ulaw needs int16 samples, got {arr.dtype}")
     arr = arr.astype(np.int16, copy=False)  # native byte order
     return bytes(ULAW_ENCODE_TABLE[arr.reshape(-1).view(np.uint16)])
