@@ -613,10 +613,10 @@ class CallHandle:
     async def send_audio(self, *segments: Segment, timeout_s: float | None = None) -> None:
         """``queue_audio`` and wait until it has all been sent (real time: ~20 ms per frame)."""
         future = self.queue_audio(*segments)
-        closed = asyncio.ensure_future(self._closed.wait())
+        closed: asyncio.Future[Any] = asyncio.ensure_future(self._closed.wait())
         try:
             async with asyncio.timeout(timeout_s):
-                await asyncio.wait({future, closed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([future, closed], return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
         if not future.done():
