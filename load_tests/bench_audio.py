@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.audio import (  # noqa: E402
+from service.audio import (
     GROUP_DELAY_MS,
     CallerToModel,
     Downsampler,

@@ -3,6 +3,17 @@
 Imports only numpy (audio.md; architecture.md "Boundaries"). Public names re-exported here.
 """
 
+from .features import (
+    F0_MAX_HZ,
+    F0_MIN_HZ,
+    SILENCE_DBFS,
+    TurnFeatures,
+    VoiceBaseline,
+    VoiceDelta,
+    analyze_turn,
+    estimate_f0,
+    rms_dbfs,
+)
 from .g711 import (
     ULAW_DECODE_TABLE,
     ULAW_ENCODE_TABLE,
@@ -30,23 +41,32 @@ from .resample import (
 
 __all__ = [
     "DOWN_HELD_BACK_MAX",
+    "F0_MAX_HZ",
+    "F0_MIN_HZ",
     "FILTER_ATTEN_DB",
     "FILTER_CUTOFF_HZ",
     "FILTER_TAPS",
     "GROUP_DELAY_MS",
     "PROTOTYPE",
     "PROTOTYPE_QUANTIZED",
+    "SILENCE_DBFS",
     "ULAW_DECODE_TABLE",
     "ULAW_ENCODE_TABLE",
     "ULAW_SILENCE",
     "CallerToModel",
     "Downsampler",
     "ModelToCaller",
+    "TurnFeatures",
     "Upsampler",
+    "VoiceBaseline",
+    "VoiceDelta",
+    "analyze_turn",
     "design_lowpass",
+    "estimate_f0",
     "kaiser_beta",
     "pcm16_bytes_to_ulaw",
     "pcm16_to_ulaw",
+    "rms_dbfs",
     "ulaw_to_pcm16",
     "ulaw_to_pcm16_bytes",
 ]
