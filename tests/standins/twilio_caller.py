@@ -619,7 +619,7 @@ class CallHandle:
                 await asyncio.wait([future, closed], return_when=asyncio.FIRST_COMPLETED)
         finally:
             closed.cancel()
-        if not future.done():
+        if not future.done() or future.cancelled():
             raise ConnectionError("stream closed before the audio was sent")
 
     async def send_dtmf(self, digit: str) -> None:

@@ -284,6 +284,7 @@ class MiniGateway:
     inbound_at: list[float] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     close_codes: list[int] = field(default_factory=list)
+    sequence_numbers: list[int] = field(default_factory=list)
     after_stream_calls: int = 0
 
     def app(self) -> Starlette:
@@ -315,6 +316,7 @@ class MiniGateway:
                     except ProtocolError:
                         continue
                     self.events.append(event)
+                    self.sequence_numbers.append(dialect.last_sequence_number)
                     if isinstance(event, StreamStarted):
                         try:
                             verify_stream_token(SECRET, event.custom_parameters.get(STREAM_TOKEN_PARAMETER),
@@ -408,6 +410,9 @@ async def test_call_plays_bot_audio_echoes_marks_and_honours_clear(gateway: Mini
     assert not bot[start + playback.played_total:].any()
 
     # The gateway saw Twilio-exact caller media: chunks 1..n, 20 ms timestamps, real-time pacing.
+    # sequenceNumber counts every message (start, media, mark echoes, dtmf) from 1 without gaps.
+    assert gateway.sequence_numbers == [0, *range(1, len(gateway.sequence_numbers))]  # 0 = connected
+    assert len(gateway.events) > len(gateway.inbound) + 25
     chunks = [m.chunk for m in gateway.inbound]
     assert chunks == list(range(1, len(chunks) + 1))
     assert [m.timestamp_ms for m in gateway.inbound] == [20 * i for i in range(len(chunks))]
@@ -464,6 +469,8 @@ async def test_hang_up_sends_stop_and_skips_the_redirect(gateway: MiniGateway) -
         async with call:
             await call.wait_mark_echoes(1, timeout_s=10)
             await call.hang_up()
+            with pytest.raises(ConnectionError):
+                await call.send_audio(silence(100))
         assert call.closed and call.after_stream_twiml is None
     assert isinstance(gateway.events[-1], StreamStopped)
     assert gateway.after_stream_calls == 0
@@ -477,3 +484,12 @@ async def test_protocol_violations_by_the_gateway_are_recorded(gateway: MiniGate
             await call.wait_for(lambda: len(call.violations) >= 2, timeout_s=10)
     assert any("streamSid" in v for v in call.violations)
     assert any("WAV header" in v for v in call.violations)
+
+
+def test_missing_espeak_fails_with_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.standins.speech as speech_module
+
+    monkeypatch.setenv("CB_SPEECH_CACHE", str(tmp_path))
+    monkeypatch.setattr(speech_module.shutil, "which", lambda _name: None)
+    with pytest.raises(speech_module.SpeechUnavailable, match="apt-get install -y espeak-ng"):
+        synthesize("never cached before")
