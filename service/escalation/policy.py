@@ -6,7 +6,8 @@ tool-call handlers, never per audio frame. Cost per caller turn: one lexicon pas
 
 Score dynamics (docs/escalation-webhook.md, "Tuning"):
 - turn signal ``s = 1 - (1 - text) * (1 - voice_weight * voice)`` plus a small bonus for consecutive
-  frustrated turns (persistent frustration escalates even when no single turn is extreme);
+  turns whose words are frustrated (persistent frustration escalates even when no single turn is
+  extreme); voice alone is capped at ``voice_weight`` (0.5), below any sane threshold;
 - rising: ``score += rise_rate * (s - score)`` (fast: one strong turn moves most of the way);
 - falling: ``score = max(s, score * (1 - decay_per_turn))`` (slow: calm turns shave a fraction off);
 - a sentiment escalation needs ``score >= threshold`` and at least ``min_turns`` caller turns;
@@ -151,7 +152,8 @@ class EscalationPolicy:
         text_score = self._scorer.score(text, language)
         arousal = voice_arousal(voice, cfg.voice)
         signal = 1.0 - (1.0 - text_score.frustration) * (1.0 - cfg.voice_weight * (arousal or 0.0))
-        self._streak = self._streak + 1 if signal >= cfg.streak_signal else 0
+        # Persistence counts the words only: a loud voice alone must never escalate.
+        self._streak = self._streak + 1 if text_score.frustration >= cfg.streak_signal else 0
         if self._streak > 1:
             signal = min(1.0, signal + min(cfg.streak_bonus_max, cfg.streak_bonus * (self._streak - 1)))
         self._update(signal)
