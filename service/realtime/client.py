@@ -13,7 +13,6 @@ are unsent, so the bridge's send path is bounded too.
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import urlsplit
 
 import structlog
@@ -78,7 +77,7 @@ class WebSocketTransport(RealtimeTransport):
         return self._ws.close_code
 
     def _closed_error(self, error: ConnectionClosed | None = None) -> RealtimeClosed:
-        frame = error.rcvd if error is not None else self._ws.close_rcvd
+        frame = error.rcvd if error is not None else self._ws.protocol.close_rcvd
         if frame is not None:
             return RealtimeClosed(frame.code, frame.reason)
         code = self._ws.close_code
@@ -134,7 +133,7 @@ async def connect_realtime(settings: Settings) -> WebSocketTransport:
         raise RealtimeConnectError(f"realtime handshake to {where} rejected with HTTP {status}", status=status) from None
     except InvalidURI:
         raise RealtimeConnectError(f"invalid realtime URL {where}") from None
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         log.warning("realtime.connect_timeout", url=where, timeout_s=settings.realtime_connect_timeout_s)
         raise RealtimeConnectError(
             f"realtime connect to {where} timed out after {settings.realtime_connect_timeout_s} s"

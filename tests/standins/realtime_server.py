@@ -10,7 +10,7 @@ model" on the far side of a real socket::
                             realtime_url=server.url)            # or azure_endpoint=server.azure_endpoint
         ... run the code under test ...
         session = await server.wait_for_session()
-        await session.wait_until(lambda: session.responses_done >= 1, timeout=5)
+        await session.wait_until(lambda: session.responses_done >= 1, timeout_s=5)
         assert server.violations == []
 
 Handshake (spec §2.1): the dialect is decided from the request exactly as the services do: path
@@ -51,8 +51,10 @@ Behaviour, per session:
   ``audio_bytes``), ``sent`` (type + time), ``truncates``, ``responses``, ``function_outputs``,
   the last ``input_audio_keep_s`` seconds of input audio.
 
-CPU: one numpy RMS per 20 ms of input, one pydantic validation per event in each direction; replies
-are paced by sleeps. Memory per session: ``input_audio_keep_s`` x 48 kB/s plus the event records
+CPU (measured on the shared 2-core box): ~30-40 us per received 20 ms append (strict validation +
+numpy RMS), ~60-90 us per sent event with ``validate_outgoing`` (a 4x-paced reply in 100 ms chunks
+sends 40 deltas/s); 20 concurrent sessions with real-time caller audio and one reply each cost
+~0.7 s CPU over 2.8 s wall, client side included. Replies are paced by sleeps. Memory per session: ``input_audio_keep_s`` x 48 kB/s plus the event records
 (disable ``record_appends`` for long load runs).
 """
 
@@ -165,16 +167,12 @@ class EventValidator:
         if kind not in self.by_type:
             return None, [f"unknown event type {kind!r}"]
         try:
-            model = self.adapter.validate_python(obj)
-        except ValidationError:
-            try:  # re-run against the one variant for a readable message
-                self.by_type[kind].model_validate(obj)
-            except ValidationError as error:
-                details = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:3]
-                )
-                return None, [f"{kind}: {details}"]
-            return None, [f"{kind}: rejected by the union type"]
+            # The union is discriminated by the ``type`` literal, so validating against the one member
+            # that carries this literal is what the union does, minus trying 40-odd other members.
+            model = self.by_type[kind].model_validate(obj)
+        except ValidationError as error:
+            details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:3])
+            return None, [f"{kind}: {details}"]
         problems: list[str] = []
         _extras(model, "", self.allowed_extra, problems)
         diff = _first_diff(obj, model.model_dump(mode="json", exclude_unset=True), "")
@@ -250,6 +248,7 @@ class ScriptedBehaviour:
     auto_response: bool = True  # False: never respond on speech stop, whatever create_response says
     send_conversation_created: bool = True
     record_appends: bool = True
+    validate_outgoing: bool = True  # ~60 us per server event; load runs may switch it off
     input_audio_keep_s: float = 30.0  # bound of session.input_audio
     model: str = "gpt-realtime"
     _pcm: bytes | None = field(default=None, init=False, repr=False)
@@ -534,17 +533,17 @@ class StandInSession:
         """The next response of this session becomes this function call."""
         self._queued_calls.append(script)
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
         """Wait (no polling) until ``predicate()`` holds; re-checked after every event in or out."""
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout_s)
 
-    async def wait_for_received(self, event_type: str, count: int = 1, timeout: float = 5.0) -> ReceivedEvent:
-        await self.wait_until(lambda: sum(r.type == event_type for r in self.received) >= count, timeout)
+    async def wait_for_received(self, event_type: str, count: int = 1, timeout_s: float = 5.0) -> ReceivedEvent:
+        await self.wait_until(lambda: sum(r.type == event_type for r in self.received) >= count, timeout_s)
         return [r for r in self.received if r.type == event_type][count - 1]
 
-    async def wait_for_sent(self, event_type: str, count: int = 1, timeout: float = 5.0) -> SentEvent:
-        await self.wait_until(lambda: sum(s.type == event_type for s in self.sent) >= count, timeout)
+    async def wait_for_sent(self, event_type: str, count: int = 1, timeout_s: float = 5.0) -> SentEvent:
+        await self.wait_until(lambda: sum(s.type == event_type for s in self.sent) >= count, timeout_s)
         return [s for s in self.sent if s.type == event_type][count - 1]
 
     async def send_error(
@@ -585,10 +584,13 @@ class StandInSession:
     async def _emit(self, event: dict[str, Any]) -> None:
         """Validate ``event`` against the dialect's server types and send it as the SDK serialises it."""
         event = {"event_id": self._new_id("event"), **event}
-        model, problems = SERVER_VALIDATORS[self.dialect].validate(event)
-        for problem in problems:
-            self._violation(event["type"], f"stand-in bug (outgoing): {problem}")
-        text = model.model_dump_json(exclude_unset=True) if model is not None else json.dumps(event)
+        if self.behaviour.validate_outgoing:
+            model, problems = SERVER_VALIDATORS[self.dialect].validate(event)
+            for problem in problems:
+                self._violation(event["type"], f"stand-in bug (outgoing): {problem}")
+            text = model.model_dump_json(exclude_unset=True) if model is not None else json.dumps(event)
+        else:
+            text = json.dumps(event, separators=(",", ":"))
         await self.ws.send(text)  # ConnectionClosed propagates: the session is over
         await self._note_sent(event["type"])
 
@@ -661,7 +663,14 @@ class StandInSession:
                 event_id=event_id,
             )
         else:
-            await handler(obj, event_id)
+            try:
+                await handler(obj, event_id)
+            except ConnectionClosed:
+                raise
+            except Exception as error:  # a stand-in bug must fail the test, not kill the socket silently
+                self._violation(kind, f"stand-in bug (handler): {type(error).__name__}: {error}")
+                await self._error("server_error", None, "The server had an error while processing your request.",
+                                  event_id=event_id)
         await self._notify()
 
     # -- session -------------------------------------------------------------------------------------
@@ -1164,10 +1173,10 @@ class RealtimeStandIn:
     def azure_endpoint(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    async def wait_for_session(self, index: int = 0, timeout: float = 5.0) -> StandInSession:
+    async def wait_for_session(self, index: int = 0, timeout_s: float = 5.0) -> StandInSession:
         """The ``index``-th accepted session, waiting for it to connect."""
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.sessions) > index), timeout)
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.sessions) > index), timeout_s)
         return self.sessions[index]
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:

@@ -250,7 +250,7 @@ B64 = base64.b64encode(PCM).decode()
 USAGE = {"total_tokens": 70, "input_tokens": 50, "output_tokens": 20,
          "input_token_details": {"text_tokens": 40, "audio_tokens": 10, "cached_tokens": 0},
          "output_token_details": {"text_tokens": 5, "audio_tokens": 15}}
-IDS = {"response_id": "resp_1", "item_id": "item_2", "output_index": 0, "content_index": 0}
+IDS: dict[str, Any] = {"response_id": "resp_1", "item_id": "item_2", "output_index": 0, "content_index": 0}
 
 
 def ga_cases() -> list[tuple[str, Any]]:
