@@ -244,7 +244,7 @@ async def test_client_close_is_seen_by_the_server(standin: RealtimeStandIn) -> N
     await client.configure()
     session = await standin.wait_for_session()
     await client.t.close()
-    await asyncio.wait_for(session.closed.wait(), TIMEOUT)
+    await session.wait_until(lambda: session.closed, TIMEOUT)
     assert session.close_code == 1000
 
 

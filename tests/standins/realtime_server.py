@@ -487,7 +487,7 @@ class StandInSession:
         self.errors_sent: list[dict[str, Any]] = []
         self.input_audio = bytearray()
         self.appended_bytes = 0
-        self.closed = asyncio.Event()
+        self._closed = False
         self.close_code: int | None = None
         self._changed = asyncio.Condition()
         self._ids = 0
@@ -511,6 +511,11 @@ class StandInSession:
     def buffer_ms(self) -> int:
         """Milliseconds of audio appended since the session began."""
         return self.appended_bytes // BYTES_PER_MS
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended (``close_code`` is then set)."""
+        return self._closed
 
     @property
     def responses_done(self) -> int:
@@ -621,7 +626,7 @@ class StandInSession:
                 with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                     await active.task
             self.close_code = self.ws.close_code
-            self.closed.set()
+            self._closed = True
             await self._notify()
 
     async def _on_message(self, message: str | bytes) -> None:
