@@ -21,9 +21,9 @@ def metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll an external condition (Redis state) until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll an external condition (Redis state) until it holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
@@ -152,7 +152,7 @@ async def test_heartbeat_and_reaping_dead_replica(redis_server: RedisServer) -> 
 
         task.cancel()  # replica a "dies": its heartbeat stops and expires on its own
         await asyncio.gather(task, return_exceptions=True)
-        await wait_until(lambda: _gone(b, "r-a"), timeout=5)
+        await wait_until(lambda: _gone(b, "r-a"), within=5)
         assert sorted(await b.reap_dead_replicas()) == ["CA-a1", "CA-a2"]
         assert await b.active_calls() == ["CA-b1"]
         snap = await b.load_call("CA-a1")  # enough for b to pick the call up
@@ -184,7 +184,8 @@ async def test_sentinel_url_reaches_the_primary(redis_server: RedisServer, tmp_p
     conf = tmp_path / "sentinel.conf"
     conf.write_text(f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {tmp_path}\n"
                     f"sentinel monitor cbmaster 127.0.0.1 {redis_server.port} 1\n")
-    proc = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(binary, str(conf), "--sentinel", stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
     try:
         client = connect_redis(f"redis+sentinel://127.0.0.1:{port}/cbmaster/0", socket_timeout_s=1)
         deadline = time.monotonic() + 10
@@ -202,4 +203,4 @@ async def test_sentinel_url_reaches_the_primary(redis_server: RedisServer, tmp_p
         await direct.aclose()
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        await asyncio.wait_for(proc.wait(), 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from itertools import count
+from typing import ClassVar
 
 import pytest
 from prometheus_client import REGISTRY
@@ -162,7 +163,7 @@ def test_summary_is_extractive_and_bounded() -> None:
 
 class _View:
     call_id = "CA9"
-    info = {"provider": "twilio", "stream_id": "MZ9", "from": "+14155550123", "started_at": "1700000000.000"}
+    info: ClassVar[dict[str, str]] = {"provider": "twilio", "stream_id": "MZ9", "from": "+14155550123", "started_at": "1700000000.000"}
 
     def recent_transcript(self, n: int | None = None) -> list[TranscriptTurn]:
         turns = [TranscriptTurn("caller" if i % 2 else "bot", f"turn {i}", 1_700_000_000.0 + i) for i in range(30)]

@@ -1,0 +1,272 @@
+"""Escalation outbox + delivery worker against a real redis-server and a real HTTP receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from service.escalation.outbox import Outbox
+from service.escalation.policy import Decision, EscalationPolicy
+from service.escalation.record import EscalationRecord, build_record
+from service.escalation.webhook import DeliveryWorker, verify_signature
+from service.state.keys import OUTBOX_GROUP
+from service.state.store import StateStore
+from tests.conftest import RedisServer
+from tests.standins.webhook_receiver import Reply, Request, WebhookReceiver
+
+SECRET = "whsec_integration"
+ANGRY = [
+    "My internet has been down since Monday.",
+    "This is the third time I'm calling about this!",
+    "This is ridiculous, what a waste of time.",
+    "I'm sick and tired of this useless service.",
+]
+
+
+def deliveries(outcome: str) -> float:
+    return REGISTRY.get_sample_value("callbridge_escalation_deliveries_total", {"outcome": outcome}) or 0.0
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll an external condition (Redis state) until it holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[StateStore]:
+    s = StateStore(redis_server.url, prefix="e", replica_id="r1", retry_max_s=0.2, socket_timeout_s=0.5)
+    await s.start()
+    yield s
+    await s.close(flush_timeout=1)
+
+
+@pytest.fixture
+async def outbox(store: StateStore) -> AsyncIterator[Outbox]:
+    o = Outbox.for_store(store, retry_max_s=0.2)
+    await o.start()
+    yield o
+    await o.close(flush_timeout=1)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    r = WebhookReceiver(SECRET)
+    await r.up()
+    yield r
+    await r.down()
+
+
+@pytest.fixture
+async def workers(store: StateStore, receiver: WebhookReceiver) -> AsyncIterator[Callable[..., Awaitable[DeliveryWorker]]]:
+    started: list[DeliveryWorker] = []
+
+    async def make(consumer: str = "w1", **overrides: Any) -> DeliveryWorker:
+        params: dict[str, Any] = {"url": receiver.url, "secret": SECRET, "consumer": consumer, "timeout_s": 2.0,
+                                  "base_backoff_s": 0.05, "max_backoff_s": 0.2, "claim_min_idle_s": 5.0,
+                                  "claim_every_s": 0.1, "block_ms": 100, "concurrency": 4, **overrides}
+        worker = DeliveryWorker(store.redis, store.keys, **params)
+        await worker.start()
+        started.append(worker)
+        return worker
+
+    yield make
+    for worker in started:
+        await worker.stop(grace_s=0)
+
+
+def angry_call(store: StateStore, call_id: str) -> tuple[Decision, EscalationRecord]:
+    """Drive a call through the policy the way the bridge will, until it escalates."""
+    writer = store.call(call_id)
+    writer.started({"provider": "twilio", "stream_id": f"MZ{call_id}", "provider_call_id": call_id,
+                    "from": "+14155550123", "to": "+18005550000"})
+    policy = EscalationPolicy(call_id=call_id, on_point=writer.sentiment)
+    for text in ANGRY:
+        writer.transcript("caller", text)
+        decision = policy.on_caller_turn(text)
+        if decision is not None:
+            return decision, build_record(writer, decision, transcript_turns=10, replica=store.replica_id)
+        writer.transcript("bot", "I'm sorry to hear that. Let me check.")
+    raise AssertionError("angry call did not escalate")
+
+
+def instant_call(store: StateStore, call_id: str, how: str) -> EscalationRecord:
+    writer = store.call(call_id)
+    writer.started({"provider": "twilio", "from": "+819012345678"})
+    policy = EscalationPolicy(call_id=call_id, on_point=writer.sentiment)
+    if how == "ja":
+        writer.transcript("caller", "担当者に代わってください")
+        decision = policy.on_caller_turn("担当者に代わってください")
+    elif how == "dtmf":
+        decision = policy.on_dtmf("0")
+    else:
+        decision = policy.on_model_tool_call("caller wants to dispute a charge", "frustrated")
+    assert decision is not None
+    return build_record(writer, decision, replica=store.replica_id)
+
+
+async def test_angry_call_delivered_once_signed_and_state_updated(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    before = deliveries("delivered")
+    decision, record = angry_call(store, "CA100")
+    assert outbox.enqueue(record) == record.escalation_id
+    await workers("w1")
+    assert await receiver.wait_for(lambda r: record.escalation_id in r.accepted, 10)
+    got = receiver.accepted[record.escalation_id]
+    assert got.signature_ok and verify_signature(SECRET, got.signature, got.body)
+    assert got.body == record.body and got.idempotency_key == record.escalation_id
+    body = got.payload
+    assert body["trigger"] == "sentiment" and body["caller"] == "+*******0123" and body["provider"] == "twilio"
+    assert body["call_id"] == "CA100" and body["stream_id"] == "MZCA100" and body["score"] == decision.score
+    assert [t["role"] for t in body["transcript"]][-1] == "caller" and body["transcript"][-1]["text"] in ANGRY
+    scores = [p["score"] for p in body["sentiment"]]
+    assert scores == sorted(scores) and scores[-1] >= 0.7
+    assert "Mood: angry" in body["summary"] and body["decided_at"].endswith("Z")
+
+    async def acked() -> bool:
+        snap = await store.load_call("CA100")
+        return snap is not None and snap.escalation_status == "delivered"
+
+    await wait_until(acked)
+    snap = await store.load_call("CA100")
+    assert snap is not None and snap.state == "escalated" and snap.fields["escalation_id"] == record.escalation_id
+    assert snap.fields["escalation_trigger"] == "sentiment" and len(snap.transcript) >= 3  # flushed before outbox
+    assert await store.redis.xlen(store.keys.outbox) == 0
+    assert (await store.redis.xpending(store.keys.outbox, OUTBOX_GROUP))["pending"] == 0
+    assert deliveries("delivered") - before == 1 and receiver.duplicates == 0 and len(receiver.requests) == 1
+
+
+async def test_instant_triggers_delivered(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    records = {how: instant_call(store, f"CA-{how}", how) for how in ("ja", "dtmf", "model")}
+    for record in records.values():
+        outbox.enqueue(record)
+    await workers("w1")
+    assert await receiver.wait_for(lambda r: len(r.accepted) == 3, 10)
+    triggers = {how: receiver.accepted[rec.escalation_id].payload["trigger"] for how, rec in records.items()}
+    assert triggers == {"ja": "explicit_request", "dtmf": "dtmf", "model": "model_tool"}
+    assert receiver.accepted[records["model"].escalation_id].payload["caller_mood"] == "frustrated"
+    assert "担当者" in receiver.accepted[records["ja"].escalation_id].payload["transcript"][0]["text"]
+
+
+async def test_receiver_down_then_up_delivers_exactly_once(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    await receiver.down()
+    retries_before = deliveries("retry")
+    ids = [outbox.enqueue(angry_call(store, f"CA-d{i}")[1]) for i in range(3)]
+    await workers("w1")
+
+    async def retried() -> bool:
+        return deliveries("retry") - retries_before >= 9  # every record failed at least 3 times
+
+    await wait_until(retried)
+    assert await store.redis.xlen(store.keys.outbox) == 3  # nothing acknowledged while the receiver is down
+    await receiver.up()
+    assert await receiver.wait_for(lambda r: len(r.accepted) == 3, 10)
+    assert sorted(receiver.accepted) == sorted(ids) and receiver.duplicates == 0
+    assert all(req.signature_ok for req in receiver.requests) and receiver.bad_signatures == 0
+    await wait_until(lambda: _xlen_is(store, 0))
+
+
+async def _xlen_is(store: StateStore, n: int) -> bool:
+    return int(await store.redis.xlen(store.keys.outbox)) == n
+
+
+async def test_500_twice_is_retried_with_same_key_and_body(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    receiver.policy = lambda req: Reply(500, body=b"boom") if req.attempt <= 2 else Reply(200)
+    _, record = angry_call(store, "CA-500")
+    outbox.enqueue(record)
+    await workers("w1")
+    assert await receiver.wait_for(lambda r: record.escalation_id in r.accepted, 10)
+    attempts = [r for r in receiver.requests if r.idempotency_key == record.escalation_id]
+    assert [r.attempt for r in attempts] == [1, 2, 3]
+    assert {r.body for r in attempts} == {record.body} and all(r.signature_ok for r in attempts)
+
+
+async def test_429_retry_after_is_honoured(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    receiver.policy = lambda req: Reply(429, headers={"Retry-After": "1"}) if req.attempt == 1 else Reply(200)
+    _, record = angry_call(store, "CA-429")
+    outbox.enqueue(record)
+    await workers("w1")  # its own backoff is <= 0.2 s, so a ~1 s gap can only come from Retry-After
+    assert await receiver.wait_for(lambda r: record.escalation_id in r.accepted, 10)
+    first, second = receiver.requests[0], receiver.requests[1]
+    assert second.at - first.at >= 0.95
+
+
+async def test_400_goes_to_dead_letter(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    receiver.policy = lambda req: Reply(400, body=b'{"error":"unknown queue"}')
+    before = deliveries("dead_letter")
+    _, record = angry_call(store, "CA-400")
+    outbox.enqueue(record)
+    await workers("w1")
+
+    async def dead() -> bool:
+        return int(await store.redis.xlen(store.keys.dead_letter)) == 1
+
+    await wait_until(dead)
+    [(_, fields)] = await store.redis.xrange(store.keys.dead_letter)
+    assert fields[b"status"] == b"400" and b"unknown queue" in fields[b"response"]
+    assert fields[b"escalation_id"].decode() == record.escalation_id and fields[b"body"] == record.body
+    assert await store.redis.xlen(store.keys.outbox) == 0 and len(receiver.requests) == 1
+    snap = await store.load_call("CA-400")
+    assert snap is not None and snap.escalation_status == "dead_letter"
+    assert deliveries("dead_letter") - before == 1
+
+
+async def test_killed_worker_entry_is_claimed_by_another(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    def policy(req: Request) -> Reply:
+        return Reply(200, hold=True) if req.attempt == 1 else Reply(200)  # worker A hangs mid-delivery
+
+    receiver.policy = policy
+    _, record = angry_call(store, "CA-kill")
+    outbox.enqueue(record)
+    worker_a = await workers("w-a", timeout_s=30.0)
+    assert await receiver.wait_for(lambda r: len(r.requests) == 1, 10)
+    await worker_a.stop(grace_s=0)  # killed mid-delivery: the entry stays pending under w-a
+    pending = await store.redis.xpending_range(store.keys.outbox, OUTBOX_GROUP, "-", "+", 10)
+    assert [p["consumer"] for p in pending] == [b"w-a"]
+    assert record.escalation_id not in receiver.accepted
+
+    await workers("w-b", claim_min_idle_s=0.3)
+    assert await receiver.wait_for(lambda r: record.escalation_id in r.accepted, 10)
+    assert receiver.accepted[record.escalation_id].attempt == 2
+    await wait_until(lambda: _xlen_is(store, 0))
+
+
+async def test_outbox_keeps_records_while_redis_is_down(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]],
+    redis_server: RedisServer,
+) -> None:
+    await workers("w1")
+    _, record = angry_call(store, "CA-down")
+    assert await store.flush(5)
+    redis_server.stop()
+    started = time.perf_counter()
+    outbox.enqueue(record)  # the bridge never waits on Redis
+    assert time.perf_counter() - started < 0.01
+    assert not await outbox.flush(0.5) and outbox.pending == 1
+    redis_server.start()
+    assert await outbox.flush(10) and outbox.pending == 0
+    assert await receiver.wait_for(lambda r: record.escalation_id in r.accepted, 15)  # worker reconnected too
+    assert receiver.duplicates == 0
+    assert not await outbox.write(record)  # replaying the atomic step never appends twice
+    assert await store.redis.xlen(store.keys.outbox) == 0
