@@ -354,12 +354,20 @@ class CallBridge:
     async def _barge_in(self) -> None:
         now = self._clock()
         if not self._ledger.is_playing(now):
-            return  # nothing queued or playing: no clear, no truncate
+            # Nothing queued or playing: no clear, no truncate. A response still generating is
+            # cancelled (the server does so too with interrupt_response) and its in-flight deltas
+            # are dropped, so they cannot start playing over the caller.
+            if self._active_response is not None:
+                self._dropped_responses.append(self._active_response)
+                await self._send_model(self._rt.response_cancel(self._active_response))
+            return
         item_id = self._ledger.playing_item()
-        heard = self._ledger.heard(item_id, now) if item_id else None
         await self._to_provider(self._provider.build_clear())
-        reaction = self._clock() - now
-        self._ledger.on_clear(now)
+        cleared_at = self._clock()
+        reaction = cleared_at - now
+        # The caller kept hearing audio until the clear went out: measure the heard position then.
+        heard = self._ledger.heard(item_id, cleared_at) if item_id else None
+        self._ledger.on_clear(cleared_at)
         self._outbound.reset()
         self.stats.barge_ins += 1
         self.stats.barge_in_reactions_ms.append(reaction * 1000)

@@ -34,9 +34,7 @@ class RunningGateway:
 async def run_gateway(start_services: bool = False, **overrides: Any) -> AsyncIterator[RunningGateway]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    settings = load_settings(
-        public_url=base, twilio_auth_token=AUTH_TOKEN, greeting=False, **overrides
-    )
+    settings = load_settings(**{"public_url": base, "twilio_auth_token": AUTH_TOKEN, "greeting": False, **overrides})
     app = create_app(settings, start_services=start_services)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
                             ws_max_size=1 << 20)
