@@ -109,6 +109,18 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(sentinels, unquote(path[0]), db, username, password, sentinel_password)
 
 
+class _SentinelRedis(Redis):
+    """A primary found through Sentinel; ``aclose`` also closes the connections to the sentinels."""
+
+    sentinel_manager: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_manager is not None:
+            for client in self.sentinel_manager.sentinels:
+                await client.aclose()
+
+
 def connect_redis(url: str, *, socket_timeout_s: float = 2.0, client_name: str | None = None) -> Redis:
     """One redis.asyncio client for ``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://``.
 
@@ -128,9 +140,13 @@ def connect_redis(url: str, *, socket_timeout_s: float = 2.0, client_name: str |
         if target.sentinel_password:
             sentinel_kwargs["password"] = target.sentinel_password
         sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)
-        return sentinel.master_for(
-            target.service_name, db=target.db, username=target.username, password=target.password, **common
+        client = sentinel.master_for(
+            target.service_name, redis_class=_SentinelRedis, db=target.db, username=target.username,
+            password=target.password, **common,
         )
+        assert isinstance(client, _SentinelRedis)
+        client.sentinel_manager = sentinel
+        return client
     return Redis.from_url(url, **common)
 
 
