@@ -54,6 +54,16 @@ def shutdown_models() -> None:
         _by_script.clear()
 
 
+def _calibration_clips(synth: Synthesizer, script: Script) -> list[bytes]:
+    """A few of the script's caller phrases spoken by Piper over the telephone path, at 16 kHz."""
+    from .caller_audio import telephone
+    from .dsp import float_to_pcm16, pcm16_to_float, resample_once
+
+    phrases = [intent.examples[0] for intent in script.intents[:6]]
+    return [float_to_pcm16(resample_once(pcm16_to_float(telephone(synth.sentence_pcm24(p))), 24000, 16000))
+            for p in phrases]
+
+
 def _key(script_path: Path | str | None) -> str:
     return str(Path(script_path).resolve()) if script_path else "<bundled>"
 
@@ -72,16 +82,16 @@ def load_models(script_path: Path | str | None = None, progress: ProgressCallbac
         report = progress or (lambda _stage, _fraction: None)
         report("reading dialogue script", 0.0)
         script = load_script(script_path)
-        report("building speech recogniser", 0.1)
+        report("loading voice", 0.1)
+        if _synth is None:
+            _synth = Synthesizer.bundled(threads=max(1, min(2, os.cpu_count() or 1)))
+        report("building speech recogniser", 0.4)
         asr = build_asr_model(script)
         if asr.skipped:
             log.warning("local.asr.words_skipped", words=list(asr.skipped)[:50], count=len(asr.skipped))
-        report("starting speech recogniser workers", 0.2)
+        asr.calibrate(_calibration_clips(_synth, script))
+        report("starting speech recogniser workers", 0.7)
         recogniser = AsrService(asr, processes=asr_processes())
-        report("loading voice", 0.6)
-        if _synth is None:
-            _synth = Synthesizer.bundled()
-            _synth.sentence_pcm24("Ready.")  # first inference allocates; do it now, not on a call
         models = LocalModels(script=script, matcher=IntentMatcher(script.intents), asr=asr, recogniser=recogniser, tts=_synth)
         _by_script[key] = models
         report("ready", 1.0)
