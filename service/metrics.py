@@ -10,7 +10,10 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 # Sub-millisecond resolution where the frame path lives; seconds where humans wait.
-_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25)
+_FAST_BUCKETS = (
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+    0.01, 0.0125, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25,
+)
 _HUMAN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 ACTIVE_CALLS = Gauge("callbridge_active_calls", "Calls currently bridged by this replica.")

@@ -1,0 +1,197 @@
+"""Shared pieces of the load scenarios: child processes (redis-server, the gateway, the Realtime
+stand-in), Prometheus scraping with histogram quantiles, and /proc readings (CPU, RSS).
+
+Everything talks only to 127.0.0.1, and every loop here is bounded in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "load_tests" / "results"
+AUTH_TOKEN = "load-test-auth-token-0123456789"
+API_KEY = "sk-load-test-key-0123456789"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout}s")
+
+
+@dataclass
+class Redis:
+    port: int = field(default_factory=free_port)
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cb-load-redis-")))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is required (apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_realtime_standin(reply_ms: int = 1500) -> tuple[subprocess.Popen[str], str]:
+    """The protocol-exact Realtime stand-in in its own process; returns (process, ws url)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "load_tests.realtime_proc", "--reply-ms", str(reply_ms)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("ws://"):
+        raise RuntimeError(f"realtime stand-in did not start: {line!r}")
+    return process, line
+
+
+def start_gateway(port: int, redis_url: str, realtime_url: str, extra_env: dict[str, str] | None = None,
+                  log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CALLBRIDGE_REALTIME_PROVIDER": "openai",
+        "CALLBRIDGE_REALTIME_API_KEY": API_KEY,
+        "CALLBRIDGE_REALTIME_URL": realtime_url,
+        "CALLBRIDGE_REDIS_URL": redis_url,
+        "CALLBRIDGE_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "CALLBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "CALLBRIDGE_LOG_LEVEL": "warning",
+        "CALLBRIDGE_LOG_FORMAT": "json",
+        "CALLBRIDGE_GREETING": "false",
+        "CALLBRIDGE_VAD_SILENCE_DURATION_MS": "400",
+        **(extra_env or {}),
+    }
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    executable = Path(sys.executable).parent / "callbridge"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
+    process = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                               cwd=ROOT, env=env, stdout=out, stderr=out)
+    wait_until_http(f"http://127.0.0.1:{port}/healthz")
+    return process
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    at: float
+    cpu_s: float
+    rss_mb: float
+
+
+def sample_process(pid: int) -> ProcSample:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    rss_kb = 0
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                rss_kb = int(line.split()[1])
+    return ProcSample(time.monotonic(), cpu, rss_kb / 1024)
+
+
+def scrape(base_url: str) -> dict[str, float]:
+    """Prometheus text -> {series: value} (labels kept in the series name)."""
+    text = httpx.get(base_url + "/metrics", timeout=5).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            continue
+    return values
+
+
+def histogram_delta(before: dict[str, float], after: dict[str, float], metric: str) -> list[tuple[float, float]]:
+    """Cumulative (le, count) pairs of a histogram over the interval between two scrapes."""
+    buckets: list[tuple[float, float]] = []
+    prefix = metric + "_bucket{le=\""
+    for series, value in after.items():
+        if series.startswith(prefix):
+            le_text = series[len(prefix):].split('"', 1)[0]
+            le = float("inf") if le_text == "+Inf" else float(le_text)
+            buckets.append((le, value - before.get(series, 0.0)))
+    return sorted(buckets)
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Prometheus' histogram_quantile: linear interpolation inside the bucket holding rank q."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    rank = q * total
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower_le
+            span = count - lower_count
+            return lower_le + (le - lower_le) * ((rank - lower_count) / span if span else 0.0)
+        lower_le, lower_count = le, count
+    return buckets[-2][0] if len(buckets) > 1 else None
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float], prefix: str) -> float:
+    return sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith(prefix))
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True))
+    return path
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")

@@ -1,0 +1,236 @@
+"""Concurrent-call load scenario: N simulated Twilio calls through a real gateway process.
+
+    .venv/bin/python -m load_tests.load_calls --calls 50 --steady 30
+    .venv/bin/python -m load_tests.load_calls --calls 200 --caller-procs 2 --ramp 20 --steady 30
+
+Set-up: a private ``redis-server``, the protocol-exact Realtime stand-in in its own process (replies
+with 1.5 s of audio streamed at 4x real time to every caller turn), the gateway (`callbridge serve`)
+as a subprocess, and the caller side (protocol-exact Twilio stand-ins, real-time paced speech,
+real-time playback with mark echoes) spread over ``--caller-procs`` processes so the generator is not
+the bottleneck. Each call repeats: speak (~1.6 s of synthesized speech), listen 2.4 s; every third
+turn the caller talks over the reply (a barge-in).
+
+Phases: ramp (calls start evenly over ``--ramp`` s), steady (``--steady`` s, measured), then every
+call hangs up. Report (table + JSON in load_tests/results/): frame-forward latency p50/p95/p99 and
+first-audio and barge-in reaction quantiles (from the gateway's own Prometheus histograms over the
+steady phase), errors, gateway CPU per call-second and RSS per call. Bounded: the run stops itself
+after ramp + steady + 60 s at most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from load_tests.common import (
+    AUTH_TOKEN,
+    RESULTS,
+    Redis,
+    counter_delta,
+    free_port,
+    histogram_delta,
+    histogram_quantile,
+    print_table,
+    sample_process,
+    scrape,
+    start_gateway,
+    start_realtime_standin,
+    write_result,
+)
+
+UTTERANCE = "Hello, I am calling about my order, it has not arrived yet."
+INTERRUPTION = "Sorry, wait a moment please."
+
+
+# --- caller worker (runs in a child process) ---------------------------------------------------------
+
+
+async def _one_call(base_url: str, index: int, start_at: float, end_at: float, speech: Any, interrupt: Any,
+                    silence: Any, results: list[dict[str, Any]]) -> None:
+    from tests.standins.twilio_caller import TwilioCallerStandIn
+
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, start_at - loop.time()))
+    outcome: dict[str, Any] = {"index": index, "error": None}
+    try:
+        async with TwilioCallerStandIn(base_url, AUTH_TOKEN) as caller:
+            call = await caller.place_call(from_=f"+1555{index:07d}")
+            turn = 0
+            while loop.time() < end_at and not call.closed:
+                turn += 1
+                if turn % 3 == 0:
+                    await call.send_audio(speech, silence(700), interrupt, silence(1700))  # barge-in
+                else:
+                    await call.send_audio(speech, silence(2400))
+            outcome.update(
+                closed_by_gateway=call.closed,
+                close_code=call.close_code,
+                violations=len(call.violations),
+                clears=len(call.playback.clears),
+                played_ms=call.playback.played_total // 8,
+                marks=len(call.playback.marks),
+                turns=turn,
+            )
+            await call.hang_up()
+    except Exception as error:  # noqa: BLE001 - reported, not raised: one call's failure is a data point
+        outcome["error"] = f"{type(error).__name__}: {error}"[:200]
+    results.append(outcome)
+
+
+async def _worker(base_url: str, first: int, count: int, total: int, ramp_s: float, steady_end: float) -> None:
+    from tests.standins.speech import silence, synthesize
+
+    speech, interrupt = synthesize(UTTERANCE), synthesize(INTERRUPTION)
+    loop = asyncio.get_running_loop()
+    # Wall-clock -> loop clock for the shared schedule.
+    offset = loop.time() - time.time()
+    results: list[dict[str, Any]] = []
+    tasks = []
+    for i in range(first, first + count):
+        start_at = offset + _ramp_start_wall + ramp_s * i / max(1, total)
+        tasks.append(asyncio.create_task(_one_call(base_url, i, start_at, offset + steady_end, speech, interrupt,
+                                                   silence, results)))
+    await asyncio.gather(*tasks)
+    print(json.dumps(results))
+
+
+_ramp_start_wall = 0.0
+
+
+# --- orchestrator -------------------------------------------------------------------------------------
+
+
+def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str) -> dict[str, Any]:
+    redis = Redis()
+    redis.start()
+    realtime_proc, realtime_url = start_realtime_standin()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = RESULTS / f"{name}-gateway.log"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path)
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        idle = sample_process(gateway.pid)
+        ramp_start = time.time() + 3.0  # time for the worker processes to import and synthesize
+        steady_start = ramp_start + ramp_s
+        steady_end = steady_start + steady_s
+        per_proc = [calls // caller_procs + (1 if i < calls % caller_procs else 0) for i in range(caller_procs)]
+        first = 0
+        for count in per_proc:
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "load_tests.load_calls", "--worker", base, str(first), str(count), str(calls),
+                 str(ramp_start), str(ramp_s), str(steady_end)],
+                stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+            ))
+            first += count
+        time.sleep(max(0.0, steady_start - time.time()))
+        before, cpu_before = scrape(base), sample_process(gateway.pid)
+        active_at_steady = before.get("callbridge_active_calls", 0.0)
+        time.sleep(max(0.0, steady_end - time.time()))
+        after, cpu_after = scrape(base), sample_process(gateway.pid)
+        caller_results: list[dict[str, Any]] = []
+        for worker in workers:
+            out, _ = worker.communicate(timeout=ramp_s + 90)
+            lines = [line for line in out.splitlines() if line.startswith("[")]
+            caller_results.extend(json.loads(lines[-1]) if lines else [])
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            gateway.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        realtime_proc.send_signal(signal.SIGTERM)
+        try:
+            realtime_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            realtime_proc.kill()
+        redis.stop()
+
+    steady = cpu_after.at - cpu_before.at
+    frame = histogram_delta(before, after, "callbridge_frame_forward_seconds")
+    first_audio = histogram_delta(before, after, "callbridge_first_audio_seconds")
+    barge = histogram_delta(before, after, "callbridge_barge_in_reaction_seconds")
+
+    def q(qv: float, buckets: list[tuple[float, float]], scale: float = 1000.0) -> float | None:
+        value = histogram_quantile(qv, buckets)
+        return None if value is None else round(value * scale, 3)
+
+    errors = {
+        "call_errors": sum(1 for r in caller_results if r.get("error")),
+        "calls_closed_by_gateway": sum(1 for r in caller_results if r.get("closed_by_gateway")),
+        "protocol_violations": sum(int(r.get("violations") or 0) for r in caller_results),
+        "realtime_errors": counter_delta(before, after, "callbridge_realtime_errors_total"),
+        "malformed_frames": counter_delta(before, after, "callbridge_malformed_frames_total"),
+        "calls_missing": calls - len(caller_results),
+    }
+    result = {
+        "calls": calls,
+        "caller_procs": caller_procs,
+        "ramp_s": ramp_s,
+        "steady_s": round(steady, 2),
+        "active_calls_at_steady": active_at_steady,
+        "frames_forwarded": frame[-1][1] if frame else 0,
+        "frame_forward_ms": {"p50": q(0.5, frame), "p95": q(0.95, frame), "p99": q(0.99, frame)},
+        "first_audio_ms": {"p50": q(0.5, first_audio), "p95": q(0.95, first_audio), "p99": q(0.99, first_audio),
+                           "count": first_audio[-1][1] if first_audio else 0},
+        "barge_in_reaction_ms": {"p50": q(0.5, barge), "p99": q(0.99, barge), "count": barge[-1][1] if barge else 0},
+        "errors": errors,
+        "gateway_cpu_ms_per_call_second": round((cpu_after.cpu_s - cpu_before.cpu_s) * 1000 / (calls * steady), 3),
+        "gateway_cpu_cores": round((cpu_after.cpu_s - cpu_before.cpu_s) / steady, 3),
+        "gateway_rss_mb": round(cpu_after.rss_mb, 1),
+        "gateway_rss_idle_mb": round(idle.rss_mb, 1),
+        "gateway_rss_per_call_mb": round((cpu_after.rss_mb - idle.rss_mb) / calls, 3),
+        "clears_seen_by_callers": sum(int(r.get("clears") or 0) for r in caller_results),
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if args and args[0] == "--worker":
+        base, first, count, total, ramp_start, ramp_s, steady_end = args[1:8]
+        global _ramp_start_wall
+        _ramp_start_wall = float(ramp_start)
+        asyncio.run(_worker(base, int(first), int(count), int(total), float(ramp_s), float(steady_end)))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--caller-procs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    parser.add_argument("--ramp", type=float, default=10.0)
+    parser.add_argument("--steady", type=float, default=30.0)
+    parser.add_argument("--name", default=None)
+    options = parser.parse_args(args)
+    name = options.name or f"load_calls_{options.calls}"
+    result = run(options.calls, options.caller_procs, options.ramp, options.steady, name)
+    path = write_result(name, result)
+    print(f"\ncallbridge load: {options.calls} concurrent calls, {options.caller_procs} caller process(es)")
+    print_table([
+        ("frame forward p50/p95/p99 ms", "{p50} / {p95} / {p99}".format(**result["frame_forward_ms"])),
+        ("first audio p50/p95/p99 ms", "{p50} / {p95} / {p99}".format(**result["first_audio_ms"])),
+        ("barge-in reaction p50/p99 ms", "{p50} / {p99}".format(**result["barge_in_reaction_ms"])),
+        ("barge-ins (steady)", str(result["barge_in_reaction_ms"]["count"])),
+        ("gateway CPU ms per call-second", str(result["gateway_cpu_ms_per_call_second"])),
+        ("gateway CPU cores", str(result["gateway_cpu_cores"])),
+        ("gateway RSS MB (idle -> loaded)", f"{result['gateway_rss_idle_mb']} -> {result['gateway_rss_mb']}"),
+        ("RSS per call MB", str(result["gateway_rss_per_call_mb"])),
+        ("errors", json.dumps(result["errors"])),
+    ])
+    print(f"JSON: {path}")
+    ok = (all(v == 0 for v in result["errors"].values()))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Run the protocol-exact Realtime stand-in in its own process for load scenarios; prints its URL.
+
+Appends are not strictly re-validated (``validate_appends=False``: the append builder is validated
+by the unit tests) and not recorded, so the stand-in is not the bottleneck. Stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from tests.standins.realtime_server import RealtimeStandIn, ScriptedBehaviour
+
+
+async def main(reply_ms: int) -> None:
+    behaviour = ScriptedBehaviour(
+        reply_ms=reply_ms, pacing=4.0, record_appends=False, validate_appends=False, validate_outgoing=False,
+        input_audio_keep_s=0, transcripts=["I would like to check on my order please"], cycle_transcripts=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with RealtimeStandIn(behaviour) as server:
+        print(server.url, flush=True)
+        await stop.wait()
+        print(f"violations={len(server.violations)}", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reply-ms", type=int, default=1500)
+    asyncio.run(main(parser.parse_args().reply_ms))
