@@ -690,3 +690,26 @@ def test_example_config_and_secrets_are_real_settings_with_placeholder_secrets(
     settings = load_settings()
     assert settings.public_url == "https://" + one(built, "Ingress", "callbridge")["spec"]["rules"][0]["host"]
     assert "sentinel" in (Settings.model_fields["redis_url"].description or "")
+
+
+def test_documented_sentinel_urls_parse() -> None:
+    from service.state.store import parse_sentinel_url
+
+    sources = [ROOT / "docs" / "deploy.md", *K8S.rglob("*.yaml"), DEPLOY / ".env.example"]
+    urls = {url for path in sources for url in re.findall(r"redis\+sentinel://[^\s`'\"]+", path.read_text(encoding="utf-8"))}
+    assert len(urls) >= 2
+    for url in urls:
+        target = parse_sentinel_url(url.replace("<password>", "pw"))
+        assert target.service_name == "mymaster" and all(port == 26379 for _, port in target.sentinels), url
+
+
+def test_deploy_doc_names_real_settings_and_files() -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    variables = set(re.findall(r"\bCALLBRIDGE_[A-Z0-9_]+", text)) - COMPOSE_ONLY_VARIABLES - {"CALLBRIDGE_EXTRAS"}
+    assert variables
+    assert {v for v in variables if v.removeprefix("CALLBRIDGE_").lower() not in Settings.model_fields} == set()
+    paths = set(re.findall(r"`((?:deploy|docs)/[\w./-]+)`", text))
+    assert paths
+    user_made = {"deploy/.env"}  # created by the operator from .env.example
+    assert {p for p in paths - user_made if not (ROOT / p).exists() and "/prod" not in p} == set()
+    assert "/twilio/voice" in text and "HTTP POST" in text
