@@ -59,7 +59,9 @@ class Gateway:
         if self.state_store is None or not call_id:
             return False
         try:
-            return bool(await asyncio.wait_for(self.state_store.is_escalated(call_id), timeout=2.0))
+            snapshot = await asyncio.wait_for(self.state_store.load_call(call_id), timeout=2.0)
+            status = snapshot.fields.get("escalation_status", "none") if snapshot is not None else "none"
+            return status not in ("", "none")
         except Exception as error:
             log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
             return False

@@ -1,26 +1,51 @@
-"""Start and stop the process-wide services behind the gateway (Redis state, escalation worker)."""
+"""Start and stop the process-wide services behind the gateway: the Redis state store (write-behind
+queue, replica heartbeat, reaping of dead replicas' calls), the escalation outbox, and the webhook
+delivery worker. A Redis outage at start-up never stops the gateway: calls go on, writes queue and
+are retried, and ``/readyz`` reports the outage."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 import structlog
 
 from service.app import Gateway
+from service.escalation.outbox import Outbox
+from service.escalation.webhook import DeliveryWorker
+from service.state.store import StateStore
 
 log = structlog.get_logger(__name__)
 
 
 async def start_gateway_services(gateway: Gateway) -> None:
-    """Wire Redis-backed services when their modules are available. A Redis outage at start-up is
-    logged, reported by /readyz, and retried in the background by the store itself."""
     settings = gateway.settings
-    try:
-        from service.state.store import StateStore
-    except ImportError:  # pragma: no cover - the state package is part of the distribution
-        return
-    gateway.state_store = StateStore.from_settings(settings)
-    await gateway.state_store.start()
+    store = StateStore.from_settings(settings)
+    await store.start()
+    gateway.state_store = store
+    gateway.outbox = Outbox.for_store(store)
+    await gateway.outbox.start()
+    gateway._background.append(store.start_heartbeat(reap_every_s=settings.heartbeat_ttl_s))
+    if settings.escalation_webhook_url:
+        if not settings.escalation_webhook_secret.get_secret_value():
+            log.warning("escalation.webhook_unsigned", reason="CALLBRIDGE_ESCALATION_WEBHOOK_SECRET is empty")
+        worker = DeliveryWorker.from_settings(settings, store)
+        await worker.start()
+        gateway.delivery_worker = worker
+    else:
+        log.warning("escalation.webhook_not_configured",
+                    hint="set CALLBRIDGE_ESCALATION_WEBHOOK_URL; escalations stay in the outbox stream")
 
 
 async def stop_gateway_services(gateway: Gateway) -> None:
+    """Flush in order: call state, then the outbox, then let in-flight deliveries finish."""
+    for task in gateway._background:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    if gateway.outbox is not None:
+        await gateway.outbox.close(flush_timeout=10.0)
+    if gateway.delivery_worker is not None:
+        await gateway.delivery_worker.stop(grace_s=10.0)
     if gateway.state_store is not None:
-        await gateway.state_store.close()
+        await gateway.state_store.close(flush_timeout=10.0)

@@ -2,23 +2,31 @@
 policy, the escalation outbox, and cost metrics. Implements ``CallObserver``.
 
 Every observer method returns at once. Redis writes go through the store's bounded per-call
-write-behind queue; policy work that needs numpy (voice features) runs in a background task. The
-only per-frame method, ``caller_audio``, appends the frame to a bounded byte ring (30 s of 8 kHz
-mu-law = 240 KB per call).
+write-behind queue (``CallStateWriter``); voice features (numpy over the caller's turn) run in a
+worker thread; escalation records go to the outbox, which writes them in the background. The only
+per-frame method, ``caller_audio``, appends the frame to a bounded byte ring (30 s of 8 kHz mu-law =
+240 KB per call).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import structlog
 
 from service import metrics
+from service.audio.features import VoiceBaseline, analyze_turn
+from service.audio.g711 import ulaw_to_pcm16
+from service.call.bridge import ESCALATION_TOOL_NAME, parse_tool_arguments
 from service.call.observer import EscalationRequest
+from service.escalation.policy import Decision, EscalationPolicy, PolicyConfig, mood_for_score
+from service.escalation.record import build_record
+from service.escalation.sentiment import VoiceTurnFeatures
 from service.telephony.base import StreamStarted
-from service.telephony.tokens import mask_number
 
 if TYPE_CHECKING:
     from service.app import Gateway
@@ -27,6 +35,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _CALLER_RING_BYTES = 30 * 8000  # 30 s of 8 kHz mu-law
+_MIN_TURN_BYTES = 1600  # 200 ms: shorter turns carry no usable voice features
+_VOICE_WAIT_S = 1.0  # how long a transcript waits for its turn's voice features
 
 
 def usage_cost_usd(usage: dict[str, Any], prices: dict[str, float]) -> float:
@@ -54,6 +64,13 @@ def usage_cost_usd(usage: dict[str, Any], prices: dict[str, float]) -> float:
     return total / 1_000_000
 
 
+def _voice_features(mulaw: bytes, baseline: VoiceBaseline) -> VoiceTurnFeatures:
+    """Loudness and pitch of one caller turn relative to the caller's own baseline (runs in a thread)."""
+    turn = analyze_turn(ulaw_to_pcm16(mulaw).astype(np.float64), 8000)
+    delta = baseline.update(turn)
+    return VoiceTurnFeatures(loudness_delta_db=delta.loudness_delta_db, pitch_ratio=delta.pitch_ratio)
+
+
 class CallSideWork:
     """The per-call ``CallObserver``."""
 
@@ -61,58 +78,51 @@ class CallSideWork:
         self._gateway = gateway
         self._settings = gateway.settings
         self.call_id = started.call_id
-        self._started = started
-        self._provider = provider
         self._bridge: CallBridge | None = None
         self._ring = bytearray()
         self._turn_start_ms: int | None = None
+        self._baseline = VoiceBaseline()
+        self._voice: asyncio.Future[VoiceTurnFeatures] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.cost_usd = 0.0
-        self.transcript: list[dict[str, Any]] = []  # bounded: last 200 turns
-        self._state = gateway.state_store.call(self.call_id) if gateway.state_store is not None else None
-        self._policy = self._make_policy()
+        store = gateway.state_store
+        self._state = store.call(self.call_id) if store is not None else None
+        self._policy = EscalationPolicy(
+            PolicyConfig.from_settings(self._settings),
+            call_id=self.call_id,
+            on_point=self._state.sentiment if self._state is not None else None,
+        )
+        self._model = self._settings.realtime_model if self._settings.provider != "local" else "local"
         if self._state is not None:
-            self._state.started(
-                {
-                    "call_id": started.call_id,
-                    "stream_id": started.stream_id,
-                    "account_id": started.account_id,
-                    "provider": provider,
-                    "caller": mask_number(started.custom_parameters.get("from")),
-                    "callee": mask_number(started.custom_parameters.get("to")),
-                    "realtime_provider": self._settings.provider,
-                }
-            )
+            self._state.started({
+                "stream_id": started.stream_id,
+                "account_id": started.account_id,
+                "provider": provider,
+                "provider_call_id": started.call_id,
+                "from": started.custom_parameters.get("from", ""),
+                "to": started.custom_parameters.get("to", ""),
+                "realtime_provider": self._settings.provider,
+            })
 
     def attach(self, bridge: CallBridge) -> None:
         self._bridge = bridge
 
-    def _make_policy(self) -> Any:
-        try:
-            from service.escalation.policy import EscalationPolicy, PolicyConfig
-        except ImportError:
-            return None
-        return EscalationPolicy(PolicyConfig.from_settings(self._settings))
-
-    # --- escalation plumbing ----------------------------------------------------------------------
-    def _escalate(self, request: EscalationRequest) -> None:
-        if self._bridge is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._bridge.escalate(request))
+    # --- plumbing ----------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _apply_decision(self, decision: Any) -> None:
-        if decision is None or decision.trigger == "model_tool":
-            return  # the bridge escalates tool calls itself
-        self._escalate(
-            EscalationRequest(trigger=decision.trigger, reason=decision.reason, score=decision.score,
-                              inputs=dict(decision.inputs or {}))
-        )
+    def _apply(self, decision: Decision | None) -> None:
+        if decision is None or self._bridge is None:
+            return
+        request = EscalationRequest(trigger=decision.trigger, reason=decision.reason, score=decision.score,
+                                    inputs={**decision.inputs, "caller_mood": decision.caller_mood})
+        self._spawn(self._bridge.escalate(request))
 
     # --- CallObserver --------------------------------------------------------------------------------
     def state_changed(self, state: str, previous: str) -> None:
-        if self._state is not None:
+        if self._state is not None and state != "escalating":  # the outbox writes that state atomically
             self._state.set_state(state)
 
     def caller_audio(self, mulaw: bytes) -> None:
@@ -125,95 +135,92 @@ class CallSideWork:
         self._turn_start_ms = audio_start_ms
 
     def caller_speech_stopped(self, audio_end_ms: int) -> None:
-        self._pending_voice = self._voice_features(audio_end_ms)
-
-    _pending_voice: Any = None
-
-    def _voice_features(self, audio_end_ms: int) -> Any:
-        """Voice features of the turn that just ended, from the caller ring (off the frame path)."""
         if self._turn_start_ms is None:
-            return None
-        duration_ms = max(0, audio_end_ms - self._turn_start_ms)
-        nbytes = min(len(self._ring), duration_ms * 8)
-        if nbytes < 1600:  # < 200 ms
-            return None
+            return
+        nbytes = min(len(self._ring), max(0, audio_end_ms - self._turn_start_ms) * 8)
+        self._turn_start_ms = None
+        if nbytes < _MIN_TURN_BYTES:
+            return
         turn = bytes(self._ring[-nbytes:])
-        try:
-            from service.escalation.voice import voice_turn_features
-        except ImportError:
-            return None
-        return voice_turn_features(self, turn)
+        self._voice = asyncio.ensure_future(asyncio.to_thread(_voice_features, turn, self._baseline))
 
     def caller_transcript(self, item_id: str, text: str) -> None:
         self._remember("caller", text)
-        voice, self._pending_voice = self._pending_voice, None
-        if self._policy is not None:
-            self._apply_decision(self._policy.on_caller_turn(text, voice))
-            if self._state is not None:
-                self._state.sentiment(self._policy.last_point())
+        voice, self._voice = self._voice, None
+        self._spawn(self._score_turn(text, voice))
+
+    async def _score_turn(self, text: str, voice: asyncio.Future[VoiceTurnFeatures] | None) -> None:
+        features: VoiceTurnFeatures | None = None
+        if voice is not None:
+            with contextlib.suppress(Exception):
+                features = await asyncio.wait_for(voice, timeout=_VOICE_WAIT_S)
+        decision = self._policy.on_caller_turn(text, features)
+        metrics.SENTIMENT_SCORE.observe(self._policy.score)
+        self._apply(decision)
 
     def bot_transcript(self, item_id: str, text: str) -> None:
-        self._remember("bot", text, item_id=item_id)
+        self._remember("bot", text)
 
     def bot_truncated(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
-        for turn in reversed(self.transcript):
-            if turn.get("item_id") == item_id and sent_ms > 0:
-                words = turn["text"].split()
-                keep = max(0, round(len(words) * heard_ms / sent_ms))
-                turn["text"] = " ".join(words[:keep]) + " [interrupted]"
-                break
+        log.info("call.bot_truncated", item_id=item_id, heard_ms=heard_ms, sent_ms=sent_ms)
 
-    def _remember(self, role: str, text: str, item_id: str = "") -> None:
-        turn = {"role": role, "text": text, "ts": time.time(), "item_id": item_id}
-        self.transcript.append(turn)
-        del self.transcript[:-200]
-        log.info("call.transcript", role=role, text=text)
+    def _remember(self, role: str, text: str) -> None:
+        log.debug("call.transcript", role=role, chars=len(text))
         if self._state is not None:
-            self._state.transcript(role, text, turn["ts"])
+            self._state.transcript("caller" if role == "caller" else "bot", text, time.time())
 
     def dtmf(self, digit: str) -> None:
-        if self._policy is not None:
-            self._apply_decision(self._policy.on_dtmf(digit))
-        elif digit == "0":
-            self._escalate(EscalationRequest(trigger="dtmf", reason="caller pressed 0"))
+        self._apply(self._policy.on_dtmf(digit))
 
     def tool_call(self, name: str, arguments: str) -> str:
-        if name != "escalate_to_human":
+        if name != ESCALATION_TOOL_NAME:
             log.warning("realtime.unknown_tool", name=name)
             return '{"error": "unknown tool"}'
-        if self._policy is not None:
-            from service.call.bridge import parse_tool_arguments
-
-            args = parse_tool_arguments(arguments)
-            self._policy.on_model_tool_call(str(args.get("reason", "")), str(args.get("caller_mood", "")))
-        return '{"status": "transferring", "message": "A human agent will take over; say the hand-off line."}'
+        args = parse_tool_arguments(arguments)
+        self._policy.on_model_tool_call(str(args.get("reason", "")), str(args.get("caller_mood", "")) or None)
+        return '{"status": "transferring", "message": "A human colleague will take over after the hand-off line."}'
 
     def escalation_started(self, request: EscalationRequest) -> None:
+        """Record the escalation: the outbox writes state ``escalated`` + the stream entry atomically."""
         self._gateway.mark_escalated(self.call_id)
-        outbox = self._gateway.outbox
-        if outbox is None:
-            log.warning("escalation.not_recorded", reason="no outbox (Redis not configured)")
+        if self._state is None or self._gateway.outbox is None:
+            log.error("escalation.not_recorded", reason="no Redis state store configured", trigger=request.trigger)
             return
-        from service.escalation.records import build_record
-
-        record = build_record(self, request)
-        outbox.enqueue(record)
+        decision = self._policy.decisions[-1] if self._policy.decisions and \
+            self._policy.decisions[-1].trigger == request.trigger else Decision(
+                trigger=request.trigger,  # type: ignore[arg-type]
+                reason=request.reason,
+                score=round(self._policy.score, 4),
+                inputs=dict(request.inputs or {}),
+                caller_mood=str((request.inputs or {}).get("caller_mood") or mood_for_score(self._policy.score)),
+                decided_at=time.time(),
+            )
+        record = build_record(
+            self._state, decision,
+            transcript_turns=self._settings.escalation_transcript_turns,
+            trajectory=self._policy.trajectory,
+            replica=self._settings.replica_id,
+        )
+        self._gateway.outbox.enqueue(record)
 
     def usage(self, usage: dict[str, Any]) -> None:
-        model = self._settings.realtime_model if self._settings.provider != "local" else "local"
-        cost = usage_cost_usd(usage, self._gateway.prices_for(model))
+        cost = usage_cost_usd(usage, self._gateway.prices_for(self._model))
         self.cost_usd += cost
-        metrics.RESPONSE_COST_USD.labels(model).inc(cost)
-        inp = usage.get("input_token_details") or {}
-        out = usage.get("output_token_details") or {}
-        for direction, details in (("input", inp), ("output", out)):
+        metrics.RESPONSE_COST_USD.labels(self._model).inc(cost)
+        for direction, key in (("input", "input_token_details"), ("output", "output_token_details")):
+            details = usage.get(key) or {}
             for modality in ("text", "audio"):
                 metrics.REALTIME_TOKENS.labels(direction, modality).inc(int(details.get(f"{modality}_tokens") or 0))
 
     def ended(self, summary: dict[str, Any]) -> None:
         summary["cost_usd"] = round(self.cost_usd, 6)
-        if self._state is not None:
-            self._state.ended(summary.get("outcome", "completed"))
+        summary["frustration_score"] = round(self._policy.score, 3)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._voice is not None:
+            self._voice.cancel()
+        if self._state is not None:  # leaves the active index; escalation_status is kept
+            self._state.ended(str(summary.get("outcome", "completed")))
 
 
 def build_observer(gateway: Gateway, started: StreamStarted, provider: str) -> CallSideWork:
