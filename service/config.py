@@ -134,7 +134,12 @@ class Settings(BaseSettings):
     escalation_transcript_turns: int = Field(10, ge=1, description="Transcript turns included in a record.")
     transfer_queue: str = Field("support", description="Twilio <Enqueue> queue for escalated calls.")
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
-    transfer_via_rest: bool = Field(False, description="Transfer mid-stream through Twilio's REST API.")
+    transfer_via_rest: bool = Field(
+        False,
+        description="Transfer by updating the live call through Twilio's REST API (needs CALLBRIDGE_TWILIO_ACCOUNT_SID) "
+        "instead of ending the stream and letting <Redirect> run.",
+    )
+    twilio_api_base: str = Field("https://api.twilio.com", description="Twilio REST API base URL (regional edge, test server).")
 
     # --- cost ----------------------------------------------------------------------------------------
     price_table: dict[str, dict[str, float]] = Field(

@@ -161,6 +161,7 @@ class CallBridge:
         greeting: bool = True,
         handoff_line: str = "",
         observer: CallObserver | None = None,
+        rest_transfer: Callable[[], Awaitable[bool]] | None = None,
         max_malformed_frames: int = 50,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -180,6 +181,7 @@ class CallBridge:
         self._greeting = greeting
         self._handoff_line = handoff_line
         self._observer: CallObserver = observer or NullObserver()
+        self._rest_transfer = rest_transfer
         self._max_malformed = max_malformed_frames
         self._clock = clock
         self._inbound = CallerToModel()
@@ -486,7 +488,13 @@ class CallBridge:
         self._transfer_started = True
         if self._handoff_guard is not None:
             self._handoff_guard.cancel()
-        log.info("call.transfer", trigger=self._escalation.trigger if self._escalation else "")
+        via = "stream_end"
+        if self._rest_transfer is not None:
+            try:
+                via = "rest" if await self._rest_transfer() else "stream_end"
+            except Exception as error:  # fall back to ending the stream: the <Redirect> still transfers
+                log.warning("call.rest_transfer_failed", error=repr(error))
+        log.info("call.transfer", trigger=self._escalation.trigger if self._escalation else "", via=via)
         await self.end("transferred to a human", close_code=1000)
 
     async def hand_off(self, reason: str) -> None:

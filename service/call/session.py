@@ -94,6 +94,7 @@ class CallSession:
         close: Callable[[int, str], Awaitable[None]],
         observer: CallObserver,
         open_session: Callable[[Settings], Awaitable[RealtimeTransport]] = open_realtime,
+        rest_transfer: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.settings = settings
         self.call_id = call_id
@@ -111,6 +112,7 @@ class CallSession:
             greeting=settings.greeting,
             handoff_line=settings.handoff_line,
             observer=observer,
+            rest_transfer=rest_transfer,
             max_malformed_frames=settings.max_malformed_frames,
         )
 

@@ -36,6 +36,7 @@ from service.telephony.twilio import (
     redirect_twiml,
     validate_twilio_request,
 )
+from service.telephony.twilio_rest import update_call_twiml
 
 if TYPE_CHECKING:
     from service.app import Gateway
@@ -181,6 +182,17 @@ async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
         await _close(websocket, code, reason)
 
     observer = build_observer(gateway, started, "twilio")
+    rest_transfer = None
+    if settings.transfer_via_rest and settings.twilio_account_sid:
+        account_sid, call_sid = settings.twilio_account_sid, started.call_id
+
+        async def rest_transfer() -> bool:
+            return await update_call_twiml(
+                api_base=settings.twilio_api_base, account_sid=account_sid,
+                auth_token=settings.twilio_auth_token.get_secret_value(), call_sid=call_sid,
+                twiml=after_stream_twiml(True, settings.transfer_queue, settings.transfer_number),
+            )
+
     session = CallSession(
         settings=settings,
         call_id=started.call_id,
@@ -190,6 +202,7 @@ async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
         send=websocket.send_text,
         close=close,
         observer=observer,
+        rest_transfer=rest_transfer,
     )
     observer.attach(session.bridge)
     gateway.register(started.call_id, session)

@@ -4,6 +4,7 @@ webhook receiver on 127.0.0.1 that verifies signatures and dedupes by Idempotenc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -166,3 +167,48 @@ async def speak_turns_from(call: CallHandle, realtime: RealtimeStandIn, n: int) 
     session = realtime.sessions[0]
     await call.send_audio(UTTERANCE, silence(500))
     await session.wait_until(lambda: session.responses_done >= n, timeout_s=10)
+
+
+async def test_mid_stream_transfer_through_the_twilio_rest_api(redis_server: RedisServer) -> None:
+    """With CALLBRIDGE_TRANSFER_VIA_REST the live call is updated with the transfer TwiML (1.7)."""
+    import base64
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.conftest import free_port
+
+    updates: list[tuple[str, str, dict[str, str]]] = []
+
+    async def update_call(request: Request) -> JSONResponse:
+        form = await request.form()
+        auth = base64.b64decode(request.headers["authorization"].split()[1]).decode()
+        updates.append((request.url.path, auth, {k: str(v) for k, v in form.items()}))
+        return JSONResponse({"sid": request.path_params["call_sid"], "status": "in-progress"})
+
+    port = free_port()
+    app = Starlette(routes=[Route("/2010-04-01/Accounts/{account}/Calls/{call_sid}.json", update_call,
+                                  methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    account = "AC" + "d" * 32
+    try:
+        async with escalation_setup(redis_server, [], transfer_via_rest=True, twilio_account_sid=account,
+                                    twilio_api_base=f"http://127.0.0.1:{port}") as (_gw, realtime, caller, receiver):
+            call = await caller.place_call()
+            session = await realtime.wait_for_session()
+            await session.wait_for_received("session.update")
+            await call.send_dtmf("0")
+            assert await call.wait_closed(timeout_s=20) == 1000
+            assert len(updates) == 1
+            path, auth, form = updates[0]
+            assert path == f"/2010-04-01/Accounts/{account}/Calls/{call.call_sid}.json"
+            assert auth == f"{account}:{AUTH_TOKEN}"
+            assert "<Enqueue>humans</Enqueue>" in form["Twiml"]
+            await delivered(receiver)
+    finally:
+        server.should_exit = True
+        await task
