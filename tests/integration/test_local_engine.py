@@ -68,7 +68,7 @@ class Client:
     async def send(self, event: dict[str, Any]) -> None:
         await self.t.send(json.dumps(event))
 
-    async def wait_for(self, type_: str, after: int = 0, timeout: float = 30.0, **match: Any) -> int:
+    async def wait_for(self, type_: str, after: int = 0, within: float = 30.0, **match: Any) -> int:
         """Index of the first event of ``type_`` at or after ``after`` whose fields match."""
         async def found() -> int:
             async with self._changed:
@@ -78,7 +78,7 @@ class Client:
                         if ev["type"] == type_ and all(ev.get(k) == v for k, v in match.items()):
                             return i
                     await self._changed.wait()
-        return await asyncio.wait_for(found(), timeout)
+        return await asyncio.wait_for(found(), within)
 
     async def speak(self, pcm24: bytes, realtime: bool = True, trailing_ms: int = 800) -> None:
         """Stream caller audio in 20 ms appends, paced at real time (the VAD needs trailing silence)."""
@@ -211,9 +211,9 @@ async def test_protocol_errors_are_error_events(client: Client) -> None:
     await client.send({"type": "response.cancel", "event_id": "e2"})
     await client.send({"type": "response.create"})
     await client.send({"type": "response.create", "event_id": "e3"})
-    last = await client.wait_for("error", 0, timeout=30)
+    last = await client.wait_for("error", 0, within=30)
     while client.events[last]["error"].get("event_id") != "e3":
-        last = await client.wait_for("error", last + 1, timeout=30)
+        last = await client.wait_for("error", last + 1, within=30)
     errors = [e["error"] for e in client.events[: last + 1] if e["type"] == "error"]
     by = {e.get("event_id") or "json": e["code"] for e in errors}
     assert by == {"json": "invalid_json", "e1": "invalid_value", "e2": "response_cancel_not_active",
@@ -240,3 +240,28 @@ async def test_standalone_server_speaks_ga_over_a_real_socket(caller_speech: dic
             resp = c.events[done]["response"]
             assert "open" in resp["output"][0]["content"][0]["transcript"].lower()
             assert rms(c.audio_of(resp["id"])) > 500
+
+
+@pytest.mark.slow
+async def test_recognition_accuracy_floor_over_the_benchmark_sentences() -> None:
+    """Loose floor (the benchmark measures ~0.85-0.9): 24 sentences x Piper and espeak-ng, telephone path."""
+    from service.realtime.local.caller_audio import EVAL_SENTENCES, piper_pcm24
+    from service.realtime.local.dsp import float_to_pcm16, pcm16_to_float, resample_once
+
+    models = await preload()
+
+    def clips(voice: str) -> list[bytes]:
+        make = (lambda s: piper_pcm24(s, models.tts)) if voice == "piper" else espeak_pcm24
+        return [float_to_pcm16(resample_once(pcm16_to_float(telephone(make(s))), 24000, 16000))
+                for s in EVAL_SENTENCES]
+
+    errors = words = 0
+    for voice in ("piper", "espeak"):
+        audio = await asyncio.to_thread(clips, voice)
+        for sentence, clip in zip(EVAL_SENTENCES, audio, strict=True):
+            key = models.recogniser.new_key()
+            models.recogniser.feed(key, clip)
+            result = await models.recogniser.finish(key)
+            e, n = word_errors(sentence, result.text)
+            errors, words = errors + e, words + n
+    assert 1 - errors / words >= 0.70

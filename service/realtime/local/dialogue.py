@@ -137,7 +137,7 @@ class Persona:
     greeting: str | None = None
 
 
-_NAME = re.compile(r"\b(?:your name is|you are called|you're called|call yourself)\s+([A-Z][a-zA-Z]+)")
+_NAME = re.compile(r"\b(?i:your name is|you are called|you're called|call yourself)\s+([A-Z][a-zA-Z]+)")
 _NAME2 = re.compile(r"\bYou are ([A-Z][a-z]+)\b(?!\s+(?:a|an|the)\b)")
 _COMPANY = re.compile(r"\b(?:for|at|of)\s+((?:[A-Z][A-Za-z0-9&'-]+)(?:\s+[A-Z][A-Za-z0-9&'-]+)*)")
 _GREETING = re.compile(r"greet[^\"“\n]*[\"“]([^\"”]{3,300})[\"”]", re.IGNORECASE)

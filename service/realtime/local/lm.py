@@ -4,8 +4,8 @@ Pure functions, no I/O except ``read_cmudict``. Used at load time to give pocket
 what callers of the dialogue script say: offline-speech.md measured 0-3% word error with such a
 model versus 42% with the general model on telephone audio.
 
-Model: Katz-style back-off with absolute discounting (D = 0.3, the best of 0.3-0.7 on the benchmark sentences) for bigrams and trigrams, add-k
-smoothed unigrams over the whole vocabulary (so words listed only as vocabulary, e.g. digits, are
+Model: Katz-style back-off with absolute discounting (D = 0.3, the best of 0.3-0.7 on the benchmark
+sentences) for bigrams and trigrams, add-k smoothed unigrams over the whole vocabulary (so words listed only as vocabulary, e.g. digits, are
 reachable). Back-off weights are computed so every context's distribution sums to one.
 """
 

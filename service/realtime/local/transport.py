@@ -9,7 +9,8 @@ The bridge talks to it exactly as to a cloud WebSocket: ``send(json_text)``, ``r
 - Speech recognition streams to worker processes (``AsrService``): pocketsphinx holds the GIL, so
   it must not share this process's interpreter with the loop.
 - Speech synthesis runs in a thread pool (onnxruntime releases the GIL), one sentence at a time, so
-  the first sentence's audio is sent while later ones are still being synthesised.
+  the first sentence's audio is sent while later ones are still being synthesised; first sentences
+  jump the pool's queue (``PriorityPool``).
 
 Output buffer (bounded): server events wait in a deque read by ``recv``. Producers wait for room
 *before* generating: ``send`` waits while more than ``MAX_BUFFERED_EVENTS`` (512) events are
@@ -24,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import queue
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -43,15 +47,61 @@ log = structlog.get_logger(__name__)
 MAX_BUFFERED_EVENTS = 512
 AUDIO_HIGH_WATER = 64
 
-_executor: ThreadPoolExecutor | None = None
+class PriorityPool:
+    """Synthesis threads with two priorities: a reply's first sentence (0) runs before any queued later
+    sentence (1), so one call's long answer does not delay another call's first audio. Jobs of equal
+    priority run in submission order. The queue is unbounded in count but each session has at most one
+    job queued at a time (``_speak`` awaits each sentence), so it holds at most one job per session."""
+
+    def __init__(self, threads: int) -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        for n in range(threads):
+            threading.Thread(target=self._run, daemon=True, name=f"callbridge-tts-{n}").start()
+
+    def _run(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            job()
+
+    def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def job() -> None:
+            if future.cancelled():
+                return
+            try:
+                result = fn(*args)
+            except BaseException as error:  # delivered to the awaiting task
+                loop.call_soon_threadsafe(_settle, future, None, error)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+        self._queue.put((priority, next(self._seq), job))
+        return future
 
 
-def tts_executor() -> ThreadPoolExecutor:
-    """The process-wide synthesis pool (one thread per core; each synthesis uses one ONNX thread)."""
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="callbridge-tts")
-    return _executor
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_pool: PriorityPool | None = None
+_pool_lock = threading.Lock()
+
+
+def tts_pool() -> PriorityPool:
+    """The process-wide synthesis pool (one thread per core)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = PriorityPool(max(1, os.cpu_count() or 1))
+        return _pool
 
 
 class LocalTransport:
@@ -86,8 +136,8 @@ class LocalTransport:
         self._dispatch(self.session.handle_text(text))
 
     async def recv(self) -> str:
-        """The next server event (JSON text); ``RealtimeClosed`` once closed and drained... or at once
-        after ``close`` (unread events are dropped, as a closed socket drops them)."""
+        """The next server event (JSON text), in emission order. Raises ``RealtimeClosed`` after
+        ``close`` (unread events are dropped, as a closed socket drops them)."""
         while not self._buffer:
             if self._closed:
                 raise RealtimeClosed(self._close_code, "local session closed")
@@ -174,11 +224,11 @@ class LocalTransport:
             await self._room.wait()
 
     async def _speak(self, job: Synthesize) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            for sentence in job.sentences:
+            for index, sentence in enumerate(job.sentences):
                 await self._wait_room()
-                pcm = await loop.run_in_executor(tts_executor(), self.models.tts.sentence_pcm24, sentence, job.voice)
+                pcm = await tts_pool().submit(0 if index == 0 else 1, self.models.tts.sentence_pcm24, sentence,
+                                              job.voice)
                 if self._closed:
                     return
                 self._dispatch(self.session.on_audio(job.response_id, sentence, pcm))
