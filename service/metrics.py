@@ -46,7 +46,6 @@ REALTIME_ERRORS = Counter("callbridge_realtime_errors_total", "Realtime error ev
 REALTIME_CONNECT_SECONDS = Histogram(
     "callbridge_realtime_connect_seconds", "Time to open and configure a Realtime session.", buckets=_HUMAN_BUCKETS
 )
-REALTIME_RECONNECTS = Counter("callbridge_realtime_reconnects_total", "Realtime session reconnects.")
 STREAM_REJECTED = Counter(
     "callbridge_streams_rejected_total", "Media streams refused before bridging.", ["reason"]
 )
@@ -81,5 +80,26 @@ WEBHOOK_DELIVERY_SECONDS = Histogram(
     "callbridge_escalation_delivery_seconds", "Time from escalation to a 2xx from the receiver.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+ESCALATIONS_LOST = Counter(
+    "callbridge_escalations_lost_total",
+    "Escalation records dropped because the in-memory outbox bound was hit during a long Redis outage.",
+)
 OUTBOX_PENDING = Gauge("callbridge_escalation_outbox_pending", "Escalations not yet acknowledged by a receiver.")
 DRAINING = Gauge("callbridge_draining", "1 while this replica drains after SIGTERM.")
+
+
+def _initialise_label_sets() -> None:
+    """Create the known label children at start, so rate()/increase() see the first event."""
+    for outcome in ("completed", "escalated", "error", "rejected", "handed_off"):
+        CALLS_ENDED.labels(outcome)
+    for outcome in ("delivered", "retry", "dead_letter"):
+        WEBHOOK_DELIVERIES.labels(outcome)
+    for trigger in ("explicit_request", "dtmf", "model_tool", "sentiment", "drain"):
+        ESCALATIONS.labels(trigger)
+    for reason in ("no_start", "token"):
+        STREAM_REJECTED.labels(reason)
+    for reason in ("bad_signature", "draining"):
+        WEBHOOK_REJECTED.labels(reason)
+
+
+_initialise_label_sets()

@@ -36,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 _CALLER_RING_BYTES = 30 * 8000  # 30 s of 8 kHz mu-law
 _MIN_TURN_BYTES = 1600  # 200 ms: shorter turns carry no usable voice features
+# Voice features use at most the last 1.5 s of speech of a turn: level and median pitch are stable
+# by then, and the cost (~2-3 ms CPU per analysed second) stays bounded per turn.
+_MAX_ANALYSED_BYTES = 12_000
 _VOICE_WAIT_S = 1.0  # how long a transcript waits for its turn's voice features
 
 
@@ -137,11 +140,15 @@ class CallSideWork:
     def caller_speech_stopped(self, audio_end_ms: int) -> None:
         if self._turn_start_ms is None:
             return
+        # speech_stopped.audio_end_ms includes the VAD's trailing silence (realtime-api.md 3.3).
+        trailing = self._settings.vad_silence_duration_ms * 8
         nbytes = min(len(self._ring), max(0, audio_end_ms - self._turn_start_ms) * 8)
         self._turn_start_ms = None
-        if nbytes < _MIN_TURN_BYTES:
+        speech_bytes = min(nbytes - trailing, _MAX_ANALYSED_BYTES)
+        if speech_bytes < _MIN_TURN_BYTES:
             return
-        turn = bytes(self._ring[-nbytes:])
+        end = len(self._ring) - min(trailing, len(self._ring))
+        turn = bytes(self._ring[end - speech_bytes:end])
         self._voice = asyncio.ensure_future(asyncio.to_thread(_voice_features, turn, self._baseline))
 
     def caller_transcript(self, item_id: str, text: str) -> None:
@@ -155,7 +162,6 @@ class CallSideWork:
             with contextlib.suppress(Exception):
                 features = await asyncio.wait_for(voice, timeout=_VOICE_WAIT_S)
         decision = self._policy.on_caller_turn(text, features)
-        metrics.SENTIMENT_SCORE.observe(self._policy.score)
         self._apply(decision)
 
     def bot_transcript(self, item_id: str, text: str) -> None:

@@ -24,6 +24,7 @@ import structlog
 from redis.asyncio import Redis
 
 from service.escalation.record import EscalationRecord
+from service.metrics import ESCALATIONS_LOST
 from service.state.keys import STATE_ESCALATED, Keys
 from service.state.store import REDIS_ERRORS, StateStore
 
@@ -115,6 +116,7 @@ class Outbox:
         if len(self._pending) >= self.pending_max:
             lost = self._pending.popleft()
             _add_local(-1)
+            ESCALATIONS_LOST.inc()
             log.error("escalation.outbox_overflow", escalation_id=lost.escalation_id, call_id=lost.call_id,
                       pending_max=self.pending_max)
         self._pending.append(record)

@@ -37,7 +37,7 @@ from service.escalation.sentiment import (
     detect_person_request,
     voice_arousal,
 )
-from service.metrics import ESCALATIONS, SENTIMENT_SCORE
+from service.metrics import SENTIMENT_SCORE
 from service.state.model import SentimentPoint
 
 if TYPE_CHECKING:
@@ -235,7 +235,6 @@ class EscalationPolicy:
             caller_mood=self._mood or mood_for_score(self.score), decided_at=self._clock(),
         )
         self.decisions.append(decision)
-        ESCALATIONS.labels(trigger=trigger).inc()
         log.info("escalation.decided", call_id=self._call_id, trigger=trigger, reason=reason,
                  score=decision.score, caller_mood=decision.caller_mood, inputs=inputs)
         return decision
