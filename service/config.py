@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     )
     escalation_webhook_timeout_s: float = Field(5.0, gt=0, description="Per-attempt webhook timeout.")
     escalation_max_backoff_s: float = Field(60.0, gt=0, description="Cap on the webhook retry backoff.")
+    escalation_claim_idle_s: float = Field(
+        30.0, gt=0, description="A delivery idle this long (its replica died) is claimed by another replica (XAUTOCLAIM)."
+    )
     escalation_transcript_turns: int = Field(10, ge=1, description="Transcript turns included in a record.")
     transfer_queue: str = Field("support", description="Twilio <Enqueue> queue for escalated calls.")
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")

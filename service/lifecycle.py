@@ -29,7 +29,10 @@ async def start_gateway_services(gateway: Gateway) -> None:
     if settings.escalation_webhook_url:
         if not settings.escalation_webhook_secret.get_secret_value():
             log.warning("escalation.webhook_unsigned", reason="CALLBRIDGE_ESCALATION_WEBHOOK_SECRET is empty")
-        worker = DeliveryWorker.from_settings(settings, store)
+        worker = DeliveryWorker.from_settings(
+            settings, store, claim_min_idle_s=settings.escalation_claim_idle_s,
+            claim_every_s=min(5.0, settings.escalation_claim_idle_s / 2),
+        )
         await worker.start()
         gateway.delivery_worker = worker
     else:
