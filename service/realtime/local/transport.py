@@ -71,12 +71,13 @@ class PriorityPool:
         def job() -> None:
             if future.cancelled():
                 return
+            result, failure = None, None
             try:
                 result = fn(*args)
             except BaseException as error:  # delivered to the awaiting task
-                loop.call_soon_threadsafe(_settle, future, None, error)
-            else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                failure = error
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+                loop.call_soon_threadsafe(_settle, future, result, failure)
 
         self._queue.put((priority, next(self._seq), job))
         return future
