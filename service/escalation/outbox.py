@@ -16,7 +16,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 
@@ -26,7 +25,7 @@ from redis.asyncio import Redis
 from service.escalation.record import EscalationRecord
 from service.metrics import ESCALATIONS_LOST
 from service.state.keys import STATE_ESCALATED, Keys
-from service.state.store import REDIS_ERRORS, StateStore
+from service.state.store import REDIS_ERRORS, StateStore, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +68,7 @@ class Outbox:
         store: StateStore | None = None,
         state_flush_s: float = 1.0,
         retry_max_s: float = 2.0,
+        batch_max: int = 100,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -78,6 +78,7 @@ class Outbox:
         self._store = store
         self._state_flush_s = state_flush_s
         self._retry_max_s = retry_max_s
+        self.batch_max = batch_max
         self._pending: deque[EscalationRecord] = deque()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -103,9 +104,7 @@ class Outbox:
         """Flush for up to ``flush_timeout`` s, then stop (anything left is logged as lost)."""
         await self.flush(flush_timeout)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._pending:
             log.error("escalation.outbox_unflushed", count=len(self._pending),
@@ -137,14 +136,28 @@ class Outbox:
 
     async def write(self, record: EscalationRecord) -> bool:
         """The atomic outbox step for one record (True = appended, False = already there). Raises on Redis errors."""
+        return (await self.write_many([record]))[0]
+
+    async def write_many(self, records: list[EscalationRecord]) -> list[bool]:
+        """The atomic step for each record, pipelined in one round trip (each script is atomic on its own).
+
+        First waits (bounded by ``state_flush_s``) for the calls' queued state writes. Raises on Redis errors;
+        replaying after a failure is safe (the idempotency guard).
+        """
         if self._store is not None:
-            await self._store.flush_call(record.call_id, self._state_flush_s)
-        result = await self._script(
-            keys=[self.keys.escalation_guard(record.escalation_id), self.keys.outbox, self.keys.call(record.call_id)],
-            args=[record.escalation_id, record.call_id, record.body, record.trigger, f"{record.decided_at:.3f}",
-                  self.ttl_s, self.stream_maxlen, STATE_ESCALATED],
-        )
-        return bool(result)
+            deadline = time.monotonic() + self._state_flush_s
+            for record in records:
+                await self._store.flush_call(record.call_id, max(0.0, deadline - time.monotonic()))
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            await self._script(
+                keys=[self.keys.escalation_guard(record.escalation_id), self.keys.outbox,
+                      self.keys.call(record.call_id)],
+                args=[record.escalation_id, record.call_id, record.body, record.trigger, f"{record.decided_at:.3f}",
+                      self.ttl_s, self.stream_maxlen, STATE_ESCALATED],
+                client=pipe,
+            )
+        return [bool(result) for result in await pipe.execute()]
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -153,13 +166,13 @@ class Outbox:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                record = self._pending[0]
+                batch = [self._pending[i] for i in range(min(self.batch_max, len(self._pending)))]
                 try:
-                    appended = await self.write(record)
+                    appended = await self.write_many(batch)
                 except REDIS_ERRORS as error:
                     if failing_since is None:
                         failing_since = time.monotonic()
-                        log.warning("escalation.outbox_retry", escalation_id=record.escalation_id,
+                        log.warning("escalation.outbox_retry", escalation_id=batch[0].escalation_id,
                                     error=type(error).__name__, pending=len(self._pending))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._retry_max_s)
@@ -169,9 +182,11 @@ class Outbox:
                              pending=len(self._pending))
                     failing_since = None
                 backoff = 0.05
-                if self._pending and self._pending[0] is record:
+                written = {id(record) for record in batch}
+                while self._pending and id(self._pending[0]) in written:  # overflow may have dropped some meanwhile
                     self._pending.popleft()
                     _add_local(-1)
-                log.info("escalation.outboxed", escalation_id=record.escalation_id, call_id=record.call_id,
-                         duplicate=not appended)
+                for record, fresh in zip(batch, appended, strict=True):
+                    log.info("escalation.outboxed", escalation_id=record.escalation_id, call_id=record.call_id,
+                             duplicate=not fresh)
             self._drained.set()

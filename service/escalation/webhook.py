@@ -13,14 +13,15 @@ Delivery worker guarantees:
   ``retry_after_max_s``). Any other non-2xx goes to the dead-letter stream (status and a short body).
 - While a worker retries an entry it re-claims it to itself (resetting its idle time); entries of a
   dead worker go idle and are taken over by another consumer with XAUTOCLAIM after ``claim_min_idle_s``.
-- Bounded: at most ``concurrency`` deliveries in flight; backoff <= ``max_backoff_s``.
+- Bounded: at most ``concurrency`` HTTP requests in flight and at most ``max_records`` records owned
+  (being posted or waiting for their next retry, ~5 KB each); backoff <= ``max_backoff_s``. A record
+  waiting out a backoff or a ``Retry-After`` does not hold a request slot.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import os
@@ -40,7 +41,7 @@ from redis.exceptions import ResponseError
 from service.escalation.outbox import local_pending
 from service.metrics import OUTBOX_PENDING, WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS
 from service.state.keys import OUTBOX_GROUP, Keys
-from service.state.store import REDIS_ERRORS, ceil_ms
+from service.state.store import REDIS_ERRORS, cancel_and_wait, ceil_ms
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -267,6 +268,7 @@ class DeliveryWorker:
         max_backoff_s: float = 60.0,
         retry_after_max_s: float = 600.0,
         concurrency: int = 8,
+        max_records: int | None = None,
         claim_min_idle_s: float = 30.0,
         claim_every_s: float = 5.0,
         block_ms: int = 1000,
@@ -287,6 +289,8 @@ class DeliveryWorker:
         self.max_backoff_s = max_backoff_s
         self.retry_after_max_s = retry_after_max_s
         self.concurrency = concurrency
+        self.max_records = max_records or concurrency * 8
+        self._requests = asyncio.Semaphore(concurrency)
         self.claim_min_idle_s = claim_min_idle_s
         self.claim_every_s = claim_every_s
         self.block_ms = block_ms
@@ -297,6 +301,8 @@ class DeliveryWorker:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._slot_free = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # no new reads/claims
+        self._aborting = False  # in-flight deliveries must end now (grace expired)
 
     @classmethod
     def from_settings(
@@ -325,22 +331,20 @@ class DeliveryWorker:
                 timeout=self.timeout_s, follow_redirects=False,
             )
         if self._task is None:
+            self._stopping = self._aborting = False
             self._task = asyncio.create_task(self._run(), name=f"escalation-delivery-{self.consumer}")
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop reading; give in-flight deliveries ``grace_s`` to finish, then cancel them (they stay
         pending in Redis and are re-delivered by this consumer name or claimed by another)."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._inflight:
             _done, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+            self._aborting = True
+            await asyncio.gather(*(cancel_and_wait(task) for task in pending))
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -359,7 +363,7 @@ class DeliveryWorker:
         backoff = self.base_backoff_s
         set_up = False
         next_claim = 0.0
-        while True:
+        while not self._stopping:
             try:
                 if not set_up:
                     await self.ensure_group()
@@ -379,12 +383,12 @@ class DeliveryWorker:
                 backoff = min(backoff * 2, 5.0)
 
     async def _wait_for_slot(self) -> None:
-        while len(self._inflight) >= self.concurrency:
+        while len(self._inflight) >= self.max_records:
             self._slot_free.clear()
             await self._slot_free.wait()
 
     async def _read(self, start: str, *, block: bool) -> None:
-        free = self.concurrency - len(self._inflight)
+        free = self.max_records - len(self._inflight)
         if free <= 0:
             return
         response: Any = await self.redis.xreadgroup(
@@ -393,11 +397,11 @@ class DeliveryWorker:
         )
         for _stream, messages in response or []:
             for entry_id, fields in messages:
-                if fields:  # deleted entries come back with no fields from the PEL read
+                if fields and not self._stopping:  # read while stopping: left pending for another consumer  # deleted entries come back with no fields from the PEL read
                     self._spawn(_entry(entry_id, fields))
 
     async def _autoclaim(self) -> None:
-        free = self.concurrency - len(self._inflight)
+        free = self.max_records - len(self._inflight)
         if free <= 0:
             return
         result = await self.redis.xautoclaim(
@@ -431,6 +435,8 @@ class DeliveryWorker:
         """Run a Redis step, retrying through outages (capped backoff) until it succeeds."""
         delay = 0.05
         while True:
+            if self._aborting:
+                raise asyncio.CancelledError  # the worker is stopping; the entry stays pending in Redis
             try:
                 return await func()
             except REDIS_ERRORS as error:
@@ -445,7 +451,7 @@ class DeliveryWorker:
 
     async def _deliver(self, entry: _Entry) -> None:
         attempt = 0
-        while True:
+        while not self._aborting:
             if not await self._still_mine(entry):
                 log.info("escalation.delivery_abandoned", escalation_id=entry.escalation_id, consumer=self.consumer,
                          reason="entry acknowledged or claimed elsewhere")
@@ -491,7 +497,9 @@ class DeliveryWorker:
             "User-Agent": "callbridge-escalation/1",
         }
         try:
-            response = await self._client.post(self.url, content=entry.body, headers=headers, timeout=self.timeout_s)
+            async with self._requests:
+                response = await self._client.post(self.url, content=entry.body, headers=headers,
+                                                   timeout=self.timeout_s)
         except httpx.TimeoutException:
             return "retry", None, "timeout", None
         except httpx.TransportError as error:

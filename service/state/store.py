@@ -57,6 +57,21 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutErr
 _NUMBER_FIELDS = frozenset({"from", "to", "caller", "called"})
 
 
+async def cancel_and_wait(task: asyncio.Task[Any], retry_s: float = 0.5, tries: int = 20) -> bool:
+    """Cancel ``task`` and wait for it to finish, re-cancelling every ``retry_s``; True once it is done.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside redis-py and httpx) can swallow a cancellation that
+    races with its inner future completing, leaving a ``while True`` loop running: a single
+    ``task.cancel()`` is therefore not enough to stop a background loop. Bounded: ``tries`` x ``retry_s``.
+    """
+    for _ in range(tries):
+        if task.done():
+            return True
+        task.cancel()
+        await asyncio.wait({task}, timeout=retry_s)
+    return task.done()
+
+
 # --------------------------------------------------------------------------------------------------
 # Connections
 # --------------------------------------------------------------------------------------------------
@@ -357,17 +372,13 @@ class StateStore:
         if self._writer_task is not None:
             await self.flush(flush_timeout)
         if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+            await cancel_and_wait(self._heartbeat_task)
             self._heartbeat_task = None
             with contextlib.suppress(*REDIS_ERRORS):
                 await asyncio.wait_for(self.redis.delete(self.keys.replica(self.replica_id)), 1.0)
         self._closing.set()
         if self._writer_task is not None:
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
+            await cancel_and_wait(self._writer_task)
             self._writer_task = None
         if self._pending:
             log.warning("state.close_unflushed", pending=self._pending)

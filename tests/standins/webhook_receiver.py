@@ -60,6 +60,7 @@ class WebhookReceiver:
         self._attempts: dict[str, int] = {}
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Condition()
         self._released = asyncio.Event()
 
@@ -83,11 +84,14 @@ class WebhookReceiver:
             self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
+            for task in list(self._handlers):
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
 
-    async def wait_for(self, predicate: Callable[[WebhookReceiver], bool], timeout: float) -> bool:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[WebhookReceiver], bool], timeout: float) -> bool:
         """Wait until ``predicate(self)`` holds (re-checked on every request); False on timeout."""
         async with self._changed:
             try:
@@ -102,6 +106,9 @@ class WebhookReceiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -142,6 +149,10 @@ class WebhookReceiver:
                 await self._notify()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            pass  # down(): a leaf handler task; swallowing keeps Python 3.11's stream callback quiet
         finally:
             self._writers.discard(writer)
+            if task is not None:
+                self._handlers.discard(task)
             writer.close()
