@@ -108,7 +108,7 @@ def start_gateway(port: int, redis_url: str, realtime_url: str, extra_env: dict[
         "CALLBRIDGE_VAD_SILENCE_DURATION_MS": "400",
         **(extra_env or {}),
     }
-    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     executable = Path(sys.executable).parent / "callbridge"
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
     process = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port)],

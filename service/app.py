@@ -43,6 +43,15 @@ class Gateway:
     calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     escalated_recently: dict[str, float] = field(default_factory=dict)
+    listeners: list[Any] = field(default_factory=list)  # callables (kind, fields) -> None: demo/tools
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Tell in-process listeners (the demo's live transcript) about a call event. Never raises."""
+        for listener in self.listeners:
+            try:
+                listener(kind, fields)
+            except Exception as error:
+                log.warning("gateway.listener_failed", kind=kind, error=repr(error))
 
     def mark_escalated(self, call_id: str) -> None:
         """Remember locally (bounded: 10k calls) that a call escalated, for after-stream TwiML."""

@@ -63,7 +63,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
-    from service.simcaller import run_call_command
+    from service.simcaller.cli import run_call_command
 
     return run_call_command(args)
 
@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["verify-webhook"]:  # its own argument parser (flags argparse.REMAINDER would reject)
+        from service.escalation.webhook import main_verify_webhook
+
+        return main_verify_webhook(raw[1:])
+    args = build_parser().parse_args(raw)
     return int(args.func(args))
 
 

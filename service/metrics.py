@@ -20,7 +20,7 @@ ACTIVE_CALLS = Gauge("callbridge_active_calls", "Calls currently bridged by this
 CALLS_STARTED = Counter("callbridge_calls_started_total", "Calls whose media stream was accepted.", ["provider"])
 CALLS_ENDED = Counter(
     "callbridge_calls_ended_total", "Calls ended, by outcome.", ["outcome"]
-)  # completed | escalated | error | rejected | handed_off
+)  # completed | escalated | error
 FRAMES_IN = Counter("callbridge_frames_in_total", "Caller audio frames received from the provider.")
 FRAMES_OUT = Counter("callbridge_frames_out_total", "Bot audio messages sent to the provider.")
 MALFORMED_FRAMES = Counter(
@@ -90,7 +90,7 @@ DRAINING = Gauge("callbridge_draining", "1 while this replica drains after SIGTE
 
 def _initialise_label_sets() -> None:
     """Create the known label children at start, so rate()/increase() see the first event."""
-    for outcome in ("completed", "escalated", "error", "rejected", "handed_off"):
+    for outcome in ("completed", "escalated", "error"):
         CALLS_ENDED.labels(outcome)
     for outcome in ("delivered", "retry", "dead_letter"):
         WEBHOOK_DELIVERIES.labels(outcome)

@@ -504,9 +504,8 @@ class CallBridge:
         if self.state is CallState.ESCALATING:
             await self._transfer()
             return
+        # The hand-off line plays first; the escalation's guard timer bounds the wait (20 s).
         await self.escalate(EscalationRequest(trigger="drain", reason=reason))
-        if not self._transfer_started:
-            await self._transfer()
 
     @property
     def escalated(self) -> bool:

@@ -169,9 +169,11 @@ class CallSideWork:
 
     def bot_truncated(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
         log.info("call.bot_truncated", item_id=item_id, heard_ms=heard_ms, sent_ms=sent_ms)
+        self._gateway.emit("barge_in", call_id=self.call_id, heard_ms=heard_ms, sent_ms=sent_ms)
 
     def _remember(self, role: str, text: str) -> None:
         log.debug("call.transcript", role=role, chars=len(text))
+        self._gateway.emit("transcript", call_id=self.call_id, role=role, text=text)
         if self._state is not None:
             self._state.transcript("caller" if role == "caller" else "bot", text, time.time())
 
@@ -189,6 +191,7 @@ class CallSideWork:
     def escalation_started(self, request: EscalationRequest) -> None:
         """Record the escalation: the outbox writes state ``escalated`` + the stream entry atomically."""
         self._gateway.mark_escalated(self.call_id)
+        self._gateway.emit("escalation", call_id=self.call_id, trigger=request.trigger, reason=request.reason)
         if self._state is None or self._gateway.outbox is None:
             log.error("escalation.not_recorded", reason="no Redis state store configured", trigger=request.trigger)
             return
@@ -221,6 +224,7 @@ class CallSideWork:
     def ended(self, summary: dict[str, Any]) -> None:
         summary["cost_usd"] = round(self.cost_usd, 6)
         summary["frustration_score"] = round(self._policy.score, 3)
+        self._gateway.emit("call_ended", call_id=self.call_id, summary=summary)
         for task in list(self._tasks):
             task.cancel()
         if self._voice is not None:

@@ -129,7 +129,7 @@ async def test_barge_in_mid_reply_clears_fast_and_truncates_to_what_was_played()
 
 async def test_speech_when_nothing_plays_sends_no_clear_and_no_truncate() -> None:
     behaviour = ScriptedBehaviour(transcripts=["hi", "again"], reply_ms=300)
-    async with bridged(behaviour) as (gw, realtime, caller):
+    async with bridged(behaviour) as (_gw, realtime, caller):
         call = await caller.place_call()
         session = await realtime.wait_for_session()
         await call.send_audio(speech("Hi there."), silence(300))
@@ -227,7 +227,7 @@ async def test_model_tool_call_escalates_with_handoff_and_transfer_twiml() -> No
         function_calls={1: FunctionCallScript(name="escalate_to_human",
                                               arguments={"reason": "asked for a manager", "caller_mood": "angry"})},
     )
-    async with bridged(behaviour, transfer_queue="tier2") as (gw, realtime, caller):
+    async with bridged(behaviour, transfer_queue="tier2") as (_gw, realtime, caller):
         call = await caller.place_call()
         session = await realtime.wait_for_session()
         await call.send_audio(speech("I want to talk to a manager now."), silence(400))

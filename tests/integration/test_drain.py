@@ -34,7 +34,7 @@ async def start_gateway_process(port: int, env_extra: dict[str, str], log_path: 
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
     process = await asyncio.create_subprocess_exec(
         *command, "serve", "--host", "127.0.0.1", "--port", str(port), cwd=ROOT, env=env,
-        stdout=open(log_path, "wb"), stderr=asyncio.subprocess.STDOUT,  # noqa: SIM115, ASYNC230
+        stdout=open(log_path, "wb"), stderr=asyncio.subprocess.STDOUT,
     )
     async with httpx.AsyncClient() as client, asyncio.timeout(30):
         while True:
@@ -80,12 +80,15 @@ async def test_sigterm_drains_live_calls_and_hands_off_the_rest(redis_server: Re
                 session = rt.sessions[1]
                 await session.wait_until(lambda: session.responses_done >= 1, timeout_s=10)
                 await ending.hang_up()
+                await staying.wait_for(lambda: staying.playback.buffered_bytes == 0, timeout_s=10)
+                played_before_handoff = staying.playback.played_total
                 # The call still active at the drain timeout is handed to the human queue.
                 assert await staying.wait_closed(timeout_s=20) == 1000
                 assert await receiver.wait_for(lambda r: len(r.accepted) == 1, 20)
                 record = next(iter(receiver.accepted.values())).payload
                 assert record["trigger"] == "drain" and record["call_id"] == staying.call_sid
-                assert staying.playback.played_total > 0  # the hand-off line was played
+                # the hand-off line (a 400 ms reply from the stand-in) played before the transfer
+                assert staying.playback.played_total >= played_before_handoff + 2400
             async with asyncio.timeout(60):
                 assert await process.wait() == 0
         finally:

@@ -22,3 +22,16 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "pytest" in commands[1]
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text(encoding="utf-8")
     assert "bash .ci/bootstrap" in ci and "pytest" in ci
+
+
+def test_verify_webhook_command_accepts_its_flags(tmp_path: Path) -> None:
+    """The README documents `callbridge verify-webhook --header ... --body ...`: it must parse and verify."""
+    from service.cli import main
+    from service.escalation.webhook import sign
+
+    body = b'{"escalation_id": "e1"}'
+    path = tmp_path / "body.json"
+    path.write_bytes(body)
+    header = sign("s3cret", body)
+    assert main(["verify-webhook", "--header", header, "--body", str(path), "--secret", "s3cret"]) == 0
+    assert main(["verify-webhook", "--header", header, "--body", str(path), "--secret", "wrong"]) == 1

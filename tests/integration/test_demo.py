@@ -1,0 +1,56 @@
+"""`callbridge demo` end to end, as a new user runs it: a real subprocess, the private redis-server,
+the local engine, a full spoken call with a barge-in and an escalation, a stereo WAV and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_") and k != "OPENAI_API_KEY"}
+    executable = Path(sys.executable).parent / "callbridge"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
+    result = subprocess.run([*command, "demo", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "bot   : Thank you for calling" in out  # the greeting
+    assert "caller: i want to check the status of my order" in out  # recognised offline
+    assert "barge-in: bot audio cleared" in out
+    assert "human queue: escalation" in out and "signature ok" in out
+    assert "<Enqueue>" in out
+
+    summaries = list(tmp_path.glob("call-*.json"))
+    wavs = list(tmp_path.glob("call-*.wav"))
+    assert len(summaries) == 1 and len(wavs) == 1
+    summary = json.loads(summaries[0].read_text())
+    assert summary["outcome"] == "escalated"
+    assert summary["barge_ins"] >= 1 and summary["truncates"] >= 1
+    assert summary["errors"] == 0
+    assert summary["escalations_delivered"] == 1
+    assert summary["first_audio_ms_median"] < 1500
+
+    with wave.open(str(wavs[0])) as wav:
+        assert wav.getnchannels() == 2 and wav.getframerate() == 8000 and wav.getsampwidth() == 2
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2).astype(float)
+    caller, bot = frames[:, 0], frames[:, 1]
+
+    def active_seconds(x: np.ndarray) -> float:
+        blocks = x[: len(x) // 160 * 160].reshape(-1, 160)
+        rms = np.sqrt((blocks**2).mean(axis=1))
+        return float((20 * np.log10(np.maximum(rms, 1) / 32768) > -40).sum() * 0.02)
+
+    assert active_seconds(caller) > 5.0  # five spoken caller lines
+    assert active_seconds(bot) > 8.0  # greeting, answers and the hand-off line
+    assert len(caller) / 8000 >= 15.0
