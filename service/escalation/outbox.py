@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from service.escalation.record import EscalationRecord
 from service.metrics import ESCALATIONS_LOST
 from service.state.keys import STATE_ESCALATED, Keys
-from service.state.store import REDIS_ERRORS, StateStore, cancel_and_wait
+from service.state.store import REDIS_ERRORS, StateStore, cancel_and_wait, check_cancelled
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +166,7 @@ class Outbox:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                check_cancelled()
                 batch = [self._pending[i] for i in range(min(self.batch_max, len(self._pending)))]
                 try:
                     appended = await self.write_many(batch)

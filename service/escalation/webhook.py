@@ -41,7 +41,7 @@ from redis.exceptions import ResponseError
 from service.escalation.outbox import local_pending
 from service.metrics import OUTBOX_PENDING, WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS
 from service.state.keys import OUTBOX_GROUP, Keys
-from service.state.store import REDIS_ERRORS, cancel_and_wait, ceil_ms
+from service.state.store import REDIS_ERRORS, cancel_and_wait, ceil_ms, check_cancelled
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -308,13 +308,16 @@ class DeliveryWorker:
     def from_settings(
         cls, settings: Settings, store: StateStore, *, consumer: str | None = None, **overrides: Any
     ) -> DeliveryWorker:
-        """escalation_webhook_url/_secret/_timeout_s, escalation_max_backoff_s; consumer = replica id."""
+        """escalation_webhook_url/_secret/_timeout_s, escalation_max_backoff_s, escalation_claim_idle_s;
+        consumer = replica id."""
         params: dict[str, Any] = {
             "url": settings.escalation_webhook_url,
             "secret": settings.escalation_webhook_secret.get_secret_value(),
             "consumer": consumer or settings.replica_id,
             "timeout_s": settings.escalation_webhook_timeout_s,
             "max_backoff_s": settings.escalation_max_backoff_s,
+            "claim_min_idle_s": settings.escalation_claim_idle_s,
+            "claim_every_s": min(5.0, settings.escalation_claim_idle_s / 2),
             **overrides,
         }
         return cls(store.redis, store.keys, **params)
@@ -364,6 +367,7 @@ class DeliveryWorker:
         set_up = False
         next_claim = 0.0
         while not self._stopping:
+            check_cancelled()
             try:
                 if not set_up:
                     await self.ensure_group()
@@ -437,6 +441,7 @@ class DeliveryWorker:
         while True:
             if self._aborting:
                 raise asyncio.CancelledError  # the worker is stopping; the entry stays pending in Redis
+            check_cancelled()
             try:
                 return await func()
             except REDIS_ERRORS as error:
@@ -452,6 +457,7 @@ class DeliveryWorker:
     async def _deliver(self, entry: _Entry) -> None:
         attempt = 0
         while not self._aborting:
+            check_cancelled()
             if not await self._still_mine(entry):
                 log.info("escalation.delivery_abandoned", escalation_id=entry.escalation_id, consumer=self.consumer,
                          reason="entry acknowledged or claimed elsewhere")
@@ -484,6 +490,7 @@ class DeliveryWorker:
         step = max(0.05, self.claim_min_idle_s / 3)
         deadline = time.monotonic() + delay
         while (remaining := deadline - time.monotonic()) > 0:
+            check_cancelled()
             await asyncio.sleep(min(step, remaining))
             if remaining > step and not await self._still_mine(entry):
                 return  # the next loop turn notices and abandons

@@ -57,6 +57,18 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutErr
 _NUMBER_FIELDS = frozenset({"from", "to", "caller", "called"})
 
 
+def check_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task has a pending cancel request that was swallowed.
+
+    Python 3.11's ``asyncio.wait_for`` (inside redis-py and httpx) can swallow a cancellation racing
+    with its inner future; background loops call this after such awaits so one ``task.cancel()``
+    still stops them.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def cancel_and_wait(task: asyncio.Task[Any], retry_s: float = 0.5, tries: int = 20) -> bool:
     """Cancel ``task`` and wait for it to finish, re-cancelling every ``retry_s``; True once it is done.
 
@@ -475,6 +487,7 @@ class StateStore:
             await self._wake.wait()
             self._wake.clear()
             while self._dirty:
+                check_cancelled()
                 try:
                     await self._write_batch()
                 except Exception as error:  # Redis trouble (or a bug): keep the data, back off, retry
@@ -605,6 +618,7 @@ class StateStore:
             except REDIS_ERRORS as error:
                 self._set_healthy(False)
                 log.debug("state.heartbeat_failed", error=type(error).__name__)
+            check_cancelled()
             await asyncio.sleep(self.heartbeat_interval_s)
 
     _REAP_SCRIPT = """

@@ -270,3 +270,22 @@ async def test_outbox_keeps_records_while_redis_is_down(
     assert receiver.duplicates == 0
     assert not await outbox.write(record)  # replaying the atomic step never appends twice
     assert await store.redis.xlen(store.keys.outbox) == 0
+
+
+async def test_outbox_bound_drops_oldest_and_counts_it(store: StateStore, redis_server: RedisServer) -> None:
+    small = Outbox.for_store(store, pending_max=2, retry_max_s=0.2)
+    await small.start()
+    try:
+        records = [instant_call(store, f"CA-ovf{i}", "dtmf") for i in range(3)]
+        redis_server.stop()
+        lost_before = REGISTRY.get_sample_value("callbridge_escalations_lost_total") or 0.0
+        for record in records:
+            small.enqueue(record)
+        assert small.pending == 2
+        assert (REGISTRY.get_sample_value("callbridge_escalations_lost_total") or 0.0) - lost_before == 1
+        redis_server.start()
+        assert await small.flush(10)
+        entries = await store.redis.xrange(store.keys.outbox)
+        assert [f[b"escalation_id"].decode() for _, f in entries] == [r.escalation_id for r in records[1:]]
+    finally:
+        await small.close(flush_timeout=1)
