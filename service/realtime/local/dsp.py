@@ -18,6 +18,8 @@ from math import gcd
 
 import numpy as np
 
+from service.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
+
 
 @lru_cache(maxsize=16)
 def _design(up: int, down: int, taps_per_phase: int, rolloff: float, beta: float) -> np.ndarray:
@@ -109,17 +111,7 @@ def float_to_pcm16(x: np.ndarray) -> bytes:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
-# --- G.711 (ITU-T G.711 tables built arithmetically, not copied) --------------------------------
-
-def _ulaw_decode_table() -> np.ndarray:
-    codes = np.arange(256, dtype=np.int32)
-    u = ~codes & 0xFF
-    sign = u & 0x80
-    exponent = (u >> 4) & 0x07
-    mantissa = u & 0x0F
-    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
-
+# --- G.711: mu-law from service.audio.g711; A-law (not needed by the gateway itself) here --------
 
 def _alaw_decode_table() -> np.ndarray:
     codes = np.arange(256, dtype=np.int32) ^ 0x55
@@ -130,7 +122,6 @@ def _alaw_decode_table() -> np.ndarray:
     return np.where(sign != 0, magnitude, -magnitude).astype(np.int16)
 
 
-_ULAW_DEC = _ulaw_decode_table()
 _ALAW_DEC = _alaw_decode_table()
 
 
@@ -145,18 +136,17 @@ def _build_encoder(decode: np.ndarray) -> np.ndarray:
     return order[pick].astype(np.uint8)
 
 
-_ULAW_ENC = _build_encoder(_ULAW_DEC)
 _ALAW_ENC = _build_encoder(_ALAW_DEC)
 
 
 def ulaw_decode(data: bytes) -> np.ndarray:
-    """mu-law bytes -> int16 samples."""
-    return _ULAW_DEC[np.frombuffer(data, dtype=np.uint8)]
+    """mu-law bytes -> int16 samples (the gateway's own codec, bit-exact with audioop)."""
+    return ulaw_to_pcm16(data)
 
 
 def ulaw_encode(samples: np.ndarray) -> bytes:
-    """int16 samples -> mu-law bytes (nearest level)."""
-    return _ULAW_ENC[samples.astype(np.int32) + 32768].tobytes()
+    """int16 samples -> mu-law bytes (the gateway's own codec, bit-exact with audioop)."""
+    return pcm16_to_ulaw(np.clip(samples, -32768, 32767).astype(np.int16))
 
 
 def alaw_decode(data: bytes) -> np.ndarray:
