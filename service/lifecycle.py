@@ -5,7 +5,6 @@ are retried, and ``/readyz`` reports the outage."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import structlog
@@ -13,7 +12,7 @@ import structlog
 from service.app import Gateway
 from service.escalation.outbox import Outbox
 from service.escalation.webhook import DeliveryWorker
-from service.state.store import StateStore
+from service.state.store import StateStore, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -43,9 +42,9 @@ async def start_gateway_services(gateway: Gateway) -> None:
 async def stop_gateway_services(gateway: Gateway) -> None:
     """Flush in order: call state, then the outbox, then let in-flight deliveries finish."""
     for task in gateway._background:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        # redis-py's wait_for can swallow a single cancel on 3.11: cancel until the task is done.
+        with contextlib.suppress(Exception):
+            await cancel_and_wait(task)
     if gateway.outbox is not None:
         await gateway.outbox.close(flush_timeout=10.0)
     if gateway.delivery_worker is not None:

@@ -25,6 +25,7 @@ from service.call.observer import CallObserver
 from service.config import Settings
 from service.realtime.events import FunctionTool, RealtimeClosed, RealtimeTransport, SessionConfig
 from service.realtime.protocol import dialect_for
+from service.state.store import cancel_and_wait
 from service.telephony.base import TelephonyDialect
 
 log = structlog.get_logger(__name__)
@@ -134,11 +135,9 @@ class CallSession:
                 tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
             await self.bridge.ended.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            for task in tasks:  # re-cancels if a cancel is swallowed (3.11 wait_for); bounded
+                with contextlib.suppress(Exception):
+                    await cancel_and_wait(task)
             if self._transport is not None:
                 with contextlib.suppress(Exception):
                     await self._transport.close()

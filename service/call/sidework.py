@@ -4,7 +4,7 @@ policy, the escalation outbox, and cost metrics. Implements ``CallObserver``.
 Every observer method returns at once. Redis writes go through the store's bounded per-call
 write-behind queue (``CallStateWriter``); voice features (numpy over the caller's turn) run in a
 worker thread; escalation records go to the outbox, which writes them in the background. The only
-per-frame method, ``caller_audio``, appends the frame to a bounded byte ring (30 s of 8 kHz mu-law =
+per-frame method, ``caller_audio``, appends the frame to a bounded ring (30 s of 8 kHz mu-law =
 240 KB per call).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-_CALLER_RING_BYTES = 30 * 8000  # 30 s of 8 kHz mu-law
+_CALLER_RING_FRAMES = 1500  # 30 s of 20 ms frames (~240 KB of 8 kHz mu-law per call)
 _MIN_TURN_BYTES = 1600  # 200 ms: shorter turns carry no usable voice features
 # Voice features use at most the last 1.5 s of speech of a turn: level and median pitch are stable
 # by then, and the cost (~2-3 ms CPU per analysed second) stays bounded per turn.
@@ -82,7 +83,7 @@ class CallSideWork:
         self._settings = gateway.settings
         self.call_id = started.call_id
         self._bridge: CallBridge | None = None
-        self._ring = bytearray()
+        self._ring: deque[bytes] = deque(maxlen=_CALLER_RING_FRAMES)
         self._turn_start_ms: int | None = None
         self._baseline = VoiceBaseline()
         self._voice: asyncio.Future[VoiceTurnFeatures] | None = None
@@ -129,10 +130,8 @@ class CallSideWork:
             self._state.set_state(state)
 
     def caller_audio(self, mulaw: bytes) -> None:
-        ring = self._ring
-        ring += mulaw
-        if len(ring) > _CALLER_RING_BYTES:
-            del ring[: len(ring) - _CALLER_RING_BYTES]
+        """Per frame: O(1), no copy (the frame bytes object is kept; the deque drops the oldest)."""
+        self._ring.append(mulaw)
 
     def caller_speech_started(self, audio_start_ms: int) -> None:
         self._turn_start_ms = audio_start_ms
@@ -142,13 +141,14 @@ class CallSideWork:
             return
         # speech_stopped.audio_end_ms includes the VAD's trailing silence (realtime-api.md 3.3).
         trailing = self._settings.vad_silence_duration_ms * 8
-        nbytes = min(len(self._ring), max(0, audio_end_ms - self._turn_start_ms) * 8)
+        ring = b"".join(self._ring)  # once per turn, off the frame path
+        nbytes = min(len(ring), max(0, audio_end_ms - self._turn_start_ms) * 8)
         self._turn_start_ms = None
         speech_bytes = min(nbytes - trailing, _MAX_ANALYSED_BYTES)
         if speech_bytes < _MIN_TURN_BYTES:
             return
-        end = len(self._ring) - min(trailing, len(self._ring))
-        turn = bytes(self._ring[end - speech_bytes:end])
+        end = len(ring) - min(trailing, len(ring))
+        turn = ring[end - speech_bytes:end]
         self._voice = asyncio.ensure_future(asyncio.to_thread(_voice_features, turn, self._baseline))
 
     def caller_transcript(self, item_id: str, text: str) -> None:
