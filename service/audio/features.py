@@ -56,6 +56,13 @@ def _db(mean_square: float) -> float:
     return max(SILENCE_DBFS, 10.0 * float(np.log10(mean_square)) - 20.0 * float(np.log10(32768.0)))
 
 
+def _db_array(mean_squares: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``_db`` over an array in one numpy pass."""
+    with np.errstate(divide="ignore"):
+        levels = 10.0 * np.log10(mean_squares) - 20.0 * np.log10(32768.0)
+    return np.where(mean_squares > 0.0, np.maximum(levels, SILENCE_DBFS), SILENCE_DBFS)
+
+
 def rms_dbfs(samples: npt.ArrayLike) -> float:
     """RMS level of int16-valued samples in dBFS (see module docstring); SILENCE_DBFS for empty/zero."""
     x = np.asarray(samples, dtype=np.float64).reshape(-1)
@@ -77,7 +84,7 @@ def _frame_f0(frames: npt.NDArray[np.float64], sample_rate: int) -> npt.NDArray[
     lag_min = int(np.floor(sample_rate / F0_MAX_HZ))
     lag_max = min(int(np.ceil(sample_rate / F0_MIN_HZ)), n - 2)
     x = frames - frames.mean(axis=1, keepdims=True)
-    nfft = 1 << int(np.ceil(np.log2(2 * n)))
+    nfft = 1 << int(np.ceil(np.log2(n + lag_max + 2)))  # enough for lags up to lag_max without wrap-around
     spec = np.fft.rfft(x, nfft, axis=1)
     acf = np.fft.irfft(spec * np.conj(spec), nfft, axis=1)[:, : lag_max + 2]
     cs = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=1)], axis=1)
@@ -85,23 +92,25 @@ def _frame_f0(frames: npt.NDArray[np.float64], sample_rate: int) -> npt.NDArray[
     e_head = cs[:, n - lags]  # sum of x[0 : n - lag]^2
     e_tail = cs[:, n : n + 1] - cs[:, lags]  # sum of x[lag : n]^2
     norm = acf / np.sqrt(np.maximum(e_head * e_tail, 1e-12))
-    f0 = np.full(x.shape[0], np.nan)
-    for i in range(x.shape[0]):
-        r = norm[i]
-        window = r[lag_min : lag_max + 1]
-        best = float(window.max())
-        if best < VOICING_THRESHOLD:
-            continue
-        # local maxima within 10 % of the best: take the shortest period (avoid 2T, 3T)
-        cand = np.flatnonzero(
-            (window >= 0.9 * best) & (window >= np.roll(window, 1)) & (window >= np.roll(window, -1))
-        )
-        k = int(cand[0]) + lag_min if cand.size else int(np.argmax(window)) + lag_min
-        a, b, c = r[k - 1], r[k], r[k + 1]
-        denom = a - 2 * b + c
-        shift = 0.5 * (a - c) / denom if denom < 0 else 0.0
-        f0[i] = sample_rate / (k + float(np.clip(shift, -0.5, 0.5)))
-    return f0
+    # Vectorised over frames (one numpy pass, no per-frame Python loop): voicing test, then among the
+    # local maxima within 10 % of the best take the shortest period (avoids 2T, 3T), then refine it
+    # by parabolic interpolation.
+    window = norm[:, lag_min : lag_max + 1]
+    best = window.max(axis=1)
+    peaks = (
+        (window >= 0.9 * best[:, None])
+        & (window >= np.roll(window, 1, axis=1))
+        & (window >= np.roll(window, -1, axis=1))
+    )
+    first_peak = np.where(peaks.any(axis=1), peaks.argmax(axis=1), window.argmax(axis=1))
+    k = first_peak + lag_min
+    rows = np.arange(x.shape[0])
+    a, b, c = norm[rows, k - 1], norm[rows, k], norm[rows, k + 1]
+    denom = a - 2 * b + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(denom < 0, 0.5 * (a - c) / denom, 0.0)
+    f0 = sample_rate / (k + np.clip(shift, -0.5, 0.5))
+    return np.where(best >= VOICING_THRESHOLD, f0, np.nan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +142,7 @@ def analyze_turn(samples: npt.ArrayLike, sample_rate: int) -> TurnFeatures:
     if short.shape[0] == 0:
         return TurnFeatures(whole, whole, None, 0.0, duration)
     ms = np.mean(short * short, axis=1)
-    frame_db = np.array([_db(float(v)) for v in ms])
+    frame_db = _db_array(ms)
     gate = max(float(frame_db.max()) - ACTIVE_RANGE_DB, ACTIVE_FLOOR_DBFS)
     active = frame_db >= gate
     loudness = _db(float(ms[active].mean())) if active.any() else whole
@@ -141,7 +150,7 @@ def analyze_turn(samples: npt.ArrayLike, sample_rate: int) -> TurnFeatures:
     long = _frames(x, round(_FRAME_S * sample_rate), hop)
     if long.shape[0] == 0:
         return TurnFeatures(whole, loudness, None, 0.0, duration)
-    long_db = np.array([_db(float(v)) for v in np.mean(long * long, axis=1)])
+    long_db = _db_array(np.mean(long * long, axis=1))
     candidates = long_db >= gate
     f0s = np.full(long.shape[0], np.nan)
     if candidates.any():
