@@ -93,7 +93,7 @@ def start_realtime_standin(reply_ms: int = 1500) -> tuple[subprocess.Popen[str],
 
 
 def start_gateway(port: int, redis_url: str, realtime_url: str, extra_env: dict[str, str] | None = None,
-                  log_path: Path | None = None) -> subprocess.Popen[bytes]:
+                  log_path: Path | None = None, workers: int = 1) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CALLBRIDGE_REALTIME_PROVIDER": "openai",
@@ -111,8 +111,8 @@ def start_gateway(port: int, redis_url: str, realtime_url: str, extra_env: dict[
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     executable = Path(sys.executable).parent / "callbridge"
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
-    process = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               cwd=ROOT, env=env, stdout=out, stderr=out)
+    process = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port),
+                                "--workers", str(workers)], cwd=ROOT, env=env, stdout=out, stderr=out)
     wait_until_http(f"http://127.0.0.1:{port}/healthz")
     return process
 
@@ -122,6 +122,31 @@ class ProcSample:
     at: float
     cpu_s: float
     rss_mb: float
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its child processes (the workers of ``callbridge serve --workers N``)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return pids
+
+
+def sample_tree(pid: int) -> ProcSample:
+    """CPU and RSS summed over ``pid`` and its children."""
+    samples = []
+    for member in process_tree(pid):
+        try:
+            samples.append(sample_process(member))
+        except OSError:
+            continue
+    return ProcSample(time.monotonic(), sum(s.cpu_s for s in samples), sum(s.rss_mb for s in samples))
 
 
 def sample_process(pid: int) -> ProcSample:

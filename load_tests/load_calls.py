@@ -39,7 +39,7 @@ from load_tests.common import (
     histogram_delta,
     histogram_quantile,
     print_table,
-    sample_process,
+    sample_tree,
     scrape,
     start_gateway,
     start_realtime_standin,
@@ -108,7 +108,8 @@ _ramp_start_wall = 0.0
 # --- orchestrator -------------------------------------------------------------------------------------
 
 
-def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str) -> dict[str, Any]:
+def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
+        gateway_workers: int = 1) -> dict[str, Any]:
     redis = Redis()
     redis.start()
     realtime_proc, realtime_url = start_realtime_standin()
@@ -116,10 +117,10 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
     base = f"http://127.0.0.1:{port}"
     log_path = RESULTS / f"{name}-gateway.log"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path)
+    gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path, workers=gateway_workers)
     workers: list[subprocess.Popen[str]] = []
     try:
-        idle = sample_process(gateway.pid)
+        idle = sample_tree(gateway.pid)
         ramp_start = time.time() + 3.0  # time for the worker processes to import and synthesize
         steady_start = ramp_start + ramp_s
         steady_end = steady_start + steady_s
@@ -133,10 +134,10 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
             ))
             first += count
         time.sleep(max(0.0, steady_start - time.time()))
-        before, cpu_before = scrape(base), sample_process(gateway.pid)
+        before, cpu_before = scrape(base), sample_tree(gateway.pid)
         active_at_steady = before.get("callbridge_active_calls", 0.0)
         time.sleep(max(0.0, steady_end - time.time()))
-        after, cpu_after = scrape(base), sample_process(gateway.pid)
+        after, cpu_after = scrape(base), sample_tree(gateway.pid)
         caller_results: list[dict[str, Any]] = []
         for worker in workers:
             out, _ = worker.communicate(timeout=ramp_s + 90)
@@ -178,6 +179,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
     result = {
         "calls": calls,
         "caller_procs": caller_procs,
+        "gateway_workers": gateway_workers,
         "ramp_s": ramp_s,
         "steady_s": round(steady, 2),
         "active_calls_at_steady": active_at_steady,
@@ -193,6 +195,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         "gateway_rss_idle_mb": round(idle.rss_mb, 1),
         "gateway_rss_per_call_mb": round((cpu_after.rss_mb - idle.rss_mb) / calls, 3),
         "clears_seen_by_callers": sum(int(r.get("clears") or 0) for r in caller_results),
+        "call_error_samples": sorted({str(r["error"]) for r in caller_results if r.get("error")})[:5],
     }
     return result
 
@@ -210,12 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caller-procs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     parser.add_argument("--ramp", type=float, default=10.0)
     parser.add_argument("--steady", type=float, default=30.0)
+    parser.add_argument("--gateway-workers", type=int, default=1, help="callbridge serve --workers N")
     parser.add_argument("--name", default=None)
     options = parser.parse_args(args)
     name = options.name or f"load_calls_{options.calls}"
-    result = run(options.calls, options.caller_procs, options.ramp, options.steady, name)
+    result = run(options.calls, options.caller_procs, options.ramp, options.steady, name, options.gateway_workers)
     path = write_result(name, result)
-    print(f"\ncallbridge load: {options.calls} concurrent calls, {options.caller_procs} caller process(es)")
+    print(f"\ncallbridge load: {options.calls} concurrent calls, {options.caller_procs} caller process(es), "
+          f"{options.gateway_workers} gateway worker(s)")
     print_table([
         ("frame forward p50/p95/p99 ms", "{p50} / {p95} / {p99}".format(**result["frame_forward_ms"])),
         ("first audio p50/p95/p99 ms", "{p50} / {p95} / {p99}".format(**result["first_audio_ms"])),

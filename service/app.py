@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.config import Settings
@@ -153,7 +153,7 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:

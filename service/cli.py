@@ -9,6 +9,10 @@ from collections.abc import Sequence
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        from service.supervisor import supervise
+
+        return supervise(args.workers, args.host, args.port)
     import uvicorn
 
     from service.app import create_app
@@ -38,7 +42,16 @@ def _serve(args: argparse.Namespace) -> int:
     from service.drain import install_drain
 
     install_drain(server, app)
-    server.run()
+    if args.reuse_port:  # one of several worker processes sharing the port (SO_REUSEPORT)
+        import socket
+
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.host, settings.port))
+        server.run(sockets=[sock])
+    else:
+        server.run()
     return 0
 
 
@@ -81,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gateway (HTTP webhooks + media WebSockets)")
     serve.add_argument("--host", default=None, help="bind address (default CALLBRIDGE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default CALLBRIDGE_PORT or 8080)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the port (SO_REUSEPORT); one event loop per core")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     local = sub.add_parser("local-realtime", help="serve the embedded offline engine at /v1/realtime")

@@ -1,5 +1,8 @@
 """Prometheus metrics, defined once for the whole process (prometheus-client default registry).
 
+With ``callbridge serve --workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` and
+``/metrics`` aggregates every worker (``render_metrics``); gauges declare how they combine.
+
 Names follow Prometheus conventions (``callbridge_`` prefix, ``_total`` counters, ``_seconds``
 histograms). The README's metrics table documents each one. Labels are low-cardinality only
 (never call ids or numbers).
@@ -16,7 +19,9 @@ _FAST_BUCKETS = (
 )
 _HUMAN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
-ACTIVE_CALLS = Gauge("callbridge_active_calls", "Calls currently bridged by this replica.")
+ACTIVE_CALLS = Gauge(
+    "callbridge_active_calls", "Calls currently bridged by this replica.", multiprocess_mode="livesum"
+)
 CALLS_STARTED = Counter("callbridge_calls_started_total", "Calls whose media stream was accepted.", ["provider"])
 CALLS_ENDED = Counter(
     "callbridge_calls_ended_total", "Calls ended, by outcome.", ["outcome"]
@@ -60,12 +65,14 @@ REALTIME_TOKENS = Counter(
 )
 
 # State (Redis)
-STATE_QUEUE_DEPTH = Gauge("callbridge_state_queue_depth", "Pending Redis writes over all calls.")
+STATE_QUEUE_DEPTH = Gauge(
+    "callbridge_state_queue_depth", "Pending Redis writes over all calls.", multiprocess_mode="livesum"
+)
 STATE_WRITE_FAILURES = Counter("callbridge_state_write_failures_total", "Redis write attempts that failed.")
 STATE_WRITES_DROPPED = Counter(
     "callbridge_state_writes_dropped_total", "Redis writes dropped because a call's queue hit its bound."
 )
-REDIS_UP = Gauge("callbridge_redis_up", "1 when Redis answered the last health check.")
+REDIS_UP = Gauge("callbridge_redis_up", "1 when Redis answered the last health check.", multiprocess_mode="livemin")
 
 # Sentiment & escalation
 SENTIMENT_SCORE = Histogram(
@@ -84,8 +91,10 @@ ESCALATIONS_LOST = Counter(
     "callbridge_escalations_lost_total",
     "Escalation records dropped because the in-memory outbox bound was hit during a long Redis outage.",
 )
-OUTBOX_PENDING = Gauge("callbridge_escalation_outbox_pending", "Escalations not yet acknowledged by a receiver.")
-DRAINING = Gauge("callbridge_draining", "1 while this replica drains after SIGTERM.")
+OUTBOX_PENDING = Gauge(
+    "callbridge_escalation_outbox_pending", "Escalations not yet acknowledged by a receiver.", multiprocess_mode="livesum"
+)
+DRAINING = Gauge("callbridge_draining", "1 while this replica drains after SIGTERM.", multiprocess_mode="livemax")
 
 
 def _initialise_label_sets() -> None:
@@ -103,3 +112,18 @@ def _initialise_label_sets() -> None:
 
 
 _initialise_label_sets()
+
+
+def render_metrics() -> bytes:
+    """The Prometheus text exposition: this process, or every worker in multi-process mode."""
+    import os
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return bytes(generate_latest(registry))
+    return bytes(generate_latest())
