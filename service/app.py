@@ -148,6 +148,7 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
             "draining": gateway.draining,
             "redis": "ok" if redis_ok else "unreachable",
             "active_calls": len(gateway.calls),
+            "replica": settings.replica_id,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

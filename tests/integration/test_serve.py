@@ -96,3 +96,31 @@ def test_health_ready_metrics_and_clean_sigterm(
     stderr = process.stderr.read().decode() if process.stderr else ""
     assert '"event": "drain.started"' in stderr
     assert '"event": "gateway.stopped"' in stderr
+
+
+def test_workers_share_the_port_and_drain_on_sigterm(redis_server: RedisServer) -> None:
+    """`serve --workers 2`: both processes answer on one port, /metrics sums them, SIGTERM exits 0."""
+    port = free_port()
+    env = {**os.environ, "CALLBRIDGE_REDIS_URL": redis_server.url, "CALLBRIDGE_LOG_FORMAT": "json",
+           "CALLBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{port}", "CALLBRIDGE_DRAIN_TIMEOUT": "5"}
+    process = subprocess.Popen([*_callbridge(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", process=process)
+        workers = set()
+        deadline = time.monotonic() + 20
+        while len(workers) < 2 and time.monotonic() < deadline:  # the kernel spreads new connections
+            with httpx.Client() as client:
+                workers.add(client.get(base + "/readyz").json().get("replica"))
+        assert len(workers) == 2, workers
+        text = httpx.get(base + "/metrics").text
+        assert "callbridge_active_calls" in text
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        stderr = process.stderr.read().decode() if process.stderr else ""
+        assert stderr.count('"event": "drain.started"') == 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
