@@ -36,10 +36,10 @@ K8S = DEPLOY / "k8s"
 OVERLAY = K8S / "overlays" / "example"
 K8S_VERSION = "1.30"
 HANDOFF_WINDOW_S = 30  # service/drain.py waits up to 30 s for hand-offs after the drain timeout
-# Planning figures (deploy/k8s/base/deployment.yaml), to be replaced by measurements.
-CPU_MILLICORES_PER_CALL = 4
-MEMORY_MB_PER_CALL = 2
-MEMORY_MB_BASE = 150
+# Measured by load_tests/load_calls.py (README "Benchmarks"), rounded up: see deploy/k8s/base/deployment.yaml.
+CPU_MILLICORES_PER_CALL = 10
+MEMORY_MB_PER_CALL = 1
+MEMORY_MB_BASE = 100
 COMPOSE_ONLY_VARIABLES = frozenset({"CALLBRIDGE_HTTP_PORT"})
 
 
