@@ -27,7 +27,7 @@ F_REAPED_BY = "reaped_by"
 # Call states written by the store itself; the bridge may use any other lowercase word.
 STATE_ENDED = "ended"
 STATE_ORPHANED = "orphaned"
-STATE_ESCALATED = "escalated"
+STATE_ESCALATED = "escalating"  # the call state while it is handed to a human (issue: state becomes `escalating`)
 
 OUTBOX_GROUP = "delivery"
 

@@ -138,7 +138,7 @@ async def test_angry_call_delivered_once_signed_and_state_updated(
 
     await wait_until(acked)
     snap = await store.load_call("CA100")
-    assert snap is not None and snap.state == "escalated" and snap.fields["escalation_id"] == record.escalation_id
+    assert snap is not None and snap.state == "escalating" and snap.fields["escalation_id"] == record.escalation_id
     assert snap.fields["escalation_trigger"] == "sentiment" and len(snap.transcript) >= 3  # flushed before outbox
     assert await store.redis.xlen(store.keys.outbox) == 0
     assert (await store.redis.xpending(store.keys.outbox, OUTBOX_GROUP))["pending"] == 0

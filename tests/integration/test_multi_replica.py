@@ -80,7 +80,7 @@ async def test_sigkill_one_replica_the_other_delivers_and_reaps(redis_server: Re
                     await asyncio.sleep(0.2)  # reaping runs on the survivor's heartbeat period
             assert {c.call_sid for c in calls[1]} <= active
             states = {sid: (await client.hget(f"cb:call:{sid}", "state") or b"").decode() for sid in dead}
-            assert set(states.values()) <= {"orphaned", "escalated"}
+            assert set(states.values()) <= {"orphaned", "escalating"}
             assert not any(c.closed for c in calls[1])  # the survivor's calls never noticed
             for call in calls[1]:
                 await call.hang_up()
