@@ -161,6 +161,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
 
     steady = cpu_after.at - cpu_before.at
     frame = histogram_delta(before, after, "callbridge_frame_forward_seconds")
+    call_seconds = (frame[-1][1] if frame else 0.0) * 0.020
     first_audio = histogram_delta(before, after, "callbridge_first_audio_seconds")
     barge = histogram_delta(before, after, "callbridge_barge_in_reaction_seconds")
 
@@ -189,11 +190,13 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
                            "count": first_audio[-1][1] if first_audio else 0},
         "barge_in_reaction_ms": {"p50": q(0.5, barge), "p99": q(0.99, barge), "count": barge[-1][1] if barge else 0},
         "errors": errors,
-        "gateway_cpu_ms_per_call_second": round((cpu_after.cpu_s - cpu_before.cpu_s) * 1000 / (calls * steady), 3),
+        # call-seconds actually bridged in the steady phase: every call forwards one frame per 20 ms
+        "call_seconds": round(call_seconds, 1),
+        "gateway_cpu_ms_per_call_second": round((cpu_after.cpu_s - cpu_before.cpu_s) * 1000 / max(call_seconds, 1e-9), 3),
         "gateway_cpu_cores": round((cpu_after.cpu_s - cpu_before.cpu_s) / steady, 3),
         "gateway_rss_mb": round(cpu_after.rss_mb, 1),
         "gateway_rss_idle_mb": round(idle.rss_mb, 1),
-        "gateway_rss_per_call_mb": round((cpu_after.rss_mb - idle.rss_mb) / calls, 3),
+        "gateway_rss_per_call_mb": round((cpu_after.rss_mb - idle.rss_mb) / max(active_at_steady, 1.0), 3),
         "clears_seen_by_callers": sum(int(r.get("clears") or 0) for r in caller_results),
         "call_error_samples": sorted({str(r["error"]) for r in caller_results if r.get("error")})[:5],
     }
