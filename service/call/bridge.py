@@ -303,7 +303,8 @@ class CallBridge:
             if event.item_type == "function_call":
                 self._tool_names[event.call_id] = event.name
         elif isinstance(event, rt.FunctionCallArgumentsDone):
-            name = event.name or self._tool_names.get(event.call_id, "")
+            name = event.name or self._tool_names.pop(event.call_id, "")
+            self._tool_names.pop(event.call_id, None)  # bounded: one entry per call in flight
             self._tool_calls.setdefault(event.response_id, []).append((event.call_id, name, event.arguments))
         elif isinstance(event, rt.InputTranscriptionCompleted):
             self._observer.caller_transcript(event.item_id, event.transcript)
