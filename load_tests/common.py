@@ -79,10 +79,11 @@ class Redis:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_realtime_standin(reply_ms: int = 1500) -> tuple[subprocess.Popen[str], str]:
+def start_realtime_standin(reply_ms: int = 1500, replies: bool = True) -> tuple[subprocess.Popen[str], str]:
     """The protocol-exact Realtime stand-in in its own process; returns (process, ws url)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "load_tests.realtime_proc", "--reply-ms", str(reply_ms)],
+        [sys.executable, "-m", "load_tests.realtime_proc", "--reply-ms", str(reply_ms),
+         *([] if replies else ["--no-replies"])],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
     assert process.stdout is not None

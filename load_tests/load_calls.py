@@ -109,10 +109,10 @@ _ramp_start_wall = 0.0
 
 
 def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
-        gateway_workers: int = 1) -> dict[str, Any]:
+        gateway_workers: int = 1, replies: bool = True) -> dict[str, Any]:
     redis = Redis()
     redis.start()
-    realtime_proc, realtime_url = start_realtime_standin()
+    realtime_proc, realtime_url = start_realtime_standin(replies=replies)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = RESULTS / f"{name}-gateway.log"
@@ -181,6 +181,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         "calls": calls,
         "caller_procs": caller_procs,
         "gateway_workers": gateway_workers,
+        "bot_replies": replies,
         "ramp_s": ramp_s,
         "steady_s": round(steady, 2),
         "active_calls_at_steady": active_at_steady,
@@ -217,10 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=10.0)
     parser.add_argument("--steady", type=float, default=30.0)
     parser.add_argument("--gateway-workers", type=int, default=1, help="callbridge serve --workers N")
+    parser.add_argument("--no-replies", action="store_true",
+                        help="the model never answers: measures the inbound streaming path alone")
     parser.add_argument("--name", default=None)
     options = parser.parse_args(args)
     name = options.name or f"load_calls_{options.calls}"
-    result = run(options.calls, options.caller_procs, options.ramp, options.steady, name, options.gateway_workers)
+    result = run(options.calls, options.caller_procs, options.ramp, options.steady, name, options.gateway_workers,
+                 not options.no_replies)
     path = write_result(name, result)
     print(f"\ncallbridge load: {options.calls} concurrent calls, {options.caller_procs} caller process(es), "
           f"{options.gateway_workers} gateway worker(s)")

@@ -13,9 +13,9 @@ import signal
 from tests.standins.realtime_server import RealtimeStandIn, ScriptedBehaviour
 
 
-async def main(reply_ms: int) -> None:
+async def main(reply_ms: int, replies: bool) -> None:
     behaviour = ScriptedBehaviour(
-        reply_ms=reply_ms, pacing=4.0, record_appends=False, validate_appends=False, validate_outgoing=False,
+        reply_ms=reply_ms, auto_response=replies, pacing=4.0, record_appends=False, validate_appends=False, validate_outgoing=False,
         input_audio_keep_s=0, transcripts=["I would like to check on my order please"], cycle_transcripts=True,
     )
     stop = asyncio.Event()
@@ -30,4 +30,6 @@ async def main(reply_ms: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--reply-ms", type=int, default=1500)
-    asyncio.run(main(parser.parse_args().reply_ms))
+    parser.add_argument("--no-replies", action="store_true", help="never answer (callers only stream audio)")
+    options = parser.parse_args()
+    asyncio.run(main(options.reply_ms, not options.no_replies))
