@@ -51,6 +51,9 @@ REALTIME_ERRORS = Counter("callbridge_realtime_errors_total", "Realtime error ev
 REALTIME_CONNECT_SECONDS = Histogram(
     "callbridge_realtime_connect_seconds", "Time to open and configure a Realtime session.", buckets=_HUMAN_BUCKETS
 )
+REALTIME_RECONNECTS = Counter(
+    "callbridge_realtime_reconnects_total", "Realtime sessions replaced mid-call after a retryable close."
+)
 STREAM_REJECTED = Counter(
     "callbridge_streams_rejected_total", "Media streams refused before bridging.", ["reason"]
 )

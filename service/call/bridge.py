@@ -30,7 +30,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -40,7 +40,7 @@ from service.audio.resample import CallerToModel, ModelToCaller
 from service.call.observer import CallObserver, EscalationRequest, NullObserver
 from service.call.playback import PlaybackLedger
 from service.realtime import events as rt
-from service.realtime.events import RealtimeDialect, RealtimeProtocolError, SessionConfig
+from service.realtime.events import RealtimeClosed, RealtimeDialect, RealtimeProtocolError, SessionConfig
 from service.telephony.base import (
     DtmfReceived,
     MarkEchoed,
@@ -63,6 +63,8 @@ _BENIGN_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
 )
 _HANDOFF_PLAYBACK_GUARD_S = 20.0
+# Turns of conversation kept to re-seed a replacement Realtime session (~20 short strings).
+_HISTORY_TURNS = 20
 
 
 ESCALATION_TOOL_NAME = "escalate_to_human"
@@ -200,6 +202,8 @@ class CallBridge:
         self._handoff_response_id: str | None = None
         self._handoff_guard: asyncio.TimerHandle | None = None
         self._transfer_started = False
+        self._history: deque[tuple[str, str]] = deque(maxlen=_HISTORY_TURNS)  # for a reconnect
+        self._reconnected = False
 
     # ------------------------------------------------------------------------------------------------
     # state machine
@@ -230,7 +234,11 @@ class CallBridge:
             if self._audio_to_model is None:
                 self._prebuffer.append(event.payload)  # session not configured yet (bounded: 1 s)
                 return
-            await self._audio_to_model(self._rt.audio_append(self._inbound.process(event.payload)))
+            try:
+                await self._audio_to_model(self._rt.audio_append(self._inbound.process(event.payload)))
+            except RealtimeClosed:
+                self.realtime_lost()  # the Realtime reader replaces the session; this frame is lost
+                return
             metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
             self._observer.caller_audio(event.payload)
         elif isinstance(event, MarkEchoed):
@@ -254,8 +262,7 @@ class CallBridge:
     async def _dtmf(self, digit: str) -> None:
         self.stats.dtmf.append(digit)
         log.info("call.dtmf", digit=digit)
-        if self._to_model is not None:
-            await self._to_model(self._rt.user_text_item(f"[The caller pressed the keypad key {digit}]"))
+        await self._send_model(self._rt.user_text_item(f"[The caller pressed the keypad key {digit}]"))
         self._observer.dtmf(digit)
 
     # ------------------------------------------------------------------------------------------------
@@ -264,6 +271,37 @@ class CallBridge:
     async def attach_realtime(self, to_model: SendText) -> None:
         """The Realtime session is connected; caller audio flows once ``session.update`` is sent."""
         self._to_model = to_model
+
+    async def reattach_realtime(self, to_model: SendText) -> None:
+        """A replacement Realtime session after the old one dropped (realtime-api.md 10: there is
+        no resume). Response bookkeeping of the old session is forgotten; the new session gets the
+        same configuration plus the conversation so far in its instructions; caller audio is held
+        (bounded pre-buffer) until its ``session.update`` is sent; the provider leg never stops.
+        A hand-off line that had not been spoken yet is requested again."""
+        self._to_model = to_model
+        self._audio_to_model = None
+        self._active_response = None
+        self._create_in_flight = False
+        self._pending_create = None
+        self._tool_calls.clear()
+        self._tool_names.clear()
+        self._speech_stopped_at = None
+        self._reconnected = True
+        if self._handoff is _Handoff.SPEAKING:
+            self._handoff = _Handoff.PENDING
+            self._handoff_response_id = None
+
+    def _config_for_session(self) -> SessionConfig:
+        """The session configuration; after a reconnect, the instructions carry the conversation so
+        far (the new session starts empty; seeding it as items risks text-only replies, 10.3)."""
+        if not self._reconnected or not self._history:
+            return self._config
+        lines = "\n".join(f"{role}: {text}" for role, text in self._history)
+        note = (
+            "\n\nThe phone connection to you was re-established mid-call. The conversation so far "
+            "(most recent last) was:\n" + lines + "\nContinue naturally from there; do not greet again."
+        )
+        return replace(self._config, instructions=self._config.instructions + note)
 
     async def _open_audio(self) -> None:
         """After ``session.update``: flush pre-buffered caller audio in order, then forward live."""
@@ -307,17 +345,21 @@ class CallBridge:
             self._tool_names.pop(event.call_id, None)  # bounded: one entry per call in flight
             self._tool_calls.setdefault(event.response_id, []).append((event.call_id, name, event.arguments))
         elif isinstance(event, rt.InputTranscriptionCompleted):
+            self._history.append(("caller", event.transcript))
             self._observer.caller_transcript(event.item_id, event.transcript)
         elif isinstance(event, rt.TranscriptDone):
+            self._history.append(("assistant", event.transcript))
             self._observer.bot_transcript(event.item_id, event.transcript)
         elif isinstance(event, rt.SessionCreated):
-            await self._send_model(self._rt.session_update(self._config))
+            await self._send_model(self._rt.session_update(self._config_for_session()))
             await self._open_audio()
         elif isinstance(event, rt.SessionUpdated):
             if self._transition("session_ready"):
                 log.info("call.session_ready")
                 if self._greeting:
                     await self._request_response(None)
+            elif self._handoff is _Handoff.PENDING and self._active_response is None:
+                await self._speak_handoff()  # the replacement session says the hand-off line
         elif isinstance(event, rt.ItemTruncated):
             log.info("realtime.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
         elif isinstance(event, rt.RealtimeError):
@@ -448,8 +490,9 @@ class CallBridge:
         self.stats.errors += 1
         metrics.REALTIME_ERRORS.labels(error.code or error.type or "error").inc()
         log.error("realtime.error", type=error.type, code=error.code, message=error.message, param=error.param)
-        if self.state is CallState.CONNECTING or error.code == "session_expired":
+        if self.state is CallState.CONNECTING:
             await self.fail("realtime error: " + (error.code or error.type))
+        # session_expired is followed by a close (1001); the session reconnects then (realtime-api.md 9-10)
 
     # ------------------------------------------------------------------------------------------------
     # escalation (one step)
@@ -551,8 +594,21 @@ class CallBridge:
         return summary
 
     async def _send_model(self, text: str) -> None:
-        if self._to_model is not None:
+        """Send a client event; dropped (logged) while the session is being replaced."""
+        if self._to_model is None:
+            log.info("realtime.event_dropped", reason="no session", event_type=text[9:60])
+            return
+        try:
             await self._to_model(text)
+        except RealtimeClosed:
+            self.realtime_lost()
+            log.info("realtime.event_dropped", reason="session closed", event_type=text[9:60])
+
+    def realtime_lost(self) -> None:
+        """The Realtime session is gone: hold caller audio (bounded pre-buffer) and drop other client
+        events until ``reattach_realtime``."""
+        self._to_model = None
+        self._audio_to_model = None
 
 
 def _apology_tone() -> bytes:

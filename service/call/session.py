@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -29,6 +30,10 @@ from service.state.store import cancel_and_wait
 from service.telephony.base import TelephonyDialect
 
 log = structlog.get_logger(__name__)
+
+# WebSocket close codes worth a new session (the SDK's list, realtime-api.md 9.3); 1000 ends the call.
+_RETRYABLE_CLOSES = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
+_MAX_RECONNECTS = 3
 
 ESCALATION_TOOL = FunctionTool(
     name=ESCALATION_TOOL_NAME,
@@ -165,12 +170,24 @@ class CallSession:
             await self.bridge.fail("internal error (provider side)")
 
     async def _realtime_reader(self, transport: RealtimeTransport) -> None:
+        """Read the Realtime session in order. A session that drops with a retryable close code
+        (1001 going away/session expired, 1006, 1011, 1012, 1013) is replaced by a new one, at most
+        ``_MAX_RECONNECTS`` times per call, while the caller's leg keeps running (realtime-api.md 10)."""
+        reconnects = 0
         try:
             while True:
                 try:
                     message = await transport.recv()
                 except RealtimeClosed as closed:
-                    if closed.code in (1000, 1001) or self.bridge.ended.is_set():
+                    if self.bridge.ended.is_set():
+                        return
+                    if closed.code in _RETRYABLE_CLOSES and reconnects < _MAX_RECONNECTS:
+                        reconnects += 1
+                        replacement = await self._reconnect(transport, closed, reconnects)
+                        if replacement is not None:
+                            transport = replacement
+                            continue
+                    if closed.code == 1000:
                         log.info("realtime.closed", code=closed.code, reason=closed.reason)
                         await self.bridge.end("realtime session closed")
                     else:
@@ -184,6 +201,30 @@ class CallSession:
         except Exception as error:
             log.exception("call.realtime_reader_failed", error=_short(error))
             await self.bridge.fail("internal error (realtime side)")
+
+    async def _reconnect(
+        self, old: RealtimeTransport, closed: RealtimeClosed, attempt_no: int
+    ) -> RealtimeTransport | None:
+        """Open a replacement session (backoff 0.5, 1, 2 s with jitter); None if every try fails."""
+        log.warning("realtime.reconnecting", code=closed.code, reason=closed.reason, reconnect=attempt_no)
+        self.bridge.realtime_lost()
+        with contextlib.suppress(Exception):
+            await old.close()
+        for attempt in range(3):
+            await asyncio.sleep(0.5 * (2**attempt) * random.uniform(0.75, 1.0))  # backoff, not synchronisation
+            try:
+                transport = await asyncio.wait_for(
+                    self._open_session(self.settings), timeout=self.settings.realtime_connect_timeout_s
+                )
+            except Exception as error:
+                log.warning("realtime.reconnect_failed", attempt=attempt + 1, error=_short(error))
+                continue
+            self._transport = transport
+            await self.bridge.reattach_realtime(transport.send)
+            metrics.REALTIME_RECONNECTS.inc()
+            log.info("realtime.reconnected", reconnect=attempt_no, attempt=attempt + 1)
+            return transport
+        return None
 
 
 def _short(error: BaseException) -> str:

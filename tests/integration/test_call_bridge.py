@@ -242,3 +242,28 @@ async def test_model_tool_call_escalates_with_handoff_and_transfer_twiml() -> No
         enqueue = ET.fromstring(call.after_stream_twiml or "").find("./Enqueue")
         assert enqueue is not None and enqueue.text == "tier2"
         assert_clean(realtime, call)
+
+
+@pytest.mark.parametrize("code", [1011, 1001])
+async def test_realtime_drop_mid_call_reconnects_and_the_call_goes_on(code: int) -> None:
+    """A session lost with a retryable close is replaced: same config plus the conversation so far,
+    caller audio flows to the new session, and the caller's stream never notices."""
+    behaviour = ScriptedBehaviour(transcripts=["where is my order"], reply_ms=300)
+    async with bridged(behaviour) as (_gw, realtime, caller):
+        call = await caller.place_call()
+        first = await realtime.wait_for_session()
+        await call.send_audio(speech("Where is my order?"), silence(500))
+        await first.wait_until(lambda: first.responses_done >= 1, timeout_s=10)
+        await first.close(code, "going away" if code == 1001 else "server error")
+        second = await realtime.wait_for_session(1, timeout_s=10)
+        update = await second.wait_for_received("session.update", timeout_s=5)
+        instructions = update.event["session"]["instructions"]
+        assert "caller: where is my order" in instructions
+        appended = second.received_types().count("input_audio_buffer.append")
+        await second.wait_until(
+            lambda: second.received_types().count("input_audio_buffer.append") > appended + 10, timeout_s=5
+        )
+        assert not call.closed
+        assert "response.create" not in second.received_types()  # no second greeting
+        await call.hang_up()
+        assert_clean(realtime, call)

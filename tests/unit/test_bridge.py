@@ -300,8 +300,7 @@ async def test_stop_ends_the_call_and_summary_counts() -> None:
     assert h.bridge.state is CallState.ENDED
 
 
-@pytest.mark.parametrize("code", ["session_expired"])
-async def test_fatal_realtime_error_fails_the_call(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_realtime_error_while_connecting_fails_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
     import service.call.bridge as bridge_module
 
     async def no_wait(_s: float) -> None:
@@ -309,11 +308,41 @@ async def test_fatal_realtime_error_fails_the_call(code: str, monkeypatch: pytes
 
     monkeypatch.setattr(bridge_module.asyncio, "sleep", no_wait)
     h = Harness()
-    await h.start()
-    await h.server({"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": "x"}})
+    await h.bridge.attach_realtime(h._send_model)
+    await h.server({"type": "session.created", "session": {}})
+    await h.server({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value",
+                                               "message": "bad format", "param": "session.audio"}})
     assert h.to_twilio[-1]["event"] == "media"  # the apology tone
     assert h.closed and h.closed[0][0] == 1011
     assert h.bridge.outcome == "error"
+
+
+async def test_reattach_reseeds_the_new_session_and_keeps_the_call() -> None:
+    h = Harness()
+    await h.start()
+    await h.server({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1",
+                    "content_index": 0, "transcript": "where is my order"})
+    await h.server({"type": "response.output_audio_transcript.done", "response_id": "r1", "item_id": "a1",
+                    "output_index": 0, "content_index": 0, "transcript": "It ships tomorrow."})
+    await h.server({"type": "response.created", "response": {"id": "r2", "status": "in_progress"}})
+    await h.server({"type": "error", "error": {"type": "invalid_request_error", "code": "session_expired",
+                                               "message": "Your session hit the maximum duration."}})
+    assert h.closed == []  # session_expired alone does not end the call: a reconnect follows the close
+    sent_before = len(h.to_model)
+    await h.bridge.reattach_realtime(h._send_model)
+    await h.caller_frame()
+    assert len(h.to_model) == sent_before  # audio held until the new session is configured
+    await h.server({"type": "session.created", "session": {}})
+    update = h.to_model[sent_before]
+    assert update["type"] == "session.update"
+    instructions = update["session"]["instructions"]
+    assert "caller: where is my order" in instructions and "assistant: It ships tomorrow." in instructions
+    assert h.model_types()[-1] == "input_audio_buffer.append"  # the held frame, then live audio
+    await h.server({"type": "session.updated", "session": {}})
+    assert "response.create" not in h.model_types()[sent_before:]  # no second greeting
+    await h.server({"type": "response.created", "response": {"id": "r9", "status": "in_progress"}})
+    await h.bot_delta("r9", "item_Z", 100)
+    assert h.to_twilio[-2]["event"] == "media" and h.closed == []
 
 
 async def test_benign_error_does_not_end_the_call() -> None:
