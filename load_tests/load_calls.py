@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,12 +34,12 @@ from typing import Any
 from load_tests.common import (
     AUTH_TOKEN,
     RESULTS,
-    Redis,
     counter_delta,
     free_port,
     histogram_delta,
     histogram_quantile,
     print_table,
+    private_redis,
     sample_tree,
     scrape,
     start_gateway,
@@ -110,8 +111,7 @@ _ramp_start_wall = 0.0
 
 def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
         gateway_workers: int = 1, replies: bool = True) -> dict[str, Any]:
-    redis = Redis()
-    redis.start()
+    redis = private_redis()
     realtime_proc, realtime_url = start_realtime_standin(replies=replies)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -158,6 +158,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         except subprocess.TimeoutExpired:
             realtime_proc.kill()
         redis.stop()
+        shutil.rmtree(redis.workdir, ignore_errors=True)
 
     steady = cpu_after.at - cpu_before.at
     frame = histogram_delta(before, after, "callbridge_frame_forward_seconds")
