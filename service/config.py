@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         None, description="Dialogue YAML for the local engine (default: the bundled contact-center script)."
     )
 
+    local_asr_processes: int = Field(
+        0, ge=0, le=16, description="Speech-recogniser worker processes of the local engine (0 = min(2, CPU cores))."
+    )
+
     # --- state ------------------------------------------------------------------------------------
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",

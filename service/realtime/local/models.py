@@ -41,9 +41,15 @@ _by_script: dict[str, LocalModels] = {}
 
 
 def asr_processes() -> int:
-    """Recogniser worker processes: CALLBRIDGE_LOCAL_ASR_PROCESSES, else min(2, CPU count)."""
-    configured = os.environ.get("CALLBRIDGE_LOCAL_ASR_PROCESSES", "")
-    return max(1, int(configured)) if configured.isdigit() else max(1, min(2, os.cpu_count() or 1))
+    """Recogniser worker processes: CALLBRIDGE_LOCAL_ASR_PROCESSES (validated by ``Settings``), else
+    min(2, CPU count)."""
+    from service.config import ConfigError, load_settings
+
+    try:
+        configured = load_settings().local_asr_processes
+    except ConfigError:
+        configured = 0
+    return configured if configured > 0 else max(1, min(2, os.cpu_count() or 1))
 
 
 def shutdown_models() -> None:
