@@ -60,4 +60,11 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def run_call_command(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    import httpx
+    from websockets.exceptions import WebSocketException
+
+    try:
+        return asyncio.run(_run(args))
+    except (httpx.HTTPError, OSError, WebSocketException, TimeoutError) as error:
+        print(f"callbridge call: cannot reach {args.url}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1

@@ -267,3 +267,39 @@ async def test_realtime_drop_mid_call_reconnects_and_the_call_goes_on(code: int)
         assert "response.create" not in second.received_types()  # no second greeting
         await call.hang_up()
         assert_clean(realtime, call)
+
+
+async def test_callbridge_call_tool_against_a_running_gateway(tmp_path: Any) -> None:
+    """`callbridge call URL --say ... --audio ... --record` places a signed call and records it."""
+    import sys
+    import wave
+    from pathlib import Path
+
+    import numpy as np
+
+    clip = tmp_path / "question.wav"
+    with wave.open(str(clip), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(synthesize("Do you ship abroad?", rate=16000).astype("<i2").tobytes())
+    behaviour = ScriptedBehaviour(transcripts=["hello", "question"], reply_ms=600)
+    async with bridged(behaviour) as (gw, realtime, _caller):
+        record = tmp_path / "call.wav"
+        executable = Path(sys.executable).parent / "callbridge"
+        command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
+        process = await asyncio.create_subprocess_exec(
+            *command, "call", gw.base_url, "--auth-token", AUTH_TOKEN, "--say", "Hello there",
+            "--audio", str(clip), "--listen-s", "2.5", "--record", str(record),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=90)
+        assert process.returncode == 0, err.decode()[-2000:]
+        session = realtime.sessions[0]
+        assert session.responses_done >= 1
+        assert "bot audio heard" in out.decode()
+        with wave.open(str(record)) as wav:
+            assert wav.getnchannels() == 2
+            frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+        assert np.abs(frames[:, 0]).max() > 1000 and np.abs(frames[:, 1]).max() > 1000  # caller and bot
+        assert realtime.violations == []
