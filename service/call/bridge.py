@@ -406,7 +406,8 @@ class CallBridge:
                 self._dropped_responses.append(self._active_response)
                 await self._send_model(self._rt.response_cancel(self._active_response))
             return
-        item_id = self._ledger.playing_item()
+        queued = self._ledger.queued_items()  # head first: the playing item, then items never started
+        item_id = queued[0] if queued else self._ledger.playing_item()
         await self._to_provider(self._provider.build_clear())
         cleared_at = self._clock()
         reaction = cleared_at - now
@@ -425,6 +426,10 @@ class CallBridge:
             await self._send_model(self._rt.item_truncate(heard.item_id, heard.heard_ms))
             self.stats.truncates += 1
             self._observer.bot_truncated(heard.item_id, heard.heard_ms, heard.sent_ms)
+        for unheard in queued[1:]:  # later items of the reply that never started playing
+            await self._send_model(self._rt.item_truncate(unheard, 0))
+            self.stats.truncates += 1
+            self._observer.bot_truncated(unheard, 0, self._ledger.heard(unheard, cleared_at).sent_ms)
         log.info(
             "call.barge_in",
             item_id=item_id,

@@ -111,6 +111,13 @@ class PlaybackLedger:
         """True while bot audio is queued or playing at the provider."""
         return bool(self._marks) or self._queue_end > now
 
+    def queued_items(self) -> list[str]:
+        """Items with marks still pending at the provider, in playback order (head first)."""
+        seen: dict[str, None] = {}
+        for mark in self._marks.values():
+            seen.setdefault(mark.item_id, None)
+        return list(seen)
+
     def playing_item(self) -> str | None:
         """The item at the playback head: the item of the oldest mark not yet echoed."""
         for mark in self._marks.values():

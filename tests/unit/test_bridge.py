@@ -351,3 +351,21 @@ async def test_benign_error_does_not_end_the_call() -> None:
     await h.server({"type": "error", "error": {"type": "invalid_request_error",
                                                "code": "response_cancel_not_active", "message": "x"}})
     assert h.closed == [] and h.bridge.state is CallState.LISTENING
+
+
+async def test_barge_in_truncates_the_playing_item_and_zeroes_items_never_started() -> None:
+    h = Harness()
+    await h.start()
+    await h.server({"type": "response.created", "response": {"id": "r1", "status": "in_progress"}})
+    for _ in range(3):
+        await h.bot_delta("r1", "item_A", 100)
+    for _ in range(2):
+        await h.bot_delta("r1", "item_B", 100)
+    first_mark = next(e["mark"]["name"] for e in h.to_twilio if e["event"] == "mark")
+    h.clock.now += 0.1
+    await h.twilio_msg("mark", mark={"name": first_mark})
+    h.clock.now += 0.05
+    await h.server({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1, "item_id": "u"})
+    truncates = [(e["item_id"], e["audio_end_ms"]) for e in h.to_model if e["type"] == "conversation.item.truncate"]
+    assert truncates == [("item_A", 150), ("item_B", 0)]
+    assert h.observer.truncated == [("item_A", 150, 300), ("item_B", 0, 200)]
