@@ -1,0 +1,1 @@
+"""Bundled persona instructions (the default empathetic support agent, English and Japanese)."""
