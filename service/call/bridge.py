@@ -202,7 +202,8 @@ class CallBridge:
         self._handoff_response_id: str | None = None
         self._handoff_guard: asyncio.TimerHandle | None = None
         self._transfer_started = False
-        self._history: deque[tuple[str, str]] = deque(maxlen=_HISTORY_TURNS)  # for a reconnect
+        # (role, text, item_id) for re-seeding a replacement session; bot text shortened to what was heard
+        self._history: deque[tuple[str, str, str]] = deque(maxlen=_HISTORY_TURNS)
         self._reconnected = False
 
     # ------------------------------------------------------------------------------------------------
@@ -296,7 +297,7 @@ class CallBridge:
         far (the new session starts empty; seeding it as items risks text-only replies, 10.3)."""
         if not self._reconnected or not self._history:
             return self._config
-        lines = "\n".join(f"{role}: {text}" for role, text in self._history)
+        lines = "\n".join(f"{role}: {text}" for role, text, _item in self._history)
         note = (
             "\n\nThe phone connection to you was re-established mid-call. The conversation so far "
             "(most recent last) was:\n" + lines + "\nContinue naturally from there; do not greet again."
@@ -345,10 +346,10 @@ class CallBridge:
             self._tool_names.pop(event.call_id, None)  # bounded: one entry per call in flight
             self._tool_calls.setdefault(event.response_id, []).append((event.call_id, name, event.arguments))
         elif isinstance(event, rt.InputTranscriptionCompleted):
-            self._history.append(("caller", event.transcript))
+            self._history.append(("caller", event.transcript, event.item_id))
             self._observer.caller_transcript(event.item_id, event.transcript)
         elif isinstance(event, rt.TranscriptDone):
-            self._history.append(("assistant", event.transcript))
+            self._history.append(("assistant", event.transcript, event.item_id))
             self._observer.bot_transcript(event.item_id, event.transcript)
         elif isinstance(event, rt.SessionCreated):
             await self._send_model(self._rt.session_update(self._config_for_session()))
@@ -426,7 +427,10 @@ class CallBridge:
             await self._send_model(self._rt.item_truncate(heard.item_id, heard.heard_ms))
             self.stats.truncates += 1
             self._observer.bot_truncated(heard.item_id, heard.heard_ms, heard.sent_ms)
+        if heard is not None and heard.cut:
+            self._shorten_history(heard.item_id, heard.heard_ms, heard.sent_ms)
         for unheard in queued[1:]:  # later items of the reply that never started playing
+            self._shorten_history(unheard, 0, 1)
             await self._send_model(self._rt.item_truncate(unheard, 0))
             self.stats.truncates += 1
             self._observer.bot_truncated(unheard, 0, self._ledger.heard(unheard, cleared_at).sent_ms)
@@ -597,6 +601,14 @@ class CallBridge:
         summary = {**self.stats.summary(), "outcome": self.outcome, "end_reason": self.end_reason}
         self._observer.ended(summary)
         return summary
+
+    def _shorten_history(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
+        """Keep only the heard share of a truncated bot turn (realtime-api.md 10, step 1)."""
+        for index, (role, text, item) in enumerate(self._history):
+            if item == item_id and role == "assistant":
+                words = text.split()
+                kept = " ".join(words[: round(len(words) * heard_ms / max(sent_ms, 1))])
+                self._history[index] = (role, f"{kept}... [interrupted by the caller]", item)
 
     async def _send_model(self, text: str) -> None:
         """Send a client event; dropped (logged) while the session is being replaced."""

@@ -369,3 +369,24 @@ async def test_barge_in_truncates_the_playing_item_and_zeroes_items_never_starte
     truncates = [(e["item_id"], e["audio_end_ms"]) for e in h.to_model if e["type"] == "conversation.item.truncate"]
     assert truncates == [("item_A", 150), ("item_B", 0)]
     assert h.observer.truncated == [("item_A", 150, 300), ("item_B", 0, 200)]
+
+
+async def test_reconnect_seed_keeps_only_the_heard_part_of_an_interrupted_reply() -> None:
+    h = Harness()
+    await h.start()
+    await h.server({"type": "response.created", "response": {"id": "r1", "status": "in_progress"}})
+    for _ in range(4):
+        await h.bot_delta("r1", "item_A", 100)
+    await h.server({"type": "response.output_audio_transcript.done", "response_id": "r1", "item_id": "item_A",
+                    "output_index": 0, "content_index": 0, "transcript": "one two three four five six seven eight"})
+    first_mark = next(e["mark"]["name"] for e in h.to_twilio if e["event"] == "mark")
+    h.clock.now += 0.1
+    await h.twilio_msg("mark", mark={"name": first_mark})
+    h.clock.now += 0.1  # 200 of 400 ms heard
+    await h.server({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1, "item_id": "u"})
+    await h.bridge.reattach_realtime(h._send_model)
+    before = len(h.to_model)
+    await h.server({"type": "session.created", "session": {}})
+    instructions = h.to_model[before]["session"]["instructions"]
+    assert "assistant: one two three four... [interrupted by the caller]" in instructions
+    assert "five" not in instructions.split("interrupted")[0].split("assistant:")[-1]
