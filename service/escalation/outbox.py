@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from service.escalation.record import EscalationRecord
 from service.metrics import ESCALATIONS_LOST
 from service.state.keys import STATE_ESCALATED, Keys
-from service.state.store import REDIS_ERRORS, StateStore, cancel_and_wait, check_cancelled
+from service.state.store import REDIS_ERRORS, StateStore, cancel_and_wait, check_cancelled, wait_set
 
 log = structlog.get_logger(__name__)
 
@@ -128,11 +128,7 @@ class Outbox:
 
     async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109 (returns False on timeout)
         """Wait until every enqueued record is in Redis; False on timeout. Cancel-safe."""
-        try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await wait_set(self._drained, timeout)
 
     async def write(self, record: EscalationRecord) -> bool:
         """The atomic outbox step for one record (True = appended, False = already there). Raises on Redis errors."""

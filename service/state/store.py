@@ -69,6 +69,15 @@ def check_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109 (returns False on timeout)
+    """Wait until ``event`` is set; False on timeout. Cancel-safe (the flush waits of store and outbox)."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
 async def cancel_and_wait(task: asyncio.Task[Any], retry_s: float = 0.5, tries: int = 20) -> bool:
     """Cancel ``task`` and wait for it to finish, re-cancelling every ``retry_s``; True once it is done.
 
@@ -464,22 +473,14 @@ class StateStore:
 
     async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109 (returns False on timeout)
         """Wait until every queued write is in Redis; False on timeout. Cancel-safe."""
-        try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await wait_set(self._drained, timeout)
 
     async def flush_call(self, call_id: str, timeout: float) -> bool:  # noqa: ASYNC109 (returns False on timeout)
         """Wait until one call's queued writes are in Redis; False on timeout. Cancel-safe."""
         queue = self._queues.get(call_id)
         if queue is None:
             return True
-        try:
-            await asyncio.wait_for(queue.drained.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await wait_set(queue.drained, timeout)
 
     async def _writer_loop(self) -> None:
         backoff = 0.05
