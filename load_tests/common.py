@@ -97,6 +97,7 @@ class ProcSample:
     at: float
     cpu_s: float
     rss_mb: float
+    system_s: float = 0.0  # kernel share of cpu_s (socket I/O on loopback lands here)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -121,19 +122,21 @@ def sample_tree(pid: int) -> ProcSample:
             samples.append(sample_process(member))
         except OSError:
             continue
-    return ProcSample(time.monotonic(), sum(s.cpu_s for s in samples), sum(s.rss_mb for s in samples))
+    return ProcSample(time.monotonic(), sum(s.cpu_s for s in samples), sum(s.rss_mb for s in samples),
+                      sum(s.system_s for s in samples))
 
 
 def sample_process(pid: int) -> ProcSample:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    system = int(fields[12]) / CLK_TCK
     rss_kb = 0
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:
             if line.startswith("VmRSS:"):
                 rss_kb = int(line.split()[1])
-    return ProcSample(time.monotonic(), cpu, rss_kb / 1024)
+    return ProcSample(time.monotonic(), cpu, rss_kb / 1024, system)
 
 
 def scrape(base_url: str) -> dict[str, float]:

@@ -195,6 +195,8 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         # call-seconds actually bridged in the steady phase: every call forwards one frame per 20 ms
         "call_seconds": round(call_seconds, 1),
         "gateway_cpu_ms_per_call_second": round((cpu_after.cpu_s - cpu_before.cpu_s) * 1000 / max(call_seconds, 1e-9), 3),
+        "gateway_cpu_system_share": round((cpu_after.system_s - cpu_before.system_s)
+                                          / max(cpu_after.cpu_s - cpu_before.cpu_s, 1e-9), 3),
         "gateway_cpu_cores": round((cpu_after.cpu_s - cpu_before.cpu_s) / steady, 3),
         "gateway_rss_mb": round(cpu_after.rss_mb, 1),
         "gateway_rss_idle_mb": round(idle.rss_mb, 1),
@@ -236,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         ("barge-ins (steady)", str(result["barge_in_reaction_ms"]["count"])),
         ("gateway CPU ms per call-second", str(result["gateway_cpu_ms_per_call_second"])),
         ("gateway CPU cores", str(result["gateway_cpu_cores"])),
+        ("gateway CPU kernel share", str(result["gateway_cpu_system_share"])),
         ("gateway RSS MB (idle -> loaded)", f"{result['gateway_rss_idle_mb']} -> {result['gateway_rss_mb']}"),
         ("RSS per call MB", str(result["gateway_rss_per_call_mb"])),
         ("errors", json.dumps(result["errors"])),

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
+import uvicorn
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.config import Settings
+from service.wsio import MessageSocket, uvicorn_websocket_protocol
 
 if TYPE_CHECKING:
     from service.call.session import CallSession
@@ -168,11 +170,21 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
 
         return await handle_after_stream(gateway, request)
 
-    @app.websocket("/twilio/media")
-    async def twilio_media(websocket: WebSocket) -> None:
+    async def twilio_media_stream(socket: MessageSocket) -> None:
         from service.call.twilio_routes import handle_media_stream
 
-        await handle_media_stream(gateway, websocket)
+        await handle_media_stream(gateway, socket)
+
+    # Served by ``service.wsio.ServerWebSocket`` under ``callbridge serve`` (see ``uvicorn_config``);
+    # the ASGI route below serves the same handler under any other ASGI server.
+    app.state.websocket_routes = {"/twilio/media": twilio_media_stream}
+
+    @app.websocket("/twilio/media")
+    async def twilio_media(websocket: WebSocket) -> None:
+        from service.call.twilio_routes import AsgiMessageSocket
+
+        await websocket.accept()
+        await twilio_media_stream(AsgiMessageSocket(websocket))
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> PlainTextResponse:
@@ -180,3 +192,25 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
         return PlainTextResponse("internal error", status_code=500)
 
     return app
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn set-up every entry point uses (serve, demo, tests).
+
+    WebSocket upgrades go to ``service.wsio.ServerWebSocket`` for the app's ``websocket_routes``
+    (the media streams: the hot path), not through ASGI; HTTP stays ASGI. Frames up to 1 MiB;
+    keepalive ping every 20 s, 20 s to answer.
+    """
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "ws_max_size": 1 << 20,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "ws": uvicorn_websocket_protocol(app.state.websocket_routes),
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)

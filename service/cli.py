@@ -26,17 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
         settings.port = args.port
     configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        ws_max_size=1 << 20,
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
-        timeout_graceful_shutdown=int(settings.drain_timeout) + 30,
-        lifespan="on",
+    from service.app import uvicorn_config
+
+    config = uvicorn_config(
+        app, settings.host, settings.port, timeout_graceful_shutdown=int(settings.drain_timeout) + 30
     )
     server = uvicorn.Server(config)
     from service.drain import install_drain

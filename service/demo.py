@@ -97,8 +97,9 @@ def _progress(stage: str, fraction: float) -> None:
 async def _serve(app: Any, port: int) -> tuple[Any, asyncio.Task[None]]:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False, lifespan="on"))
+    from service.app import uvicorn_config
+
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -33,7 +33,8 @@ MALFORMED_FRAMES = Counter(
 )
 FRAME_FORWARD_SECONDS = Histogram(
     "callbridge_frame_forward_seconds",
-    "Time from receiving a caller frame to handing its PCM to the Realtime socket.",
+    "Time from a caller frame's arrival at the gateway to its PCM written to the Realtime socket "
+    "(live frames; not those held while the session was being set up).",
     buckets=_FAST_BUCKETS,
 )
 FIRST_AUDIO_SECONDS = Histogram(

@@ -40,7 +40,13 @@ from service.audio.resample import CallerToModel, ModelToCaller
 from service.call.observer import CallObserver, EscalationRequest, NullObserver
 from service.call.playback import PlaybackLedger
 from service.realtime import events as rt
-from service.realtime.events import RealtimeClosed, RealtimeDialect, RealtimeProtocolError, SessionConfig
+from service.realtime.events import (
+    ImmediateSend,
+    RealtimeClosed,
+    RealtimeDialect,
+    RealtimeProtocolError,
+    SessionConfig,
+)
 from service.telephony.base import (
     DtmfReceived,
     MarkEchoed,
@@ -50,6 +56,7 @@ from service.telephony.base import (
     StreamStarted,
     StreamStopped,
     TelephonyDialect,
+    TelephonyEvent,
 )
 
 log = structlog.get_logger(__name__)
@@ -119,6 +126,7 @@ class CallStats:
     barge_ins: int = 0
     truncates: int = 0
     dropped_deltas: int = 0
+    provider_sends_dropped: int = 0  # messages for a provider socket that had already closed
     responses: int = 0
     response_latencies_ms: list[float] = field(default_factory=list)
     barge_in_reactions_ms: list[float] = field(default_factory=list)
@@ -135,6 +143,7 @@ class CallStats:
             "malformed_frames": self.malformed_frames,
             "barge_ins": self.barge_ins,
             "truncates": self.truncates,
+            "provider_sends_dropped": self.provider_sends_dropped,
             "responses": self.responses,
             "first_audio_ms_median": round(lat[len(lat) // 2], 1) if lat else None,
             "first_audio_ms_max": round(lat[-1], 1) if lat else None,
@@ -180,6 +189,11 @@ class CallBridge:
         self._close_provider = close_provider
         self._to_model: SendText | None = None
         self._audio_to_model: SendText | None = None  # set once the session is configured
+        self._immediate: ImmediateSend | None = None
+        self._audio_now: ImmediateSend | None = None  # ``_immediate`` once the session is configured
+        # perf_counter time since when caller audio is forwarded live (frames received earlier were
+        # held while the Realtime session was set up: not counted in the frame-forward histogram)
+        self._live_since = math.inf
         self._greeting = greeting
         self._handoff_line = handoff_line
         self._observer: CallObserver = observer or NullObserver()
@@ -221,13 +235,41 @@ class CallBridge:
     # ------------------------------------------------------------------------------------------------
     # provider side
 
+    def parse_provider(self, message: str | bytes) -> TelephonyEvent | ProtocolError:
+        """The provider dialect's typed event for one frame, or the ``ProtocolError`` it raised."""
+        try:
+            return self._provider.parse(message)
+        except ProtocolError as error:
+            return error
+
+    def forward_media_now(self, payload: bytes, received: float) -> bool:
+        """Inbound hot path without a task switch: forward one caller frame to the model at once if
+        the model leg can take it without waiting (session configured, write buffer not full).
+        False means nothing was done and the frame must go through ``on_provider_event``.
+        Callers guarantee order: nothing received earlier may still be waiting to be handled."""
+        sender = self._audio_now
+        if sender is None or not sender.can_send_now():
+            return False
+        self.stats.frames_in += 1
+        metrics.FRAMES_IN.inc()
+        try:
+            sender.send_now(self._rt.audio_append(self._inbound.process(payload)))
+        except RealtimeClosed:
+            self.realtime_lost()  # the Realtime reader replaces the session; this frame is lost
+            return True
+        metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
+        self._observer.caller_audio(payload)
+        return True
+
     async def on_provider_message(self, message: str | bytes) -> None:
         """Handle one provider frame. Malformed frames are logged and skipped; a flood closes 1008."""
         received = time.perf_counter()
-        try:
-            event = self._provider.parse(message)
-        except ProtocolError as error:
-            await self._malformed(error)
+        await self.on_provider_event(self.parse_provider(message), received)
+
+    async def on_provider_event(self, event: TelephonyEvent | ProtocolError, received: float) -> None:
+        """Handle one parsed provider frame (``received``: its ``perf_counter`` arrival time)."""
+        if isinstance(event, ProtocolError):
+            await self._malformed(event)
             return
         if isinstance(event, MediaReceived):
             self.stats.frames_in += 1
@@ -240,11 +282,12 @@ class CallBridge:
             except RealtimeClosed:
                 self.realtime_lost()  # the Realtime reader replaces the session; this frame is lost
                 return
-            metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
+            if received >= self._live_since:  # frames held while the session was set up are not "live"
+                metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
             self._observer.caller_audio(event.payload)
         elif isinstance(event, MarkEchoed):
-            if self._ledger.on_mark_echoed(event.name, self._clock()) and self._ledger.outstanding_marks == 0:
-                await self._playback_drained()
+            if self._mark_echoed(event.name) and self._handoff is _Handoff.SPOKEN:
+                await self._transfer()  # the hand-off line has been heard: transfer now
         elif isinstance(event, DtmfReceived):
             await self._dtmf(event.digit)
         elif isinstance(event, StreamStopped):
@@ -269,18 +312,23 @@ class CallBridge:
     # ------------------------------------------------------------------------------------------------
     # realtime side
 
-    async def attach_realtime(self, to_model: SendText) -> None:
-        """The Realtime session is connected; caller audio flows once ``session.update`` is sent."""
+    async def attach_realtime(self, to_model: SendText, immediate: ImmediateSend | None = None) -> None:
+        """The Realtime session is connected; caller audio flows once ``session.update`` is sent.
+        ``immediate``: the transport's synchronous send, if it has one (enables ``forward_media_now``)."""
         self._to_model = to_model
+        self._immediate = immediate
 
-    async def reattach_realtime(self, to_model: SendText) -> None:
+    async def reattach_realtime(self, to_model: SendText, immediate: ImmediateSend | None = None) -> None:
         """A replacement Realtime session after the old one dropped (realtime-api.md 10: there is
         no resume). Response bookkeeping of the old session is forgotten; the new session gets the
         same configuration plus the conversation so far in its instructions; caller audio is held
         (bounded pre-buffer) until its ``session.update`` is sent; the provider leg never stops.
         A hand-off line that had not been spoken yet is requested again."""
         self._to_model = to_model
+        self._immediate = immediate
         self._audio_to_model = None
+        self._audio_now = None
+        self._live_since = math.inf
         self._active_response = None
         self._create_in_flight = False
         self._pending_create = None
@@ -310,6 +358,8 @@ class CallBridge:
         while self._prebuffer:
             await self._to_model(self._rt.audio_append(self._inbound.process(self._prebuffer.popleft())))
         self._audio_to_model = self._to_model
+        self._audio_now = self._immediate
+        self._live_since = time.perf_counter()
 
     async def on_realtime_message(self, message: str | bytes) -> None:
         try:
@@ -389,10 +439,21 @@ class CallBridge:
             metrics.FIRST_AUDIO_SECONDS.observe(latency)
         self._transition("bot_audio")
 
-    async def _playback_drained(self) -> None:
-        self._transition("playback_done")
+    def mark_echoed_now(self, name: str) -> bool:
+        """A mark echo handled without awaiting (same ordering contract as ``forward_media_now``).
+        False, with nothing done, only while the hand-off line plays: its last echo starts the
+        transfer, which must be awaited through ``on_provider_event``."""
         if self._handoff is _Handoff.SPOKEN:
-            await self._transfer()
+            return False
+        self._mark_echoed(name)
+        return True
+
+    def _mark_echoed(self, name: str) -> bool:
+        """Apply an echoed mark to the playback ledger; True if it ended playback (all heard)."""
+        if self._ledger.on_mark_echoed(name, self._clock()) and self._ledger.outstanding_marks == 0:
+            self._transition("playback_done")
+            return True
+        return False
 
     # ------------------------------------------------------------------------------------------------
     # barge-in (realtime-api.md 6.2; telephony-streams.md 1.4)
@@ -626,6 +687,8 @@ class CallBridge:
         events until ``reattach_realtime``."""
         self._to_model = None
         self._audio_to_model = None
+        self._audio_now = None
+        self._immediate = None
 
 
 def _apology_tone() -> bytes:

@@ -2,9 +2,12 @@
 ``call.summary`` line.
 
 Tasks per call (all cancelled when the call ends, whichever side ends it):
-- the provider reader: media-stream frames -> ``CallBridge.on_provider_message`` (in order);
+- the provider reader: media-stream frames -> the bridge, in order. On a push socket
+  (``service.wsio.ServerWebSocket``, what ``callbridge serve`` uses) caller audio is forwarded
+  straight from the socket callback and only the rest goes through the task
+  (``service.call.feed.ProviderFeed``); on any other socket, every frame goes through the task;
 - the Realtime reader: session events -> ``CallBridge.on_realtime_message`` (in order).
-Sends happen inline from those readers; nothing else runs on the frame path.
+Sends happen inline from those; nothing else runs on the frame path.
 """
 
 from __future__ import annotations
@@ -22,12 +25,20 @@ import structlog
 
 from service import metrics
 from service.call.bridge import ESCALATION_TOOL_NAME, CallBridge
+from service.call.feed import ProviderFeed, PushSocket
 from service.call.observer import CallObserver
 from service.config import Settings
-from service.realtime.events import FunctionTool, RealtimeClosed, RealtimeTransport, SessionConfig
+from service.realtime.events import (
+    FunctionTool,
+    ImmediateSend,
+    RealtimeClosed,
+    RealtimeTransport,
+    SessionConfig,
+)
 from service.realtime.protocol import dialect_for
 from service.state.store import cancel_and_wait
 from service.telephony.base import TelephonyDialect
+from service.wsio import MessageSocket, WebSocketClosed
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +96,10 @@ async def open_realtime(settings: Settings) -> RealtimeTransport:
     return await connect_realtime(settings)
 
 
+def _immediate(transport: RealtimeTransport) -> ImmediateSend | None:
+    return transport if isinstance(transport, ImmediateSend) else None
+
+
 class CallSession:
     """One bridged call. ``run`` returns when the call has ended and everything is closed."""
 
@@ -95,9 +110,7 @@ class CallSession:
         call_id: str,
         stream_id: str,
         provider: TelephonyDialect,
-        receive: Callable[[], Awaitable[str | bytes | None]],
-        send: Callable[[str], Awaitable[None]],
-        close: Callable[[int, str], Awaitable[None]],
+        socket: MessageSocket,
         observer: CallObserver,
         open_session: Callable[[Settings], Awaitable[RealtimeTransport]] = open_realtime,
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
@@ -105,7 +118,7 @@ class CallSession:
         self.settings = settings
         self.call_id = call_id
         self.stream_id = stream_id
-        self._receive = receive
+        self._socket = socket
         self._open_session = open_session
         self._transport: RealtimeTransport | None = None
         self.bridge = CallBridge(
@@ -113,8 +126,8 @@ class CallSession:
             provider=provider,
             realtime=dialect_for("ga" if settings.provider == "local" else settings.realtime_dialect),
             session_config=session_config_from(settings),
-            to_provider=send,
-            close_provider=close,
+            to_provider=self._send_provider,
+            close_provider=self._close_provider,
             greeting=settings.greeting,
             handoff_line=settings.handoff_line,
             observer=observer,
@@ -136,7 +149,7 @@ class CallSession:
                 await self.bridge.fail("realtime connect failed")
             else:
                 metrics.REALTIME_CONNECT_SECONDS.observe(time.perf_counter() - opened)
-                await self.bridge.attach_realtime(self._transport.send)
+                await self.bridge.attach_realtime(self._transport.send, _immediate(self._transport))
                 tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
             await self.bridge.ended.wait()
         finally:
@@ -155,14 +168,30 @@ class CallSession:
     async def hand_off(self, reason: str) -> None:
         await self.bridge.hand_off(reason)
 
+    async def _send_provider(self, text: str) -> None:
+        """Sends to a provider socket that has closed are dropped: the caller is gone, and the
+        provider reader ends the call when it sees the end of the stream."""
+        try:
+            await self._socket.send(text)
+        except WebSocketClosed:
+            self.bridge.stats.provider_sends_dropped += 1
+
+    async def _close_provider(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._socket.close(code, reason)
+
     async def _provider_reader(self) -> None:
         try:
-            while True:
-                message = await self._receive()
-                if message is None:
-                    await self.bridge.end("provider closed the stream")
-                    return
-                await self.bridge.on_provider_message(message)
+            if isinstance(self._socket, PushSocket):
+                await ProviderFeed(self.bridge, self._socket).run()
+            else:
+                while True:
+                    try:
+                        message = await self._socket.recv()
+                    except WebSocketClosed:
+                        break
+                    await self.bridge.on_provider_message(message)
+            await self.bridge.end("provider closed the stream")
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a bug in one call never takes the process down
@@ -220,7 +249,7 @@ class CallSession:
                 log.warning("realtime.reconnect_failed", attempt=attempt + 1, error=_short(error))
                 continue
             self._transport = transport
-            await self.bridge.reattach_realtime(transport.send)
+            await self.bridge.reattach_realtime(transport.send, _immediate(transport))
             metrics.REALTIME_RECONNECTS.inc()
             log.info("realtime.reconnected", reconnect=attempt_no, attempt=attempt + 1)
             return transport

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from fastapi import Request, Response, WebSocket
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service import metrics
 from service.call.session import CallSession
@@ -37,6 +37,7 @@ from service.telephony.twilio import (
     validate_twilio_request,
 )
 from service.telephony.twilio_rest import update_call_twiml
+from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:
     from service.app import Gateway
@@ -109,8 +110,37 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     )
 
 
+class AsgiMessageSocket:
+    """``MessageSocket`` over an accepted ASGI (Starlette) WebSocket: the route for any ASGI server.
+
+    ``callbridge serve`` does not use it: there uvicorn hands ``/twilio/media`` to
+    ``service.wsio.ServerWebSocket`` (see ``service.app.uvicorn_config``).
+    """
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._websocket = websocket
+
+    async def recv(self) -> bytes | str:
+        message = await self._websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketClosed(int(message.get("code") or 1006), message.get("reason") or "")
+        return message.get("text") or message.get("bytes") or b""
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError) as error:  # RuntimeError: WebSocketDisconnected
+            raise WebSocketClosed(getattr(error, "code", 1006)) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        with contextlib.suppress(Exception):
+            await self._websocket.close(code=code, reason=reason)
+
+
 async def _await_start(
-    websocket: WebSocket, dialect: TwilioDialect, timeout_s: float, max_malformed: int
+    websocket: MessageSocket, dialect: TwilioDialect, timeout_s: float, max_malformed: int
 ) -> StreamStarted | None:
     """Read until ``start`` (``connected`` may precede it). None on timeout, close, or a flood."""
     deadline = time.monotonic() + timeout_s
@@ -120,12 +150,9 @@ async def _await_start(
         if remaining <= 0:
             return None
         try:
-            message = await asyncio.wait_for(websocket.receive(), timeout=remaining)
-        except TimeoutError:
+            data = await asyncio.wait_for(websocket.recv(), timeout=remaining)
+        except (TimeoutError, WebSocketClosed):
             return None
-        if message["type"] == "websocket.disconnect":
-            return None
-        data = message.get("text") or message.get("bytes") or ""
         try:
             event = dialect.parse(data)
         except ProtocolError as error:
@@ -141,15 +168,15 @@ async def _await_start(
             continue
 
 
-async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
+async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> None:
+    """One Twilio media stream, from ``connected`` to the end of the call (the socket is open)."""
     settings = gateway.settings
-    await websocket.accept()
     dialect = TwilioDialect()
     started = await _await_start(websocket, dialect, settings.stream_start_timeout_s, settings.max_malformed_frames)
     if started is None:
         metrics.STREAM_REJECTED.labels("no_start").inc()
         log.warning("twilio.stream_rejected", reason="no valid start in time")
-        await _close(websocket, 1008, "start required")
+        await websocket.close(1008, "start required")
         return
     try:
         verify_stream_token(
@@ -160,7 +187,7 @@ async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
     except StreamTokenError as error:
         metrics.STREAM_REJECTED.labels("token").inc()
         log.warning("twilio.stream_rejected", reason=error.reason, call_id=started.call_id)
-        await _close(websocket, 1008, "invalid stream token")
+        await websocket.close(1008, "invalid stream token")
         return
 
     bind_call_context(call_id=started.call_id, stream_id=started.stream_id, provider="twilio")
@@ -171,15 +198,6 @@ async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
         callee=mask_number(started.custom_parameters.get("to")),
         realtime_provider=settings.provider,
     )
-
-    async def receive() -> str | bytes | None:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
-        return message.get("text") or message.get("bytes") or ""
-
-    async def close(code: int, reason: str) -> None:
-        await _close(websocket, code, reason)
 
     observer = build_observer(gateway, started, "twilio")
     rest_transfer = None
@@ -198,9 +216,7 @@ async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
         call_id=started.call_id,
         stream_id=started.stream_id,
         provider=dialect,
-        receive=receive,
-        send=websocket.send_text,
-        close=close,
+        socket=websocket,
         observer=observer,
         rest_transfer=rest_transfer,
     )
@@ -212,10 +228,3 @@ async def handle_media_stream(gateway: Gateway, websocket: WebSocket) -> None:
     finally:
         gateway.unregister(started.call_id)
         clear_call_context()
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    if websocket.application_state == WebSocketState.DISCONNECTED:
-        return
-    with contextlib.suppress(Exception):
-        await websocket.close(code=code, reason=reason)

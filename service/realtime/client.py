@@ -2,13 +2,19 @@
 
 ``connect_realtime(settings)`` opens the socket with the URL and headers from
 ``protocol.connection_params`` (realtime-api.md §2.1), the way the SDK does (no frame-size limit, no
-permessage-deflate, §1) and returns a ``WebSocketTransport`` that carries the JSON text frames.
+permessage-deflate, §1) and returns a ``RealtimeTransport`` that carries the JSON text frames.
 The API key only ever travels in the handshake headers: it is never logged and never part of an
 exception message (logged URLs have their query string removed as well).
 
-Memory: websockets buffers at most ``max_queue`` (16) received frames before it stops reading the
-socket (backpressure to the server), and ``send`` waits while more than 32 KiB (``write_limit``)
-are unsent, so the bridge's send path is bounded too.
+Two adapters, one contract (``RealtimeTransport``): ``LeanTransport`` over ``service.wsio`` (the
+``websockets`` sans-I/O protocol driven straight from the socket callbacks: the hot path, measured
+in load_tests/load_calls.py) for direct connections, and ``WebSocketTransport`` over the
+``websockets`` asyncio client when the environment configures an HTTP/SOCKS proxy for the Realtime
+host (``HTTPS_PROXY``/``ALL_PROXY``, ``NO_PROXY`` honoured), since only the library speaks proxies.
+
+Memory: at most 16 received messages wait (then reading pauses: backpressure to the server), and
+``send`` waits while the write buffer is above its high-water mark (64 KiB lean, 32 KiB library),
+so the bridge's send path is bounded too.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from urllib.parse import urlsplit
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
 
 from service.config import Settings
 from service.realtime.events import RealtimeClosed, RealtimeTransport
 from service.realtime.protocol import connection_params
+from service.wsio import ClientWebSocket, WebSocketClosed, connect_websocket
 
-__all__ = ["RealtimeConnectError", "WebSocketTransport", "connect_realtime", "redact_url"]
+__all__ = ["LeanTransport", "RealtimeConnectError", "WebSocketTransport", "connect_realtime", "redact_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +67,46 @@ class RealtimeConnectError(Exception):
         return self.status is None or self.status in RETRYABLE_STATUSES
 
 
+class LeanTransport(RealtimeTransport):
+    """A connected Realtime session over ``service.wsio`` (see ``WebSocketTransport`` for the contract)."""
+
+    def __init__(self, ws: ClientWebSocket) -> None:
+        self._ws = ws
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection has closed (1006 for an abrupt end), else None."""
+        return self._ws.close_code
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send(text)
+        except WebSocketClosed as closed:
+            raise RealtimeClosed(closed.code, closed.reason) from None
+
+    def can_send_now(self) -> bool:
+        return self._ws.can_send_now()
+
+    def send_now(self, text: str) -> None:
+        """``ImmediateSend``: the inbound audio hot path."""
+        try:
+            self._ws.send_nowait(text)
+        except WebSocketClosed as closed:
+            raise RealtimeClosed(closed.code, closed.reason) from None
+
+    async def recv(self) -> str:
+        try:
+            message = await self._ws.recv()
+        except WebSocketClosed as closed:
+            raise RealtimeClosed(closed.code, closed.reason) from None
+        return message.decode("utf-8", errors="replace")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+
 class WebSocketTransport(RealtimeTransport):
-    """A connected Realtime session over ``websockets``.
+    """A connected Realtime session over the ``websockets`` asyncio client (used through proxies).
 
     ``send`` is ordered (frames leave in call order) and waits for write-buffer space;
     ``recv`` returns the next text frame (binary frames, which the API never sends, are decoded as
@@ -109,7 +156,7 @@ class WebSocketTransport(RealtimeTransport):
             raise
 
 
-async def connect_realtime(settings: Settings) -> WebSocketTransport:
+async def connect_realtime(settings: Settings) -> RealtimeTransport:
     """Open the Realtime WebSocket for ``settings`` (provider ``openai`` or ``azure``).
 
     Bounded by ``settings.realtime_connect_timeout_s`` (TCP + TLS + HTTP upgrade). Raises
@@ -118,15 +165,25 @@ async def connect_realtime(settings: Settings) -> WebSocketTransport:
     """
     url, headers = connection_params(settings)
     where = redact_url(url)
+    timeout = settings.realtime_connect_timeout_s
+    transport: RealtimeTransport
     try:
-        ws = await connect(
-            url,
-            additional_headers=headers,
-            max_size=None,
-            compression=None,
-            open_timeout=settings.realtime_connect_timeout_s,
-            close_timeout=CLOSE_TIMEOUT_S,
-        )
+        proxy = get_proxy(parse_uri(url))
+        if proxy is None:
+            lean = await connect_websocket(
+                url, list(headers.items()), open_timeout=timeout, max_size=None, close_timeout=CLOSE_TIMEOUT_S
+            )
+            transport = LeanTransport(lean)
+        else:
+            ws = await connect(
+                url,
+                additional_headers=headers,
+                max_size=None,
+                compression=None,
+                open_timeout=timeout,
+                close_timeout=CLOSE_TIMEOUT_S,
+            )
+            transport = WebSocketTransport(ws)
     except InvalidStatus as error:
         status = error.response.status_code
         log.warning("realtime.connect_rejected", url=where, status=status)
@@ -134,12 +191,13 @@ async def connect_realtime(settings: Settings) -> WebSocketTransport:
     except InvalidURI:
         raise RealtimeConnectError(f"invalid realtime URL {where}") from None
     except TimeoutError:
-        log.warning("realtime.connect_timeout", url=where, timeout_s=settings.realtime_connect_timeout_s)
-        raise RealtimeConnectError(
-            f"realtime connect to {where} timed out after {settings.realtime_connect_timeout_s} s"
-        ) from None
+        log.warning("realtime.connect_timeout", url=where, timeout_s=timeout)
+        raise RealtimeConnectError(f"realtime connect to {where} timed out after {timeout} s") from None
     except (OSError, InvalidHandshake) as error:
         log.warning("realtime.connect_failed", url=where, error=type(error).__name__)
         raise RealtimeConnectError(f"realtime connect to {where} failed: {type(error).__name__}: {error}") from None
-    log.info("realtime.connected", url=where, provider=settings.provider, dialect=settings.realtime_dialect)
-    return WebSocketTransport(ws)
+    log.info(
+        "realtime.connected", url=where, provider=settings.provider, dialect=settings.realtime_dialect,
+        via_proxy=proxy is not None,
+    )
+    return transport

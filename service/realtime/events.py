@@ -8,7 +8,7 @@ only ever sees these types.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 # ---------------------------------------------------------------------------------------------------
 # Session configuration (realtime-api.md section 3)
@@ -234,6 +234,19 @@ class RealtimeClosed(Exception):
         super().__init__(f"realtime connection closed ({code}) {reason}".strip())
         self.code = code
         self.reason = reason
+
+
+@runtime_checkable
+class ImmediateSend(Protocol):
+    """A transport's synchronous send, for the inbound audio hot path (no await, no task switch).
+
+    ``can_send_now`` says whether ``send_now`` would go out without waiting (open, write buffer
+    below its high-water mark, no sender queued ahead); ``send_now`` writes one text frame at once
+    and raises ``RealtimeClosed`` once the connection is closing or closed."""
+
+    def can_send_now(self) -> bool: ...
+
+    def send_now(self, text: str) -> None: ...
 
 
 class RealtimeTransport(Protocol):

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from service.app import create_app
+from service.app import create_app, uvicorn_config
 from service.config import Settings, load_settings
 from tests.conftest import free_port
 
@@ -36,8 +36,7 @@ async def run_gateway(start_services: bool = False, **overrides: Any) -> AsyncIt
     base = f"http://127.0.0.1:{port}"
     settings = load_settings(**{"public_url": base, "twilio_auth_token": AUTH_TOKEN, "greeting": False, **overrides})
     app = create_app(settings, start_services=start_services)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
-                            ws_max_size=1 << 20)
+    config = uvicorn_config(app, "127.0.0.1", port)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
