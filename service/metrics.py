@@ -26,7 +26,9 @@ CALLS_STARTED = Counter("callbridge_calls_started_total", "Calls whose media str
 CALLS_ENDED = Counter(
     "callbridge_calls_ended_total", "Calls ended, by outcome.", ["outcome"]
 )  # completed | escalated | error
-FRAMES_IN = Counter("callbridge_frames_in_total", "Caller audio frames received from the provider.")
+FRAMES_IN = Counter(
+    "callbridge_frames_in_total", "Caller audio frames received from the provider (updated once a second per call)."
+)
 FRAMES_OUT = Counter("callbridge_frames_out_total", "Bot audio messages sent to the provider.")
 MALFORMED_FRAMES = Counter(
     "callbridge_malformed_frames_total", "Provider messages rejected as malformed.", ["provider"]
