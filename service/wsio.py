@@ -353,10 +353,14 @@ class SansIOWebSocket(asyncio.Protocol):
         An exception from ``on_message`` is logged and fails the connection with 1011."""
         self._on_message = on_message
         self._on_end = on_end
+        # Before the hand-over (the transport delivers nothing until the loop runs again): a consumer
+        # that pauses while it takes the inbox stays paused.
+        self.resume_reading()
         while self._inbox and self._on_message is not None:
             self._deliver(self._inbox.popleft())
         self._flush()
-        self.resume_reading()
+        if self._ws.state is not _OPEN:  # a consumer failure failed the connection: bound the close
+            self._after_close_step()
         self._wake_receiver()
 
     def pause_reading(self) -> None:
@@ -677,6 +681,8 @@ class ClientWebSocket(SansIOWebSocket):
         assert isinstance(self._ws, ClientProtocol)
         request = self._ws.connect()
         for name, value in self._headers:
+            if name in request.headers:  # Headers is a multi-dict: replace, do not add a second one
+                del request.headers[name]
             request.headers[name] = value
         self._ws.send_request(request)
         self._flush()
