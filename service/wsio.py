@@ -17,7 +17,8 @@ Guarantees of every ``SansIOWebSocket``:
   empty, ``recv`` raises ``WebSocketClosed(code, reason)`` (1006 when there was no close frame),
   also on every later call.
 * Inbox bounded: reading from the socket pauses while ``inbox_limit`` messages wait (resumes at a
-  quarter of it), so a stalled consumer pushes back on the peer through TCP. Memory: at most
+  quarter of it), so a stalled consumer pushes back on the peer through TCP. Messages of a read
+  already in memory are still delivered, so the hard bound is the limit plus one socket read. Memory: at most
   ``inbox_limit`` messages (64 x ~0.4 KB for provider media frames; 16 x up to ~200 KB for Realtime
   deltas) plus the transport's read buffer.
 * ``send`` is ordered (messages leave in call order, also across tasks) and waits only while the

@@ -15,7 +15,8 @@ Guarantees:
   time; while anything is queued or being handled, later frames queue behind it.
 * Bounded: at ``limit`` queued frames (default 64, ~1.3 s of audio; ~300 bytes each, ~20 KB per
   call) the socket stops reading, so the provider is pushed back through TCP; reading resumes at a
-  quarter of it.
+  quarter of it. Frames of a socket read already in memory when reading pauses are still queued,
+  so the hard bound is ``limit`` plus one socket read (uvloop reads at most 256 KiB).
 * A failure in the hot path is raised from ``run`` (the session logs it and ends the call cleanly).
 """
 
