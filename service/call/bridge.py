@@ -254,17 +254,25 @@ class CallBridge:
         sender = self._audio_now
         if sender is None or not sender.can_send_now():
             return False
-        self.stats.frames_in += 1
-        if self.stats.frames_in - self._frames_in_reported >= _FRAMES_IN_REPORT_EVERY:
-            self._report_frames_in()
+        self._count_frame_in()
         try:
             sender.send_now(self._rt.audio_append(self._inbound.process(payload)))
         except RealtimeClosed:
             self.realtime_lost()  # the Realtime reader replaces the session; this frame is lost
             return True
-        metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
-        self._observer.caller_audio(payload)
+        self._frame_forwarded(payload, received)
         return True
+
+    def _count_frame_in(self) -> None:
+        self.stats.frames_in += 1
+        if self.stats.frames_in - self._frames_in_reported >= _FRAMES_IN_REPORT_EVERY:
+            self._report_frames_in()
+
+    def _frame_forwarded(self, payload: bytes, received: float) -> None:
+        """After a caller frame went to the model: latency (live frames only) and side work."""
+        if received >= self._live_since:  # frames held while the session was set up are not "live"
+            metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
+        self._observer.caller_audio(payload)
 
     async def on_provider_message(self, message: str | bytes) -> None:
         """Handle one provider frame. Malformed frames are logged and skipped; a flood closes 1008."""
@@ -277,9 +285,7 @@ class CallBridge:
             await self._malformed(event)
             return
         if isinstance(event, MediaReceived):
-            self.stats.frames_in += 1
-            if self.stats.frames_in - self._frames_in_reported >= _FRAMES_IN_REPORT_EVERY:
-                self._report_frames_in()
+            self._count_frame_in()
             if self._audio_to_model is None:
                 self._prebuffer.append(event.payload)  # session not configured yet (bounded: 1 s)
                 return
@@ -288,9 +294,7 @@ class CallBridge:
             except RealtimeClosed:
                 self.realtime_lost()  # the Realtime reader replaces the session; this frame is lost
                 return
-            if received >= self._live_since:  # frames held while the session was set up are not "live"
-                metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
-            self._observer.caller_audio(event.payload)
+            self._frame_forwarded(event.payload, received)
         elif isinstance(event, MarkEchoed):
             if self._mark_echoed(event.name) and self._handoff is _Handoff.SPOKEN:
                 await self._transfer()  # the hand-off line has been heard: transfer now
