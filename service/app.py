@@ -195,7 +195,7 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: Any) -> uvicorn.Config:
-    """The uvicorn set-up every entry point uses (serve, demo, tests).
+    """The uvicorn set-up every entry point uses (serve, demo, tests), for the gateway app or any other.
 
     WebSocket upgrades go to ``service.wsio.ServerWebSocket`` for the app's ``websocket_routes``
     (the media streams: the hot path), not through ASGI; HTTP stays ASGI. Frames up to 1 MiB;
@@ -210,7 +210,9 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: Any) -> uvic
         "ws_max_size": 1 << 20,
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
-        "ws": uvicorn_websocket_protocol(app.state.websocket_routes),
     }
+    routes = getattr(app.state, "websocket_routes", None)
+    if routes is not None:  # the gateway; other apps (e.g. the demo's webhook receiver) keep uvicorn's
+        options["ws"] = uvicorn_websocket_protocol(routes)
     options.update(overrides)
     return uvicorn.Config(app, **options)
