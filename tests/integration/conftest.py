@@ -30,6 +30,15 @@ class RunningGateway:
         return self.app.state.gateway
 
 
+async def wait_started(server: uvicorn.Server, task: asyncio.Task[None], timeout_s: float = 10) -> None:
+    """Until uvicorn listens (re-raising its start-up error)."""
+    async with asyncio.timeout(timeout_s):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)  # uvicorn exposes no started event; bounded poll
+
+
 @contextlib.asynccontextmanager
 async def run_gateway(start_services: bool = False, **overrides: Any) -> AsyncIterator[RunningGateway]:
     port = free_port()
@@ -40,11 +49,7 @@ async def run_gateway(start_services: bool = False, **overrides: Any) -> AsyncIt
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)  # uvicorn exposes no started event; bounded poll
+        await wait_started(server, task, timeout_s=20)
         yield RunningGateway(base_url=base, app=app, settings=settings)
     finally:
         server.should_exit = True

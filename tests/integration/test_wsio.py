@@ -39,6 +39,7 @@ from service.wsio import (
     uvicorn_websocket_protocol,
 )
 from tests.conftest import free_port
+from tests.integration.conftest import wait_started
 
 TIMEOUT = 5.0
 
@@ -94,11 +95,7 @@ async def uvicorn_ws(routes: Mapping[str, Handler], **overrides: Any) -> AsyncIt
     task = asyncio.create_task(server.serve())
     running = UvicornWs(server, task, port)
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)  # uvicorn exposes no started event; bounded poll
+        await wait_started(server, task)
         yield running
     finally:
         if not task.done():

@@ -53,6 +53,18 @@ class RecordingObserver(NullObserver):
         return '{"status": "transferring"}'
 
 
+def started_twilio_dialect() -> TwilioDialect:
+    """A Twilio dialect that has seen the ``start`` of stream STREAM (call CALL)."""
+    dialect = TwilioDialect()
+    dialect.parse(json.dumps({
+        "event": "start", "sequenceNumber": "1", "streamSid": STREAM,
+        "start": {"streamSid": STREAM, "callSid": CALL, "accountSid": ACCOUNT, "tracks": ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                  "customParameters": {}},
+    }))
+    return dialect
+
+
 class Harness:
     def __init__(self, greeting: bool = False) -> None:
         self.clock = Clock()
@@ -60,13 +72,7 @@ class Harness:
         self.to_model: list[dict[str, Any]] = []
         self.closed: list[tuple[int, str]] = []
         self.observer = RecordingObserver()
-        self.twilio = TwilioDialect()
-        self.twilio.parse(json.dumps({
-            "event": "start", "sequenceNumber": "1", "streamSid": STREAM,
-            "start": {"streamSid": STREAM, "callSid": CALL, "accountSid": ACCOUNT, "tracks": ["inbound"],
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                      "customParameters": {}},
-        }))
+        self.twilio = started_twilio_dialect()
         self.seq = 1
         self.bridge = CallBridge(
             call_id=CALL, provider=self.twilio, realtime=GaDialect(),

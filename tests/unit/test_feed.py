@@ -23,11 +23,8 @@ from service.call.bridge import CallBridge, CallState
 from service.call.feed import ProviderFeed, PushSocket
 from service.realtime.events import SessionConfig
 from service.realtime.protocol import GaDialect
-from service.telephony.twilio import TwilioDialect
+from tests.unit.test_bridge import CALL, STREAM, started_twilio_dialect
 
-STREAM = "MZ" + "1" * 32
-CALL = "CA" + "2" * 32
-ACCOUNT = "AC" + "3" * 32
 TIMEOUT = 2.0
 
 
@@ -127,13 +124,7 @@ class Call:
     """A real CallBridge for one Twilio stream, its ProviderFeed, and the recorded far ends."""
 
     def __init__(self, limit: int = 64) -> None:
-        self.twilio = TwilioDialect()
-        self.twilio.parse(json.dumps({
-            "event": "start", "sequenceNumber": "1", "streamSid": STREAM,
-            "start": {"streamSid": STREAM, "callSid": CALL, "accountSid": ACCOUNT, "tracks": ["inbound"],
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                      "customParameters": {}},
-        }))
+        self.twilio = started_twilio_dialect()
         self.seq = 1
         self.model = ModelSide()
         self.to_twilio: list[dict[str, Any]] = []
