@@ -13,7 +13,9 @@ paths interleaved so machine noise hits all of them alike, next to two baselines
 * floor: the straightforward ``json.loads`` / ``base64.b64decode`` / ``base64.b64encode`` /
   ``json.dumps`` with no DSP, encoding a payload of the size the real path sends (960 B in, 800 B out);
   an "echo" variant (re-encoding the decoded payload, 160 B) is shown too;
-* audioop: stdlib ``ulaw2lin`` + ``ratecv`` inbound, ``ratecv`` + ``lin2ulaw`` outbound.
+* audioop: stdlib ``ulaw2lin`` + ``ratecv`` inbound, ``ratecv`` + ``lin2ulaw`` outbound;
+* numpy: the same path with the numpy reference resamplers instead of the compiled kernels
+  (``service/_hotpath.c``); their outputs are checked equal before timing.
 
 Writes ``load_tests/results/bench_audio.json``.
 """
@@ -48,6 +50,7 @@ from service.audio import (
     Upsampler,
     pcm16_to_ulaw,
 )
+from service.audio.resample import COMPILED, NumpyCallerToModel, NumpyModelToCaller
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -105,12 +108,17 @@ def outbound_messages(count: int, rng: np.random.Generator) -> list[str]:
 def make_paths() -> dict[str, Callable[[str], str]]:
     c2m = CallerToModel()
     m2c = ModelToCaller()
+    c2m_np = NumpyCallerToModel()
+    m2c_np = NumpyModelToCaller()
     a2b = binascii.a2b_base64
     b2a = binascii.b2a_base64
     loads = json.loads
 
-    def in_ours(text: str) -> str:
-        pcm = c2m.process(a2b(loads(text)["media"]["payload"]))
+    def in_ours(text: str) -> str:  # what the bridge does (compiled kernels when built)
+        return APPEND_PREFIX + c2m.process_b64(a2b(loads(text)["media"]["payload"])) + APPEND_SUFFIX
+
+    def in_numpy(text: str) -> str:  # the numpy reference implementation of the same path
+        pcm = c2m_np.process(a2b(loads(text)["media"]["payload"]))
         return APPEND_PREFIX + b2a(pcm, newline=False).decode("ascii") + APPEND_SUFFIX
 
     def in_ours_dumps(text: str) -> str:
@@ -131,6 +139,10 @@ def make_paths() -> dict[str, Callable[[str], str]]:
         mulaw = m2c.process(a2b(loads(text)["delta"]))
         return MEDIA_PREFIX + b2a(mulaw, newline=False).decode("ascii") + MEDIA_SUFFIX
 
+    def out_numpy(text: str) -> str:
+        mulaw = m2c_np.process(a2b(loads(text)["delta"]))
+        return MEDIA_PREFIX + b2a(mulaw, newline=False).decode("ascii") + MEDIA_SUFFIX
+
     def out_ours_dumps(text: str) -> str:
         mulaw = m2c.process(base64.b64decode(json.loads(text)["delta"]))
         return json.dumps({"event": "media", "streamSid": STREAM_SID,
@@ -144,8 +156,9 @@ def make_paths() -> dict[str, Callable[[str], str]]:
                            "media": {"payload": base64.b64encode(out800).decode()}})
 
     paths: dict[str, Callable[[str], str]] = {
-        "in_ours": in_ours, "in_ours_dumps": in_ours_dumps, "in_floor": in_floor, "in_floor_echo": in_floor_echo,
-        "out_ours": out_ours, "out_ours_dumps": out_ours_dumps, "out_floor": out_floor,
+        "in_ours": in_ours, "in_numpy": in_numpy, "in_ours_dumps": in_ours_dumps, "in_floor": in_floor,
+        "in_floor_echo": in_floor_echo,
+        "out_ours": out_ours, "out_numpy": out_numpy, "out_ours_dumps": out_ours_dumps, "out_floor": out_floor,
     }
     if audioop is not None:
         state_in: list[Any] = [None]
@@ -183,9 +196,13 @@ def check_outputs(paths: dict[str, Callable[[str], str]], inbound: list[str], ou
     """The fast paths produce what the straightforward ones do (fresh objects, same input)."""
     a, b = make_paths(), make_paths()
     for text in inbound[:50]:
-        assert json.loads(a["in_ours"](text)) == json.loads(b["in_ours_dumps"](text))
+        ours = a["in_ours"](text)
+        assert ours == a["in_numpy"](text)
+        assert json.loads(ours) == json.loads(b["in_ours_dumps"](text))
     for text in outbound[:50]:
-        assert json.loads(a["out_ours"](text)) == json.loads(b["out_ours_dumps"](text))
+        ours = a["out_ours"](text)
+        assert ours == a["out_numpy"](text)
+        assert json.loads(ours) == json.loads(b["out_ours_dumps"](text))
 
 
 # ----------------------------------------------------------------------------------------- quality
@@ -335,8 +352,8 @@ def main() -> None:
         return round(stats[a][key] / stats[b][key], 2)
 
     rows = []
-    for direction, names in (("in", ("ours", "ours_dumps", "floor", "floor_echo", "audioop")),
-                             ("out", ("ours", "ours_dumps", "floor", "audioop"))):
+    for direction, names in (("in", ("ours", "numpy", "ours_dumps", "floor", "floor_echo", "audioop")),
+                             ("out", ("ours", "numpy", "ours_dumps", "floor", "audioop"))):
         for short in names:
             name = f"{direction}_{short}"
             if name not in stats:
@@ -346,7 +363,7 @@ def main() -> None:
 
     print(f"audio path benchmark: {args.reps} reps x {args.frames} inbound frames (20 ms) / "
           f"{max(1, args.frames // 5)} outbound deltas (100 ms) per path; python {platform.python_version()}, "
-          f"numpy {np.__version__}, {os.cpu_count()} CPUs")
+          f"numpy {np.__version__}, {os.cpu_count()} CPUs; compiled kernels: {COMPILED}")
     print(f"{'path':<16}{'median us':>11}{'p99 us':>10}{'x floor':>9}{'x audioop':>11}")
     for name, med, p99, rf, ra in rows:
         print(f"{name:<16}{med:>11.2f}{p99:>10.2f}{rf if rf is not None else '-':>9}{ra if ra is not None else '-':>11}")
@@ -354,6 +371,8 @@ def main() -> None:
         "inbound_ours_over_floor": ratio("in_ours", "in_floor"),
         "inbound_ours_over_floor_echo": ratio("in_ours", "in_floor_echo"),
         "outbound_ours_over_audioop": ratio("out_ours", "out_audioop"),
+        "inbound_ours_over_numpy_reference": ratio("in_ours", "in_numpy"),
+        "outbound_ours_over_numpy_reference": ratio("out_ours", "out_numpy"),
     }
     targets["inbound_target_met(<=2.5)"] = targets["inbound_ours_over_floor"] is not None and targets[
         "inbound_ours_over_floor"] <= 2.5
@@ -369,7 +388,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "config": {"frames": args.frames, "reps": args.reps, "python": platform.python_version(),
+        "config": {"frames": args.frames, "reps": args.reps, "python": platform.python_version(), "compiled": COMPILED,
                    "numpy": np.__version__, "cpus": os.cpu_count(), "machine": platform.machine()},
         "timings": stats, "targets": targets, "quality": q,
     }, indent=2) + "\n")

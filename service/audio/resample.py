@@ -30,8 +30,10 @@ Not thread-safe: one object per call direction, used from one task.
 
 from __future__ import annotations
 
+import binascii
 import sys
-from typing import Final, NamedTuple
+from collections.abc import Callable
+from typing import Final, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +41,7 @@ import numpy.typing as npt
 from .g711 import ULAW_DECODE_F64, ULAW_ENCODE_TABLE, ULAW_SILENCE
 
 __all__ = [
+    "COMPILED",
     "DOWN_HELD_BACK_MAX",
     "FILTER_ATTEN_DB",
     "FILTER_CUTOFF_HZ",
@@ -48,7 +51,11 @@ __all__ = [
     "PROTOTYPE_QUANTIZED",
     "CallerToModel",
     "Downsampler",
+    "InboundAudio",
     "ModelToCaller",
+    "NumpyCallerToModel",
+    "NumpyModelToCaller",
+    "OutboundAudio",
     "Upsampler",
     "design_lowpass",
     "kaiser_beta",
@@ -328,8 +335,9 @@ class Downsampler(_BlockFilter):
         return self._process(samples)
 
 
-class CallerToModel:
-    """Inbound hot path: mu-law 8 kHz bytes -> PCM16 little-endian 24 kHz bytes (6x the length).
+class NumpyCallerToModel:
+    """Inbound hot path, numpy reference: mu-law 8 kHz bytes -> PCM16 little-endian 24 kHz bytes
+    (6x the length). ``CallerToModel`` is the compiled twin when it was built (same output).
 
     Ordered, nothing held back, exact regardless of chunking (see ``Upsampler``). The history is kept
     as the last 32 mu-law bytes, so decoding the history plus the frame is one table lookup and no
@@ -354,12 +362,22 @@ class CallerToModel:
         out = up._filter(plan)
         return out.tobytes() if _NATIVE_LE else out.astype("<i2").tobytes()
 
+    def process_b64(self, mulaw: bytes) -> str:
+        """``process`` as standard base64 (padded, no newline): what a Realtime append carries."""
+        return binascii.b2a_base64(self.process(mulaw), newline=False).decode("ascii")
+
+    @property
+    def held_back(self) -> int:
+        """Input samples received but not yet in any output (always 0)."""
+        return 0
+
     def reset(self) -> None:
         self._hist = ULAW_SILENCE * _UP_BLOCK
 
 
-class ModelToCaller:
-    """Outbound hot path: PCM16 little-endian 24 kHz bytes -> mu-law 8 kHz bytes.
+class NumpyModelToCaller:
+    """Outbound hot path, numpy reference: PCM16 little-endian 24 kHz bytes -> mu-law 8 kHz bytes.
+    ``ModelToCaller`` is the compiled twin when it was built (same output).
 
     Ordered; after B input bytes in total, exactly ``B // 6`` bytes out (an odd trailing byte and an
     incomplete 3-sample group are carried to the next call); exact regardless of chunking.
@@ -396,3 +414,52 @@ class ModelToCaller:
         """Barge-in: drop all carried state (history, incomplete group, odd byte)."""
         self._down.reset()
         self._odd = b""
+
+
+class InboundAudio(Protocol):
+    """Caller -> model audio path of one call (``CallerToModel``)."""
+
+    def process(self, mulaw: bytes) -> bytes: ...
+
+    def process_b64(self, mulaw: bytes) -> str: ...
+
+    @property
+    def held_back(self) -> int: ...
+
+    def reset(self) -> None: ...
+
+
+class OutboundAudio(Protocol):
+    """Model -> caller audio path of one call (``ModelToCaller``)."""
+
+    def process(self, pcm16_24k: bytes) -> bytes: ...
+
+    @property
+    def held_back(self) -> int: ...
+
+    def reset(self) -> None: ...
+
+
+# The compiled kernels (service/_hotpath.c) do the same arithmetic in one C call per chunk; they get
+# their coefficients and mu-law tables from here, so this module stays the single definition.
+try:
+    from service import _hotpath
+except ImportError:  # built without a C compiler: the numpy reference, same output, slower
+    _hotpath = None  # type: ignore[assignment]
+
+#: True when ``CallerToModel``/``ModelToCaller`` are the compiled kernels.
+COMPILED: Final = _hotpath is not None
+CallerToModel: Callable[[], InboundAudio]
+ModelToCaller: Callable[[], OutboundAudio]
+if _hotpath is not None:
+    _hotpath.install(
+        _quantize(FACTOR * PROTOTYPE).tobytes(),
+        PROTOTYPE_QUANTIZED.tobytes(),
+        np.ascontiguousarray(ULAW_DECODE_F64, dtype=np.float64).tobytes(),
+        np.ascontiguousarray(ULAW_ENCODE_TABLE, dtype=np.uint8).tobytes(),
+    )
+    CallerToModel = _hotpath.CallerToModel
+    ModelToCaller = _hotpath.ModelToCaller
+else:
+    CallerToModel = NumpyCallerToModel
+    ModelToCaller = NumpyModelToCaller

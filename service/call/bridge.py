@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 
 from service import metrics
-from service.audio.resample import CallerToModel, ModelToCaller
+from service.audio.resample import CallerToModel, InboundAudio, ModelToCaller, OutboundAudio
 from service.call.observer import CallObserver, EscalationRequest, NullObserver
 from service.call.playback import PlaybackLedger
 from service.realtime import events as rt
@@ -204,8 +204,8 @@ class CallBridge:
         self._rest_transfer = rest_transfer
         self._max_malformed = max_malformed_frames
         self._clock = clock
-        self._inbound = CallerToModel()
-        self._outbound = ModelToCaller()
+        self._inbound: InboundAudio = CallerToModel()
+        self._outbound: OutboundAudio = ModelToCaller()
         self._ledger = PlaybackLedger()
         self._prebuffer: deque[bytes] = deque(maxlen=_PREBUFFER_FRAMES)
         self._active_response: str | None = None
@@ -256,7 +256,7 @@ class CallBridge:
             return False
         self._count_frame_in()
         try:
-            sender.send_now(self._rt.audio_append(self._inbound.process(payload)))
+            sender.send_now(self._rt.audio_append_b64(self._inbound.process_b64(payload)))
         except RealtimeClosed:
             self.realtime_lost()  # the Realtime reader replaces the session; this frame is lost
             return True
@@ -290,7 +290,7 @@ class CallBridge:
                 self._prebuffer.append(event.payload)  # session not configured yet (bounded: 1 s)
                 return
             try:
-                await self._audio_to_model(self._rt.audio_append(self._inbound.process(event.payload)))
+                await self._audio_to_model(self._rt.audio_append_b64(self._inbound.process_b64(event.payload)))
             except RealtimeClosed:
                 self.realtime_lost()  # the Realtime reader replaces the session; this frame is lost
                 return
@@ -366,7 +366,7 @@ class CallBridge:
         """After ``session.update``: flush pre-buffered caller audio in order, then forward live."""
         assert self._to_model is not None
         while self._prebuffer:
-            await self._to_model(self._rt.audio_append(self._inbound.process(self._prebuffer.popleft())))
+            await self._to_model(self._rt.audio_append_b64(self._inbound.process_b64(self._prebuffer.popleft())))
         self._audio_to_model = self._to_model
         self._audio_now = self._immediate
         self._live_since = time.perf_counter()

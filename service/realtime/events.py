@@ -200,8 +200,8 @@ class RealtimeProtocolError(ValueError):
 class RealtimeDialect(Protocol):
     """One wire dialect (GA or beta). Pure: dicts/strings in and out, no I/O.
 
-    Builders return JSON text ready to send. ``audio_append`` is on the per-frame hot path and must
-    be cheap (no dict building + json.dumps per frame).
+    Builders return JSON text ready to send. ``audio_append``/``audio_append_b64`` are on the
+    per-frame hot path and must be cheap (no dict building + json.dumps per frame).
     """
 
     name: Literal["ga", "beta"]
@@ -209,6 +209,8 @@ class RealtimeDialect(Protocol):
     def session_update(self, config: SessionConfig) -> str: ...
 
     def audio_append(self, pcm16: bytes) -> str: ...
+
+    def audio_append_b64(self, pcm16_b64: str) -> str: ...
 
     def response_create(self, instructions: str | None = None) -> str: ...
 

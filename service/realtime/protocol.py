@@ -358,6 +358,11 @@ class _DialectBase:
         string concatenation only, no ``event_id`` (the server never acknowledges appends, spec §4)."""
         return _APPEND_HEAD + base64.b64encode(pcm16).decode("ascii") + _APPEND_TAIL
 
+    def audio_append_b64(self, pcm16_b64: str) -> str:
+        """``audio_append`` for audio already base64-encoded (standard alphabet, padded; the caller
+        guarantees it, e.g. ``CallerToModel.process_b64``): the bridge's per-frame path."""
+        return _APPEND_HEAD + pcm16_b64 + _APPEND_TAIL
+
     def response_create(self, instructions: str | None = None) -> str:
         """``response.create``, optionally with per-response ``instructions`` (spec §4.2)."""
         if instructions is None:
