@@ -271,7 +271,7 @@ class CallBridge:
     def _frame_forwarded(self, payload: bytes, received: float) -> None:
         """After a caller frame went to the model: latency (live frames only) and side work."""
         if received >= self._live_since:  # frames held while the session was set up are not "live"
-            metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
+            metrics.FRAME_FORWARD.observe(time.perf_counter() - received)
         self._observer.caller_audio(payload)
 
     async def on_provider_message(self, message: str | bytes) -> None:

@@ -170,7 +170,10 @@ class TwilioDialect:
         return 0 if seq is None else _as_int(seq, "sequenceNumber")
 
     def _media(self, msg: dict[str, Any]) -> MediaReceived:
-        seq = self._check_stream(msg, "media")
+        # Hot path (50 per second per call): the common well-formed message is checked inline; anything
+        # else goes through the general checks, which raise the precise error.
+        if self.stream_sid is None or self.stopped or msg.get("streamSid") != self.stream_sid:
+            self._check_stream(msg, "media")
         media = msg.get("media")
         if type(media) is not dict:
             raise ProtocolError("media must be an object" if media is not None else "media.media is missing")
@@ -186,11 +189,21 @@ class TwilioDialect:
         track = media.get("track")
         if track is not None and track != "inbound":
             raise ProtocolError(f"media.track must be 'inbound', got {_describe(track)}")
-        chunk = _as_int(media.get("chunk"), "media.chunk")
-        timestamp = _as_int(media.get("timestamp"), "media.timestamp")
-        if seq:
-            self.last_sequence_number = seq
-        return MediaReceived(payload=audio, timestamp_ms=timestamp, chunk=chunk)
+        seq, chunk, timestamp = msg.get("sequenceNumber"), media.get("chunk"), media.get("timestamp")
+        if (
+            type(seq) is str and type(chunk) is str and type(timestamp) is str
+            and 0 < len(seq) <= 18 and 0 < len(chunk) <= 18 and 0 < len(timestamp) <= 18
+            and (digits := seq + chunk + timestamp).isascii() and digits.isdigit()
+        ):
+            number = int(seq)
+            event = MediaReceived(audio, int(timestamp), int(chunk))
+        else:  # JSON numbers, a missing sequenceNumber, or something malformed: the general checks
+            number = 0 if seq is None else _as_int(seq, "sequenceNumber")
+            chunk_number = _as_int(chunk, "media.chunk")
+            event = MediaReceived(audio, _as_int(timestamp, "media.timestamp"), chunk_number)
+        if number:
+            self.last_sequence_number = number
+        return event
 
     def _mark(self, msg: dict[str, Any]) -> str:
         seq = self._check_stream(msg, "mark")

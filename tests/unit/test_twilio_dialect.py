@@ -454,3 +454,50 @@ def test_signature_validates_any_form_it_signed(form: dict[str, str], path_tail:
     sig = compute_twilio_signature(TOKEN, "https://gw.example.com" + path, form)
     assert sig == reference_signature(TOKEN, "https://gw.example.com" + path, {k: [v] for k, v in form.items()})
     assert validate_twilio_request(TOKEN, "https://gw.example.com", path, form, sig)
+
+
+_counter_values = (
+    st.from_regex(r"\A[0-9]{1,20}\Z", fullmatch=True)
+    | st.text(alphabet="0123456789\u0663\u00b2 -+x", max_size=20)
+    | st.integers(-3, 10**19)
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+
+
+def _expected_counter(value: Any) -> int | None:
+    """The counter rule written out independently: ASCII decimal strings of 1-18 digits, or
+    non-negative JSON integers (not booleans); None means the value must be refused."""
+    if isinstance(value, str):
+        ok = 1 <= len(value) <= 18 and all(c in "0123456789" for c in value)
+        return int(value) if ok else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(seq=_counter_values, chunk=_counter_values, timestamp=_counter_values)
+def test_media_counters_follow_one_rule_on_every_path(seq: Any, chunk: Any, timestamp: Any) -> None:
+    """The media hot path checks the usual all-string counters inline; every other shape goes through
+    the general checks. Both must accept and refuse exactly the same values, naming the field."""
+    dialect = started()
+    before = dialect.last_sequence_number
+    expected = {"sequenceNumber": None if seq is None else _expected_counter(seq),
+                "media.chunk": _expected_counter(chunk), "media.timestamp": _expected_counter(timestamp)}
+    message = media_msg(chunk=chunk, timestamp=timestamp)
+    if seq is None:
+        del message["sequenceNumber"]
+    else:
+        message["sequenceNumber"] = seq
+    bad = [name for name, value in expected.items() if value is None and not (name == "sequenceNumber" and seq is None)]
+    if bad:
+        with pytest.raises(ProtocolError, match=bad[0].replace(".", r"\.")):
+            dialect.parse(json.dumps(message))
+        assert dialect.last_sequence_number == before  # a failed parse changes nothing
+        return
+    event = dialect.parse(json.dumps(message))
+    assert isinstance(event, MediaReceived)
+    assert (event.payload, event.chunk, event.timestamp_ms) == (AUDIO, expected["media.chunk"], expected["media.timestamp"])
+    assert dialect.last_sequence_number == (expected["sequenceNumber"] or before)
