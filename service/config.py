@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("cb", description="Key prefix for everything callbridge stores in Redis.")
     call_ttl_s: int = Field(86400, gt=0, description="How long an ended call's state is kept (seconds).")
     state_queue_max: int = Field(2000, ge=10, description="Bound of each call's write-behind queue (ops).")
+    state_write_delay_ms: int = Field(
+        50, ge=0, le=1000,
+        description="Coalescing window of the Redis writer: state changes of all calls within it share one write.",
+    )
     heartbeat_interval_s: float = Field(5.0, gt=0, description="Replica heartbeat period.")
     heartbeat_ttl_s: float = Field(15.0, gt=0, description="A replica is dead once its heartbeat is this old.")
 

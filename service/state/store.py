@@ -10,6 +10,10 @@ Guarantees:
   dropped, counted in ``callbridge_state_writes_dropped_total`` and logged (``state.write_dropped``,
   once per episode). Memory per call: <= queue_max x (~150 B + text, capped at 2,000 chars), i.e.
   ~0.5 MB for 2,000 typical turns, ~4 MB worst case.
+- Writes reach Redis within ``write_delay_s`` (``CALLBRIDGE_STATE_WRITE_DELAY_MS``) of being made
+  while Redis is healthy: the writer waits that long after the first write of a quiet period, so
+  the state changes of all calls in the window share one MULTI/EXEC (at 50 calls, ~100 round trips
+  a second become <= 20). ``flush`` waits for them like any other queued write.
 - While Redis is down, calls go on; the writer retries with capped exponential backoff and writes
   everything still queued when Redis returns. Each batch is one MULTI/EXEC; turns carry a per-call
   ``seq`` so a batch replayed after an ambiguous failure is de-duplicated by ``load_call``.
@@ -335,12 +339,15 @@ class StateStore:
         transcript_max: int = 500,
         sentiment_max: int = 500,
         batch_max: int = 512,
+        write_delay_s: float = 0.0,
         retry_max_s: float = 2.0,
         socket_timeout_s: float = 2.0,
         redis: Redis | None = None,
     ) -> None:
         if queue_max < 1 or transcript_max < 1 or sentiment_max < 1 or batch_max < 1:
             raise ValueError("queue_max, transcript_max, sentiment_max and batch_max must be >= 1")
+        if not 0.0 <= write_delay_s <= 1.0:
+            raise ValueError("write_delay_s must be within 0..1 s")
         self.keys = Keys(prefix)
         self.ttl_s = int(ttl_s)
         self.queue_max = queue_max
@@ -350,6 +357,7 @@ class StateStore:
         self.transcript_max = transcript_max
         self.sentiment_max = sentiment_max
         self.batch_max = batch_max
+        self.write_delay_s = write_delay_s
         self.retry_max_s = retry_max_s
         self.redis: Redis = redis or connect_redis(
             redis_url, socket_timeout_s=socket_timeout_s, client_name=f"callbridge:{replica_id}"
@@ -361,6 +369,7 @@ class StateStore:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closing = asyncio.Event()
+        self._write_now = asyncio.Event()  # set by close(): skip the coalescing window
         self._writer_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._healthy = False
@@ -372,6 +381,7 @@ class StateStore:
         params: dict[str, Any] = {
             "heartbeat_interval_s": settings.heartbeat_interval_s,
             "heartbeat_ttl_s": settings.heartbeat_ttl_s,
+            "write_delay_s": settings.state_write_delay_ms / 1000.0,
             **overrides,
         }
         return cls(
@@ -391,6 +401,7 @@ class StateStore:
     async def close(self, flush_timeout: float = 5.0) -> None:
         """Flush for up to ``flush_timeout`` s, stop the heartbeat (deleting it) and the writer, close Redis."""
         if self._writer_task is not None:
+            self._write_now.set()  # no coalescing window from here on
             await self.flush(flush_timeout)
         if self._heartbeat_task is not None:
             await cancel_and_wait(self._heartbeat_task)
@@ -486,6 +497,11 @@ class StateStore:
         backoff = 0.05
         while True:
             await self._wake.wait()
+            if self.write_delay_s and not self._write_now.is_set():
+                # Coalesce: the writes of every call made within the window go in one MULTI/EXEC
+                # (one round trip instead of one per state change); close() cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._write_now.wait(), self.write_delay_s)
             self._wake.clear()
             while self._dirty:
                 check_cancelled()

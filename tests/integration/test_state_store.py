@@ -204,3 +204,39 @@ async def test_sentinel_url_reaches_the_primary(redis_server: RedisServer, tmp_p
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+async def _exec_count(store: StateStore) -> int:
+    stats = await store.redis.info("commandstats")
+    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+
+async def test_write_delay_coalesces_many_calls_into_one_transaction(redis_server: RedisServer) -> None:
+    """With a coalescing window, state changes of many calls made within it cost one MULTI/EXEC; with
+    none, each wake-up writes at once. Closing cuts a pending window short and still writes."""
+    store = StateStore(redis_server.url, prefix="wd", queue_max=50, replica_id="r-w", write_delay_s=1.0)
+    await store.start()
+    try:
+        assert await store.flush(5)
+        before = await _exec_count(store)
+        writers = [store.call(f"CA-w{i}") for i in range(20)]
+        for writer in writers:
+            writer.started({"provider": "twilio"})
+            writer.set_state("bot_speaking")
+        await asyncio.sleep(0)  # let the writer wake (it must now be waiting out the window)
+        for writer in writers:
+            writer.set_state("listening")
+        assert await store.flush(5)
+        assert await _exec_count(store) - before == 1
+        snapshots = [await store.load_call(f"CA-w{i}") for i in range(20)]
+        assert all(snap is not None and snap.state == "listening" for snap in snapshots)
+
+        writers[0].set_state("interrupted")
+        await asyncio.sleep(0)  # the writer is waiting out a 1 s window now
+    finally:
+        await store.close(flush_timeout=0.5)  # only if close cuts the window short is this written
+    check = connect_redis(redis_server.url)
+    try:
+        assert await check.hget("wd:call:CA-w0", "state") == b"interrupted"
+    finally:
+        await check.aclose()
