@@ -1,4 +1,5 @@
-"""The built wheel carries everything the gateway loads at run time (persona, dialogue script)."""
+"""The built wheel carries everything the gateway loads at run time (persona, dialogue script,
+the compiled audio kernels)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,5 @@ def test_wheel_contains_package_data(tmp_path: Path) -> None:
                    "service/simcaller/twilio_caller.py"):
         assert needed in names, needed
     assert not any(name.startswith("tests/") for name in names)
+    # the compiled audio kernels are built into the wheel (a C compiler is part of the set-up)
+    assert any(name.startswith("service/_hotpath.") and name.endswith(".so") for name in names), sorted(names)[:5]
