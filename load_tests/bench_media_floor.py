@@ -78,8 +78,8 @@ async def _relay(port: int, sink_port: int, mode: str) -> None:
             received = time.perf_counter()
             event = twilio.parse(message)
             if isinstance(event, MediaReceived):
-                upstream.send_nowait(dialect.audio_append(inbound.process(event.payload)))
-                metrics.FRAME_FORWARD_SECONDS.observe(time.perf_counter() - received)
+                upstream.send_nowait(dialect.audio_append_b64(inbound.process_b64(event.payload)))
+                metrics.FRAME_FORWARD.observe(time.perf_counter() - received)
 
         socket.set_message_handler(floor if mode == "floor" else hot, ended.set)
         await ended.wait()

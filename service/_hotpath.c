@@ -153,14 +153,6 @@ up_dealloc(UpObject *self)
  * keep their accumulators in registers across all 29 taps; the tail is done one output at a time. */
 #if defined(__GNUC__)
 typedef double v4d __attribute__((vector_size(32)));
-
-static inline v4d
-load4(const double *p)
-{
-    v4d v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 #endif
 
 VECTOR_CLONES static void
@@ -173,8 +165,11 @@ up_branch(double *restrict acc, const double *restrict w, const double *restrict
         const double *x = w + UP_HIST + t0;
         for (int lag = 0; lag < UP_BRANCH; lag++) {
             const v4d ck = {c[lag], c[lag], c[lag], c[lag]};
-            a0 += ck * load4(x - lag);
-            a1 += ck * load4(x - lag + 4);
+            v4d x0, x1;
+            memcpy(&x0, x - lag, sizeof x0); /* unaligned loads */
+            memcpy(&x1, x - lag + 4, sizeof x1);
+            a0 += ck * x0;
+            a1 += ck * x1;
         }
         memcpy(acc + t0, &a0, sizeof a0);
         memcpy(acc + t0 + 4, &a1, sizeof a1);
