@@ -490,7 +490,7 @@ static PyTypeObject DownType = {
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Twilio Media Streams: the one message that arrives 50 times a second per call (telephony-       */
-/* streams.md 1.3), recognised without building a dict. Conservative by design: it accepts only the */
+/* streams.md 1.2), recognised without building a dict. Conservative by design: it accepts only the */
 /* exact shape Twilio sends -- {"event":"media","sequenceNumber":"N","media":{"track":"inbound",    */
 /* "chunk":"N","timestamp":"N","payload":"<base64>"},"streamSid":"MZ..."} in any key order, with any */
 /* JSON whitespace -- and returns None for everything else (other keys, escapes, non-ASCII, numbers, */
