@@ -39,9 +39,9 @@ static double ulaw_decode[256];
 static uint8_t ulaw_encode[65536]; /* indexed by the int16 bit pattern */
 static int installed = 0;
 
-/* The two filter loops get an AVX2 clone picked at load time on x86-64 (gcc/clang ifunc); the
+/* The two filter loops get an AVX2 clone picked at load time on x86-64 glibc (gcc/clang ifunc); the
  * results are identical, since every sum is exact (see above). */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && defined(__GLIBC__)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define VECTOR_CLONES
