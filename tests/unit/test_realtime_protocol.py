@@ -202,6 +202,9 @@ def test_audio_append_is_exact_json_and_round_trips(size: int) -> None:
     assert event == {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
     assert base64.b64decode(event["audio"]) == pcm
     assert BetaDialect().audio_append(pcm) == text
+    # the bridge's path: base64 made by the compiled kernel, same text
+    encoded = base64.b64encode(pcm).decode()
+    assert GaDialect().audio_append_b64(encoded) == text == BetaDialect().audio_append_b64(encoded)
 
 
 def test_audio_append_hot_path_cost() -> None:
