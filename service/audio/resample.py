@@ -21,6 +21,11 @@ matrix ``[A0 | A1]`` followed by one ``add`` of the two halves gives every outpu
 Views for each block count are cached (a few sizes occur in practice; the cache is cleared if it grows
 past 16 entries).
 
+Two implementations of the per-call paths: ``NumpyCallerToModel``/``NumpyModelToCaller`` here (the
+reference) and their compiled twins in ``service/_hotpath.c`` (the same coefficients and tables,
+installed from this module; bit-identical output, ~5x faster per 20 ms frame). ``CallerToModel`` and
+``ModelToCaller`` name the compiled ones when the extension was built, else the reference.
+
 Memory per object: buffers grow to the largest chunk seen; for 20 ms caller frames the up-sampler holds
 ~7 KiB, for 100 ms model deltas the down-sampler ~45 KiB (float64 work buffers), plus the shared
 coefficient matrices (~100 KiB, module level).
