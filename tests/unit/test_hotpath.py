@@ -31,6 +31,7 @@ from service.audio.resample import (
 from service.telephony import twilio as twilio_module
 from service.telephony.base import MediaReceived, ProtocolError
 from service.telephony.twilio import TwilioDialect
+from tests.unit.test_bridge import STREAM, started_twilio_dialect
 
 try:
     from service import _hotpath as hotpath
@@ -163,7 +164,7 @@ def test_arguments_and_buffers() -> None:
 
 # --- Twilio media recogniser vs the Python dialect ------------------------------------------------
 
-SID = "MZ" + "0123456789abcdef" * 2
+SID = STREAM  # the stream of the shared started-dialect helper
 
 
 def _media_pairs(payload: str, seq: str = "7", chunk: str = "6", timestamp: str = "100") -> dict[str, list[tuple[str, str]]]:
@@ -179,24 +180,9 @@ def _render(pairs: list[tuple[str, str]], space: str) -> str:
     return "{" + ",".join(f"{space}{json.dumps(k)}{space}:{space}{v}{space}" for k, v in pairs) + "}"
 
 
-def _reference_dialect() -> TwilioDialect:
-    return _started_dialect(SID)
-
-
-def _started_dialect(stream_sid: str) -> TwilioDialect:
-    dialect = TwilioDialect()
-    dialect.parse(json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-        "start": {"streamSid": stream_sid, "callSid": "CA1", "accountSid": "AC1", "tracks": ["inbound"],
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                  "customParameters": {}},
-    }))
-    return dialect
-
-
 def _python_parse(message: bytes) -> tuple[MediaReceived | ProtocolError, int]:
     """The general Python dialect path (the recogniser switched off) and its sequence number after."""
-    dialect = _reference_dialect()
+    dialect = started_twilio_dialect()
     original = twilio_module._parse_media_fast
     twilio_module._parse_media_fast = None
     try:
@@ -309,7 +295,7 @@ def test_media_recogniser_agrees_with_the_python_dialect(mutation: str, audio: b
 def test_dialect_uses_the_recogniser_only_for_its_started_stream() -> None:
     message = _render([(k, _render(_media_pairs("AAAA")["media"], "") if k == "media" else v)
                        for k, v in _media_pairs("AAAA")["top"]], "").encode()
-    dialect = _reference_dialect()
+    dialect = started_twilio_dialect()
     event = dialect.parse(message)
     assert event == MediaReceived(b"\x00\x00\x00", 100, 6) and dialect.last_sequence_number == 7
     with pytest.raises(ProtocolError, match="before 'start'"):
