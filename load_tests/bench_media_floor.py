@@ -54,8 +54,8 @@ async def _relay(port: int, sink_port: int, mode: str) -> None:
     from service import metrics
     from service.audio.resample import CallerToModel
     from service.realtime.protocol import GaDialect
-    from service.telephony.base import MediaReceived
-    from service.telephony.twilio import TwilioDialect
+    from service.providers.base import MediaReceived
+    from service.providers.twilio.dialect import TwilioDialect
     from service.wsio import ServerWebSocket, connect_websocket
 
     dialect = GaDialect()

@@ -2,7 +2,7 @@
 
 The ``Gateway`` object owns everything that lives as long as the process (settings, the Redis state
 store, the escalation outbox and its delivery worker, the registry of active calls, the draining
-flag). Routes are thin: they validate, then hand over to ``service.call`` or ``service.telephony``.
+flag). Routes are thin: they validate, then hand over to ``service.call`` or ``service.providers``.
 """
 
 from __future__ import annotations
@@ -160,18 +160,18 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:
-        from service.call.twilio_routes import handle_voice_webhook
+        from service.providers.twilio.routes import handle_voice_webhook
 
         return await handle_voice_webhook(gateway, request)
 
     @app.post("/twilio/after-stream")
     async def twilio_after_stream(request: Request) -> Response:
-        from service.call.twilio_routes import handle_after_stream
+        from service.providers.twilio.routes import handle_after_stream
 
         return await handle_after_stream(gateway, request)
 
     async def twilio_media_stream(socket: MessageSocket) -> None:
-        from service.call.twilio_routes import handle_media_stream
+        from service.providers.twilio.routes import handle_media_stream
 
         await handle_media_stream(gateway, socket)
 
@@ -181,7 +181,7 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
 
     @app.websocket("/twilio/media")
     async def twilio_media(websocket: WebSocket) -> None:
-        from service.call.twilio_routes import AsgiMessageSocket
+        from service.providers.twilio.routes import AsgiMessageSocket
 
         await websocket.accept()
         await twilio_media_stream(AsgiMessageSocket(websocket))

@@ -47,7 +47,7 @@ from service.realtime.events import (
     RealtimeProtocolError,
     SessionConfig,
 )
-from service.telephony.base import (
+from service.providers.base import (
     DtmfReceived,
     MarkEchoed,
     MediaReceived,

@@ -5,7 +5,7 @@ Tasks per call (all cancelled when the call ends, whichever side ends it):
 - the provider reader: media-stream frames -> the bridge, in order. On a push socket
   (``service.wsio.ServerWebSocket``, what ``callbridge serve`` uses) caller audio is forwarded
   straight from the socket callback and only the rest goes through the task
-  (``service.call.feed.ProviderFeed``); on any other socket, every frame goes through the task;
+  (``service.call.pump.ProviderFeed``); on any other socket, every frame goes through the task;
 - the Realtime reader: session events -> ``CallBridge.on_realtime_message`` (in order).
 Sends happen inline from those; nothing else runs on the frame path.
 """
@@ -25,7 +25,7 @@ import structlog
 
 from service import metrics
 from service.call.bridge import ESCALATION_TOOL_NAME, CallBridge
-from service.call.feed import ProviderFeed, PushSocket
+from service.call.pump import ProviderFeed, PushSocket
 from service.call.observer import CallObserver
 from service.config import Settings
 from service.realtime.events import (
@@ -37,7 +37,7 @@ from service.realtime.events import (
 )
 from service.realtime.protocol import dialect_for
 from service.state.store import cancel_and_wait
-from service.telephony.base import TelephonyDialect
+from service.providers.base import TelephonyDialect
 from service.wsio import MessageSocket, WebSocketClosed
 
 log = structlog.get_logger(__name__)

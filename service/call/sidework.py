@@ -27,7 +27,7 @@ from service.call.observer import EscalationRequest
 from service.escalation.policy import Decision, EscalationPolicy, PolicyConfig, mood_for_score
 from service.escalation.record import build_record
 from service.escalation.sentiment import VoiceTurnFeatures
-from service.telephony.base import StreamStarted
+from service.providers.base import StreamStarted
 
 if TYPE_CHECKING:
     from service.app import Gateway

@@ -63,7 +63,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from service.audio.g711 import pcm16_to_ulaw, ulaw_to_pcm16
-from service.telephony.twilio import VOICE_PATH, compute_twilio_signature
+from service.providers.twilio.dialect import VOICE_PATH, compute_twilio_signature
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
-from service.telephony.tokens import mint_stream_token
+from service.providers.tokens import mint_stream_token
 from tests.integration.conftest import AUTH_TOKEN, run_gateway
 
 CALL_SID = "CA" + "a" * 32

@@ -17,7 +17,7 @@ from service.call.bridge import TRANSITIONS, CallBridge, CallState
 from service.call.observer import EscalationRequest, NullObserver
 from service.realtime.events import SessionConfig
 from service.realtime.protocol import GaDialect
-from service.telephony.twilio import TwilioDialect
+from service.providers.twilio.dialect import TwilioDialect
 
 STREAM = "MZ" + "1" * 32
 CALL = "CA" + "2" * 32

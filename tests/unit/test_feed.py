@@ -20,7 +20,7 @@ import pytest
 
 from service.audio.resample import CallerToModel
 from service.call.bridge import CallBridge, CallState
-from service.call.feed import ProviderFeed, PushSocket
+from service.call.pump import ProviderFeed, PushSocket
 from service.realtime.events import SessionConfig
 from service.realtime.protocol import GaDialect
 from tests.unit.test_bridge import CALL, STREAM, started_twilio_dialect

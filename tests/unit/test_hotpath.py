@@ -28,9 +28,9 @@ from service.audio.resample import (
     NumpyCallerToModel,
     NumpyModelToCaller,
 )
-from service.telephony import twilio as twilio_module
-from service.telephony.base import MediaReceived, ProtocolError
-from service.telephony.twilio import TwilioDialect
+from service.providers.twilio import dialect as twilio_module
+from service.providers.base import MediaReceived, ProtocolError
+from service.providers.twilio.dialect import TwilioDialect
 from tests.unit.test_bridge import STREAM, started_twilio_dialect
 
 try:

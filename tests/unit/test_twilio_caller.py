@@ -27,9 +27,9 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from service.telephony.base import DtmfReceived, MediaReceived, ProtocolError, StreamStarted, StreamStopped
-from service.telephony.tokens import StreamTokenError, mint_stream_token, verify_stream_token
-from service.telephony.twilio import (
+from service.providers.base import DtmfReceived, MediaReceived, ProtocolError, StreamStarted, StreamStopped
+from service.providers.tokens import StreamTokenError, mint_stream_token, verify_stream_token
+from service.providers.twilio.dialect import (
     STREAM_TOKEN_PARAMETER,
     TwilioDialect,
     after_stream_twiml,

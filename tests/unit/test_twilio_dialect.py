@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import FormData
 
-from service.telephony.base import (
+from service.providers.base import (
     DtmfReceived,
     MarkEchoed,
     MediaReceived,
@@ -25,7 +25,7 @@ from service.telephony.base import (
     StreamStopped,
     TelephonyDialect,
 )
-from service.telephony.twilio import (
+from service.providers.twilio.dialect import (
     STREAM_TOKEN_PARAMETER,
     TwilioDialect,
     after_stream_twiml,

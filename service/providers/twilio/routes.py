@@ -24,9 +24,9 @@ from service import metrics
 from service.call.session import CallSession
 from service.call.sidework import build_observer
 from service.logging import bind_call_context, clear_call_context
-from service.telephony.base import ProtocolError, StreamConnected, StreamStarted
-from service.telephony.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
-from service.telephony.twilio import (
+from service.providers.base import ProtocolError, StreamConnected, StreamStarted
+from service.providers.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
+from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
     STREAM_TOKEN_PARAMETER,
     VOICE_PATH,
@@ -36,7 +36,7 @@ from service.telephony.twilio import (
     redirect_twiml,
     validate_twilio_request,
 )
-from service.telephony.twilio_rest import update_call_twiml
+from service.providers.twilio.rest import update_call_twiml
 from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:

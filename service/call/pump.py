@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from service.telephony.base import MarkEchoed, MediaReceived, ProtocolError, TelephonyEvent
+from service.providers.base import MarkEchoed, MediaReceived, ProtocolError, TelephonyEvent
 
 if TYPE_CHECKING:
     from service.call.bridge import CallBridge

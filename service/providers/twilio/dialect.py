@@ -2,7 +2,7 @@
 
 Pure code, no I/O (reference: shared/reference/telephony-streams.md section 1):
 
-- ``TwilioDialect``: one stream's JSON text frames <-> the typed events of ``telephony.base`` (1.2, 1.3).
+- ``TwilioDialect``: one stream's JSON text frames <-> the typed events of ``providers.base`` (1.2, 1.3).
   ``parse`` raises only ``ProtocolError``; the ``media`` path (every 20 ms per call) is one
   ``orjson.loads``, direct dict access and one ``binascii.a2b_base64``.
 - TwiML builders (1.1, 1.6, 1.7) on the ``twilio`` package's ``VoiceResponse``.
@@ -28,7 +28,7 @@ try:  # the compiled recogniser of the common media message (service/_hotpath.c)
 except ImportError:
     _parse_media_fast = None  # type: ignore[assignment]
 
-from service.telephony.base import (
+from service.providers.base import (
     DtmfReceived,
     MarkEchoed,
     MediaReceived,
