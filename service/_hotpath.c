@@ -1,19 +1,21 @@
 /*
- * service._hotpath: the per-frame audio kernels of the call bridge, compiled.
+ * service._hotpath: the per-frame audio kernels of the mu-law call path, compiled.
  *
- * Why: under load the gateway spends most of its CPU in per-frame Python and numpy call overhead
- * (a 20 ms caller frame goes through ~6 numpy calls and two base64 passes). These two types do the
- * same arithmetic as the numpy reference in service/audio/resample.py in one C call per frame:
+ * Why: numpy's per-call overhead dominates on a 20 ms frame (160 samples); these two types do the
+ * arithmetic of the numpy reference in service/audio/resample.py in one C call per frame, which the
+ * benchmark (load_tests/bench_audio.py; docs/audio.md, "Why the kernels are compiled") shows pays:
  *
- *   CallerToModel.process_b64(mulaw) -> str     mu-law 8 kHz -> PCM16 LE 24 kHz, base64 (no newline)
- *   CallerToModel.process(mulaw) -> bytes       the same PCM16, raw
+ *   CallerToModel.process(mulaw) -> bytes       mu-law 8 kHz -> PCM16 LE 24 kHz
  *   ModelToCaller.process(pcm16_24k) -> bytes   PCM16 LE 24 kHz -> mu-law 8 kHz
+ *
+ * Only trusted, fixed-size arithmetic lives here: no parsing, no base64 (JSON is orjson's job and
+ * base64 is binascii's, in Python).
  *
  * Bit-exact with the numpy reference (the tests compare them on random streams and chunkings): the
  * filter coefficients, the mu-law tables and the rounding come from Python (``install``), the
  * coefficients lie on a 2**-20 grid and the inputs are integers, so every product and partial sum is
- * exact in double precision (audio.md 3.3; resample.py's module docstring) and the summation order
- * does not matter. Rounding is clip to [-32768, 32767], then round half to even, as numpy's rint.
+ * exact in double precision (docs/audio.md, "Exact arithmetic") and the summation order does not
+ * matter. Rounding is clip to [-32768, 32767], then round half to even, as numpy's rint.
  *
  * Guarantees: ordered; nothing held back by the up-sampler; the down-sampler carries an incomplete
  * 3-sample group (at most 2 samples) and an odd trailing byte to the next call; chunked output equals
@@ -46,8 +48,6 @@ static int installed = 0;
 #else
 #define VECTOR_CLONES
 #endif
-
-static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* ---------------------------------------------------------------------------------------------- */
 
@@ -83,33 +83,6 @@ to_int16(double v)
         v = -32768.0;
     }
     return (int16_t)((v + magic) - magic); /* not folded: IEEE semantics forbid it without fast-math */
-}
-
-static void
-b64_encode(const uint8_t *in, Py_ssize_t n, Py_UCS1 *out)
-{
-    Py_ssize_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-        *out++ = (Py_UCS1)b64_alphabet[v >> 18];
-        *out++ = (Py_UCS1)b64_alphabet[(v >> 12) & 63];
-        *out++ = (Py_UCS1)b64_alphabet[(v >> 6) & 63];
-        *out++ = (Py_UCS1)b64_alphabet[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        *out++ = (Py_UCS1)b64_alphabet[v >> 18];
-        *out++ = (Py_UCS1)b64_alphabet[(v >> 12) & 63];
-        *out++ = '=';
-        *out++ = '=';
-    }
-    else if (n - i == 2) {
-        uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8);
-        *out++ = (Py_UCS1)b64_alphabet[v >> 18];
-        *out++ = (Py_UCS1)b64_alphabet[(v >> 12) & 63];
-        *out++ = (Py_UCS1)b64_alphabet[(v >> 6) & 63];
-        *out++ = '=';
-    }
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -250,38 +223,6 @@ up_process(UpObject *self, PyObject *arg)
 }
 
 static PyObject *
-up_process_b64(UpObject *self, PyObject *arg)
-{
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
-        return NULL;
-    }
-    Py_ssize_t n = view.len;
-    Py_ssize_t nbytes = 2 * FACTOR * n;
-    PyObject *result = PyUnicode_New(4 * ((nbytes + 2) / 3), 127);
-    if (result != NULL && n > 0) {
-        int16_t small[FACTOR * 320]; /* up to 40 ms frames without a heap allocation */
-        int16_t *out = n <= 320 ? small : PyMem_Malloc((size_t)nbytes);
-        if (out == NULL) {
-            PyErr_NoMemory();
-            Py_CLEAR(result);
-        }
-        else if (up_run(self, (const uint8_t *)view.buf, n, out) < 0) {
-            Py_CLEAR(result);
-        }
-        else {
-            store_le(out, FACTOR * n);
-            b64_encode((const uint8_t *)out, nbytes, PyUnicode_1BYTE_DATA(result));
-        }
-        if (out != small) {
-            PyMem_Free(out);
-        }
-    }
-    PyBuffer_Release(&view);
-    return result;
-}
-
-static PyObject *
 up_reset(UpObject *self, PyObject *Py_UNUSED(ignored))
 {
     memset(self->work, 0, UP_HIST * sizeof(double));
@@ -297,8 +238,6 @@ up_held_back(UpObject *self, void *Py_UNUSED(closure))
 static PyMethodDef up_methods[] = {
     {"process", (PyCFunction)up_process, METH_O,
      "process(mulaw) -> bytes: PCM16 little-endian 24 kHz, 6x the input length."},
-    {"process_b64", (PyCFunction)up_process_b64, METH_O,
-     "process_b64(mulaw) -> str: the same PCM16 as standard base64 (padded, no newline)."},
     {"reset", (PyCFunction)up_reset, METH_NOARGS, "Forget the history (back to silence)."},
     {NULL, NULL, 0, NULL},
 };
@@ -313,7 +252,7 @@ static PyTypeObject UpType = {
     .tp_name = "service._hotpath.CallerToModel",
     .tp_doc = "Inbound hot path: mu-law 8 kHz -> PCM16 LE 24 kHz (compiled; see resample.NumpyCallerToModel).",
     .tp_basicsize = sizeof(UpObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, /* resample.py adds process_b64 in Python */
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)up_init,
     .tp_dealloc = (destructor)up_dealloc,
@@ -489,258 +428,6 @@ static PyTypeObject DownType = {
 
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Twilio Media Streams: the one message that arrives 50 times a second per call (telephony-       */
-/* streams.md 1.2), recognised without building a dict. Conservative by design: it accepts only the */
-/* exact shape Twilio sends -- {"event":"media","sequenceNumber":"N","media":{"track":"inbound",    */
-/* "chunk":"N","timestamp":"N","payload":"<base64>"},"streamSid":"MZ..."} in any key order, with any */
-/* JSON whitespace -- and returns None for everything else (other keys, escapes, non-ASCII, numbers, */
-/* duplicates, odd base64), which then goes through the Python dialect and its precise errors.      */
-/* Whatever it accepts, the Python parser accepts with the same result (differential tests).        */
-
-typedef struct {
-    const char *at;
-    const char *end;
-} Cursor;
-
-static void
-skip_ws(Cursor *c)
-{
-    while (c->at < c->end && (*c->at == ' ' || *c->at == '\t' || *c->at == '\n' || *c->at == '\r')) {
-        c->at++;
-    }
-}
-
-static int
-expect(Cursor *c, char ch)
-{
-    skip_ws(c);
-    if (c->at < c->end && *c->at == ch) {
-        c->at++;
-        return 1;
-    }
-    return 0;
-}
-
-/* A plain string: printable ASCII, no escapes. Sets start/length (without quotes). */
-static int
-plain_string(Cursor *c, const char **start, Py_ssize_t *length)
-{
-    skip_ws(c);
-    if (c->at >= c->end || *c->at != '"') {
-        return 0;
-    }
-    const char *p = ++c->at;
-    while (p < c->end) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch == '"') {
-            *start = c->at;
-            *length = p - c->at;
-            c->at = p + 1;
-            return 1;
-        }
-        if (ch == '\\' || ch < 0x20 || ch >= 0x80) {
-            return 0;
-        }
-        p++;
-    }
-    return 0;
-}
-
-static int
-same(const char *s, Py_ssize_t n, const char *literal)
-{
-    size_t m = strlen(literal);
-    return (size_t)n == m && memcmp(s, literal, m) == 0;
-}
-
-/* 1..18 ASCII digits -> value; -1 if not. */
-static long long
-decimal(const char *s, Py_ssize_t n)
-{
-    if (n < 1 || n > 18) {
-        return -1;
-    }
-    long long v = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-        v = v * 10 + (s[i] - '0');
-    }
-    return v;
-}
-
-static int8_t b64_value[256];
-
-static void
-init_b64_table(void)
-{
-    memset(b64_value, -1, sizeof(b64_value));
-    for (int i = 0; i < 64; i++) {
-        b64_value[(unsigned char)b64_alphabet[i]] = (int8_t)i;
-    }
-}
-
-/* Canonical padded base64 only (length % 4 == 0, '=' only as the last one or two characters, zero
- * padding bits); anything else returns NULL without an exception (the Python path decides). */
-static PyObject *
-b64_decode_canonical(const char *s, Py_ssize_t n)
-{
-    if (n == 0 || n % 4 != 0) {
-        return NULL;
-    }
-    Py_ssize_t pad = (s[n - 1] == '=') + (s[n - 1] == '=' && s[n - 2] == '=');
-    Py_ssize_t out_len = n / 4 * 3 - pad;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, out_len);
-    if (out == NULL) {
-        return NULL;
-    }
-    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
-    Py_ssize_t full = (n - (pad ? 4 : 0)) / 4;
-    const unsigned char *u = (const unsigned char *)s;
-    for (Py_ssize_t q = 0; q < full; q++, u += 4) {
-        int a = b64_value[u[0]], b = b64_value[u[1]], c = b64_value[u[2]], d = b64_value[u[3]];
-        if ((a | b | c | d) < 0) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        uint32_t v = ((uint32_t)a << 18) | ((uint32_t)b << 12) | ((uint32_t)c << 6) | (uint32_t)d;
-        *o++ = (uint8_t)(v >> 16);
-        *o++ = (uint8_t)(v >> 8);
-        *o++ = (uint8_t)v;
-    }
-    if (pad) {
-        int a = b64_value[u[0]], b = b64_value[u[1]];
-        int c = pad == 1 ? b64_value[u[2]] : 0;
-        if ((a | b | c) < 0 || (pad == 2 && (b & 15) != 0) || (pad == 1 && (c & 3) != 0)) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        uint32_t v = ((uint32_t)a << 18) | ((uint32_t)b << 12) | ((uint32_t)c << 6);
-        *o++ = (uint8_t)(v >> 16);
-        if (pad == 1) {
-            *o++ = (uint8_t)(v >> 8);
-        }
-    }
-    return out;
-}
-
-static PyObject *
-hotpath_parse_twilio_media(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "parse_twilio_media(message: bytes, stream_sid: str)");
-        return NULL;
-    }
-    Py_ssize_t sid_len;
-    const char *sid = PyUnicode_AsUTF8AndSize(args[1], &sid_len);
-    if (sid == NULL) {
-        return NULL;
-    }
-    Cursor c = {PyBytes_AS_STRING(args[0]), PyBytes_AS_STRING(args[0]) + PyBytes_GET_SIZE(args[0])};
-    const char *key, *val;
-    Py_ssize_t key_len, val_len;
-    int seen_event = 0, seen_seq = 0, seen_media = 0, seen_sid = 0;
-    int seen_track = 0, seen_chunk = 0, seen_ts = 0, seen_payload = 0;
-    long long seq = 0, chunk = -1, timestamp = -1;
-    const char *payload = NULL;
-    Py_ssize_t payload_len = 0;
-
-    if (!expect(&c, '{')) {
-        Py_RETURN_NONE;
-    }
-    for (;;) {
-        if (!plain_string(&c, &key, &key_len) || !expect(&c, ':')) {
-            Py_RETURN_NONE;
-        }
-        if (same(key, key_len, "media")) {
-            if (seen_media++ || !expect(&c, '{')) {
-                Py_RETURN_NONE;
-            }
-            for (;;) {
-                if (!plain_string(&c, &key, &key_len) || !expect(&c, ':') || !plain_string(&c, &val, &val_len)) {
-                    Py_RETURN_NONE;
-                }
-                if (same(key, key_len, "track")) {
-                    if (seen_track++ || !same(val, val_len, "inbound")) {
-                        Py_RETURN_NONE;
-                    }
-                }
-                else if (same(key, key_len, "chunk")) {
-                    if (seen_chunk++ || (chunk = decimal(val, val_len)) < 0) {
-                        Py_RETURN_NONE;
-                    }
-                }
-                else if (same(key, key_len, "timestamp")) {
-                    if (seen_ts++ || (timestamp = decimal(val, val_len)) < 0) {
-                        Py_RETURN_NONE;
-                    }
-                }
-                else if (same(key, key_len, "payload")) {
-                    if (seen_payload++) {
-                        Py_RETURN_NONE;
-                    }
-                    payload = val;
-                    payload_len = val_len;
-                }
-                else {
-                    Py_RETURN_NONE;
-                }
-                if (expect(&c, ',')) {
-                    continue;
-                }
-                if (expect(&c, '}')) {
-                    break;
-                }
-                Py_RETURN_NONE;
-            }
-        }
-        else {
-            if (!plain_string(&c, &val, &val_len)) {
-                Py_RETURN_NONE;
-            }
-            if (same(key, key_len, "event")) {
-                if (seen_event++ || !same(val, val_len, "media")) {
-                    Py_RETURN_NONE;
-                }
-            }
-            else if (same(key, key_len, "sequenceNumber")) {
-                if (seen_seq++ || (seq = decimal(val, val_len)) < 0) {
-                    Py_RETURN_NONE;
-                }
-            }
-            else if (same(key, key_len, "streamSid")) {
-                if (seen_sid++ || val_len != sid_len || memcmp(val, sid, (size_t)sid_len) != 0) {
-                    Py_RETURN_NONE;
-                }
-            }
-            else {
-                Py_RETURN_NONE;
-            }
-        }
-        if (expect(&c, ',')) {
-            continue;
-        }
-        if (expect(&c, '}')) {
-            break;
-        }
-        Py_RETURN_NONE;
-    }
-    skip_ws(&c);
-    if (c.at != c.end || !seen_event || !seen_media || !seen_sid || !seen_chunk || !seen_ts || !payload) {
-        Py_RETURN_NONE;
-    }
-    PyObject *audio = b64_decode_canonical(payload, payload_len);
-    if (audio == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        Py_RETURN_NONE;
-    }
-    return Py_BuildValue("(LLLN)", seq, chunk, timestamp, audio);
-}
-
-/* ---------------------------------------------------------------------------------------------- */
 
 static int
 read_doubles(PyObject *obj, double *dst, Py_ssize_t count, const char *what)
@@ -793,9 +480,6 @@ hotpath_install(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 static PyMethodDef hotpath_methods[] = {
-    {"parse_twilio_media", (PyCFunction)(void (*)(void))hotpath_parse_twilio_media, METH_FASTCALL,
-     "parse_twilio_media(message: bytes, stream_sid: str) -> (sequence, chunk, timestamp, audio) or None: "
-     "a well-formed Twilio media message of that stream, or None for anything else (then use the dialect)."},
     {"install", hotpath_install, METH_VARARGS,
      "install(up_coeffs, down_coeffs, ulaw_decode_f64, ulaw_encode_u8): the tables, once, from Python "
      "(87 + 87 + 256 float64 values as bytes, 65536 bytes)."},
@@ -813,7 +497,6 @@ static struct PyModuleDef hotpath_module = {
 PyMODINIT_FUNC
 PyInit__hotpath(void)
 {
-    init_b64_table();
     if (PyType_Ready(&UpType) < 0 || PyType_Ready(&DownType) < 0) {
         return NULL;
     }

@@ -1,8 +1,18 @@
-"""Audio for the call path: G.711 mu-law, 8 kHz <-> 24 kHz streaming resampling, voice features.
+"""Audio for the call path: G.711 mu-law and A-law, L16, streaming resampling to and from the model's
+24 kHz, one codec API for every carrier (``make_inbound``/``make_outbound``), voice features.
 
-Imports only numpy (audio.md; architecture.md "Boundaries"). Public names re-exported here.
+Imports only numpy (docs/audio.md). Public names re-exported here.
 """
 
+from .codecs import (
+    CODEC_NAMES,
+    CodecSpec,
+    InboundCodec,
+    OutboundCodec,
+    codec_spec,
+    make_inbound,
+    make_outbound,
+)
 from .features import (
     F0_MAX_HZ,
     F0_MIN_HZ,
@@ -15,10 +25,15 @@ from .features import (
     rms_dbfs,
 )
 from .g711 import (
+    ALAW_DECODE_TABLE,
+    ALAW_ENCODE_TABLE,
+    ALAW_SILENCE,
     ULAW_DECODE_TABLE,
     ULAW_ENCODE_TABLE,
     ULAW_SILENCE,
+    alaw_to_pcm16,
     pcm16_bytes_to_ulaw,
+    pcm16_to_alaw,
     pcm16_to_ulaw,
     ulaw_to_pcm16,
     ulaw_to_pcm16_bytes,
@@ -31,15 +46,25 @@ from .resample import (
     GROUP_DELAY_MS,
     PROTOTYPE,
     PROTOTYPE_QUANTIZED,
+    WIDE_FILTER_TAPS,
+    WIDE_GROUP_DELAY_MS,
+    WIDE_PROTOTYPE,
     CallerToModel,
+    Down24To16,
     Downsampler,
     ModelToCaller,
+    Resampler,
+    Up16To24,
     Upsampler,
     design_lowpass,
     kaiser_beta,
 )
 
 __all__ = [
+    "ALAW_DECODE_TABLE",
+    "ALAW_ENCODE_TABLE",
+    "ALAW_SILENCE",
+    "CODEC_NAMES",
     "DOWN_HELD_BACK_MAX",
     "F0_MAX_HZ",
     "F0_MIN_HZ",
@@ -53,18 +78,32 @@ __all__ = [
     "ULAW_DECODE_TABLE",
     "ULAW_ENCODE_TABLE",
     "ULAW_SILENCE",
+    "WIDE_FILTER_TAPS",
+    "WIDE_GROUP_DELAY_MS",
+    "WIDE_PROTOTYPE",
     "CallerToModel",
+    "CodecSpec",
+    "Down24To16",
     "Downsampler",
+    "InboundCodec",
     "ModelToCaller",
+    "OutboundCodec",
+    "Resampler",
     "TurnFeatures",
+    "Up16To24",
     "Upsampler",
     "VoiceBaseline",
     "VoiceDelta",
+    "alaw_to_pcm16",
     "analyze_turn",
+    "codec_spec",
     "design_lowpass",
     "estimate_f0",
     "kaiser_beta",
+    "make_inbound",
+    "make_outbound",
     "pcm16_bytes_to_ulaw",
+    "pcm16_to_alaw",
     "pcm16_to_ulaw",
     "rms_dbfs",
     "ulaw_to_pcm16",
