@@ -1,7 +1,9 @@
-"""8 kHz <-> 24 kHz streaming resamplers: design, signal quality (measured), latency, chunking, reset.
+"""Streaming resamplers (8 <-> 24 kHz, 16 <-> 24 kHz): design, signal quality (measured), latency,
+chunking, reset.
 
 Quality is measured on signals in narrow FFT bins or by exact-cycle complex amplitude, never on lengths
-(audio.md 3). scipy is the reference for the design and for the one-shot filtering.
+(docs/audio.md, "Resampling"). scipy is the reference for the design (``firwin``) and for the filtering
+itself (``upfirdn``), against which the numpy.convolve reference must be bit-exact.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from service.audio import (
     FILTER_TAPS,
     PROTOTYPE,
     PROTOTYPE_QUANTIZED,
+    WIDE_FILTER_TAPS,
+    WIDE_PROTOTYPE,
     CallerToModel,
+    Down24To16,
     Downsampler,
     ModelToCaller,
+    Resampler,
+    Up16To24,
     Upsampler,
     design_lowpass,
     kaiser_beta,
@@ -37,7 +44,7 @@ def tone(freq: float, fs: int, n: int, amp: float = AMP, phase: float = 0.3) -> 
     return np.rint(amp * np.cos(2 * np.pi * freq * np.arange(n) / fs + phase)).astype(np.int16)
 
 
-def chunked(obj: Upsampler | Downsampler, x: np.ndarray, sizes: list[int]) -> np.ndarray:
+def chunked(obj: Resampler, x: np.ndarray, sizes: list[int]) -> np.ndarray:
     out, i, k = [], 0, 0
     while i < len(x):
         step = sizes[k % len(sizes)]
@@ -286,3 +293,116 @@ def test_large_and_empty_chunks() -> None:
     assert len(d.process(x[:480])) == 160
     assert CallerToModel().process(b"") == b"" and ModelToCaller().process(b"") == b""
     assert ModelToCaller().process(b"\x00") == b""
+
+
+# ------------------------------------------------------------------------------ all four resamplers
+# (class, up L, down M, input rate, output rate, coefficients incl. the gain L)
+KINDS = {
+    "8->24": (Upsampler, 3, 1, 8000, 24000, np.round(3 * PROTOTYPE * 2**20) / 2**20),
+    "24->8": (Downsampler, 1, 3, 24000, 8000, PROTOTYPE_QUANTIZED),
+    "16->24": (Up16To24, 3, 2, 16000, 24000, np.round(3 * WIDE_PROTOTYPE * 2**20) / 2**20),
+    "24->16": (Down24To16, 2, 3, 24000, 16000, np.round(2 * WIDE_PROTOTYPE * 2**20) / 2**20),
+}
+
+
+def upfirdn_reference(coeffs: np.ndarray, x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """What every resampler must output, from scipy: output j is the up-sampled, filtered stream at
+    index j*M + M - 1 (the newest sample of its group), clipped, rounded half to even."""
+    full = signal.upfirdn(coeffs, x.astype(np.float64), up=up, down=1)
+    count = len(x) * up // down
+    return np.rint(np.clip(full[down - 1 :: down][:count], -32768, 32767)).astype(np.int16)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_reference_equals_scipy_upfirdn_bit_for_bit(kind: str) -> None:
+    cls, up, down, _, _, coeffs = KINDS[kind]
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 3, 160, 4801):
+        x = (rng.standard_normal(n) * 12000).clip(-32768, 32767).astype(np.int16)
+        assert np.array_equal(cls().process(x), upfirdn_reference(coeffs, x, up, down))
+    loud = np.where(np.arange(3000) % 6 < 3, 32767, -32768).astype(np.int16)  # overshoots: clipping
+    assert np.array_equal(cls().process(loud), upfirdn_reference(coeffs, loud, up, down))
+
+
+def test_wide_prototype_design() -> None:
+    beta = signal.kaiser_beta(FILTER_ATTEN_DB)
+    assert np.allclose(WIDE_PROTOTYPE, signal.firwin(WIDE_FILTER_TAPS, 8000, window=("kaiser", beta), fs=48000),
+                       rtol=0, atol=1e-14)
+    f, resp = signal.freqz(np.round(WIDE_PROTOTYPE * 2**20) / 2**20, worN=np.linspace(0, 24000, 24001), fs=48000)
+    db = 20 * np.log10(np.abs(resp) + 1e-30)
+    assert np.ptp(db[(f >= 50) & (f <= 7000)]) < 0.02
+    assert db[f >= 9000].max() < -65.0
+
+
+@pytest.mark.parametrize("freq", [9000, 9500, 10000, 11000, 11900])
+def test_a_wide_down_rejects_aliases_by_60_db(freq: int) -> None:
+    """24 -> 16 kHz: model audio between 9 and 12 kHz would fold onto 4-7 kHz; it must be >= 60 dB down."""
+    n = 3 * (16000 + SKIP)
+    ref = chunked(Down24To16(), tone(1000, 24000, n), [480])[2 * SKIP :]
+    out = chunked(Down24To16(), tone(freq, 24000, n), [480])[2 * SKIP :]
+    ref_db = line_db(ref, 16000, 995, 1005)
+    assert ref_db == pytest.approx(-6.0, abs=0.1)
+    alias = 16000 - freq
+    assert ref_db - line_db(out, 16000, alias - 5, alias + 5) >= 60.0
+    assert ref_db - line_db(out, 16000, 0, 7000) >= 60.0
+
+
+@pytest.mark.parametrize("freq", [100, 1000, 3000, 5000, 7000])
+def test_b_wide_up_images_60_db_below_tone(freq: int) -> None:
+    """16 -> 24 kHz: the images of zero-stuffing (16k -/+ f, 32k -/+ f at 48 kHz, which the decimation by 2
+    folds onto |8k - f| and 8k + f, the latter mirrored at 12 kHz) are >= 60 dB down."""
+    out = chunked(Up16To24(), tone(freq, 16000, 16000 + 2 * SKIP), [320])[3 * SKIP :]
+    tone_db = line_db(out, 24000, freq - 5, freq + 5)
+    assert tone_db == pytest.approx(-6.0, abs=0.1)
+    spectrum_elsewhere = max(line_db(out, 24000, 0, freq - 20), line_db(out, 24000, freq + 20, 12000))
+    assert tone_db - spectrum_elsewhere >= 60.0
+    for image in (abs(8000 - freq), min(8000 + freq, 16000 - freq)):
+        assert tone_db - line_db(out, 24000, image - 5, image + 5) >= 60.0
+
+
+@pytest.mark.parametrize("kind", ["16->24", "24->16"])
+def test_c_wide_passband_ripple_and_d_latency(kind: str) -> None:
+    cls, up, down, fs_in, fs_out, _ = KINDS[kind]
+    freqs = np.arange(50, 7001, 50)
+    gains, phases = [], []
+    for f in freqs:
+        x = tone(f, fs_in, fs_in // 4 + 3 * SKIP)
+        y = chunked(cls(), x, [fs_in // 50])
+        skip_in, skip_out = 3 * SKIP, 3 * SKIP * up // down
+        a_in, a_out = complex_amp(x[skip_in:], f, fs_in), complex_amp(y[skip_out:], f, fs_out)
+        gains.append(20 * np.log10(abs(a_out) / abs(a_in)))
+        phases.append(np.angle(a_out / a_in))
+    assert np.ptp(gains) <= 0.1 and np.abs(gains).max() <= 0.1
+    unwrapped = np.unwrap(phases)
+    slope, intercept = np.polyfit(2 * np.pi * freqs, unwrapped, 1)
+    assert np.abs(unwrapped - np.polyval([slope, intercept], 2 * np.pi * freqs)).max() < 0.01  # linear phase
+    held_ms = (down - 1) / up / fs_in * 1000  # the most a group can hold back, in input time
+    assert 0.0 < -slope * 1000 + held_ms <= 3.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(list(KINDS)), sizes=chunkings, seed=st.integers(0, 2**32 - 1))
+def test_e_every_resampler_chunked_equals_one_shot(kind: str, sizes: list[int], seed: int) -> None:
+    cls, up, down, _, _, _ = KINDS[kind]
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(sum(sizes)) * 9000).clip(-32768, 32767).astype(np.int16)
+    whole = cls().process(x)
+    obj, parts, fed, i = cls(), [], 0, 0
+    for k in sizes:
+        parts.append(obj.process(x[i : i + k]))
+        i += k
+        fed += k
+        assert sum(len(p) for p in parts) == fed * up // down  # everything its input makes possible
+        assert 0 <= obj.held_back < max(1, down // up + 1)
+    assert np.array_equal(np.concatenate(parts), whole) and len(whole) == len(x) * up // down
+
+
+@pytest.mark.parametrize("kind", ["16->24", "24->16"])
+def test_wide_reset_returns_to_a_fresh_state(kind: str) -> None:
+    cls, *_ = KINDS[kind]
+    used = cls()
+    used.process(tone(3000, 16000, 1001, amp=30000))
+    used.reset()
+    assert used.held_back == 0
+    fresh_input = tone(440, 16000, 640)
+    assert np.array_equal(used.process(fresh_input), cls().process(fresh_input))
