@@ -17,6 +17,12 @@ paths interleaved so machine noise hits all of them alike, next to two baselines
 * numpy: the same path with the numpy reference resamplers instead of the compiled kernels
   (``service/_hotpath.c``); their outputs are checked equal before timing.
 
+The other carrier codecs (``service/audio/codecs.py``, numpy reference resamplers, no compiled kernel)
+are timed on the same per-frame work: ``in_alaw``/``out_alaw`` (A-law 8 kHz), ``in_l16_8k``/
+``out_l16_8k`` and ``in_l16_16k``/``out_l16_16k`` (PCM16 LE; 16 kHz is the 3/2 resampler), each
+with the same JSON/base64 envelope as the mu-law path. ``in_twilio`` is the bridge's real inbound
+step: ``TwilioDialect.parse`` (orjson + binascii) then the compiled kernel and base64.
+
 Writes ``load_tests/results/bench_audio.json``.
 """
 
@@ -44,13 +50,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.audio import (
     GROUP_DELAY_MS,
+    WIDE_GROUP_DELAY_MS,
     CallerToModel,
+    Down24To16,
     Downsampler,
     ModelToCaller,
+    Resampler,
+    Up16To24,
     Upsampler,
+    make_inbound,
+    make_outbound,
+    pcm16_to_alaw,
     pcm16_to_ulaw,
 )
 from service.audio.resample import COMPILED, NumpyCallerToModel, NumpyModelToCaller
+from service.providers.base import MediaReceived
+from service.providers.twilio.dialect import TwilioDialect
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -90,6 +105,16 @@ def inbound_messages(count: int, rng: np.random.Generator) -> list[str]:
             "streamSid": STREAM_SID,
         }, separators=(",", ":")))
     return out
+
+
+def codec_messages(count: int, rng: np.random.Generator, codec: str, rate: int) -> list[str]:
+    """20 ms caller frames of one carrier codec in the same JSON envelope as Twilio's media message."""
+    pcm = speechlike(rate // 50 * count, rate, rng)
+    wire = pcm16_to_alaw(pcm) if codec == "alaw" else pcm.astype("<i2").tobytes()
+    step = len(wire) // count
+    return [json.dumps({"event": "media", "streamSid": STREAM_SID, "media": {
+        "payload": base64.b64encode(wire[step * i : step * (i + 1)]).decode("ascii")}}, separators=(",", ":"))
+        for i in range(count)]
 
 
 def outbound_messages(count: int, rng: np.random.Generator) -> list[str]:
@@ -160,6 +185,37 @@ def make_paths() -> dict[str, Callable[[str], str]]:
         "in_floor_echo": in_floor_echo,
         "out_ours": out_ours, "out_numpy": out_numpy, "out_ours_dumps": out_ours_dumps, "out_floor": out_floor,
     }
+    def codec_in(codec: str, rate: int) -> Callable[[str], str]:
+        conv = make_inbound(codec, rate)
+
+        def run(text: str) -> str:
+            return APPEND_PREFIX + conv.process_b64(a2b(loads(text)["media"]["payload"])) + APPEND_SUFFIX
+        return run
+
+    def codec_out(codec: str, rate: int) -> Callable[[str], str]:
+        conv = make_outbound(codec, rate)
+
+        def run(text: str) -> str:
+            wire = conv.process(a2b(loads(text)["delta"]))
+            return MEDIA_PREFIX + b2a(wire, newline=False).decode("ascii") + MEDIA_SUFFIX
+        return run
+
+    for codec, rate, short in (("alaw", 8000, "alaw"), ("l16", 8000, "l16_8k"), ("l16", 16000, "l16_16k")):
+        paths[f"in_{short}"] = codec_in(codec, rate)
+        paths[f"out_{short}"] = codec_out(codec, rate)
+
+    dialect = TwilioDialect()
+    dialect.parse(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID, "start": {
+        "streamSid": STREAM_SID, "callSid": "CA" + "0" * 32, "accountSid": "AC" + "0" * 32, "tracks": ["inbound"],
+        "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    c2m_twilio = CallerToModel()
+
+    def in_twilio(text: str) -> str:  # the bytes a WebSocket frame carries, through the real dialect
+        event = dialect.parse(text.encode())
+        assert type(event) is MediaReceived
+        return APPEND_PREFIX + c2m_twilio.process_b64(event.payload) + APPEND_SUFFIX
+
+    paths["in_twilio"] = in_twilio
     if audioop is not None:
         state_in: list[Any] = [None]
         state_out: list[Any] = [None]
@@ -210,7 +266,7 @@ def tone(freq: float, fs: int, n: int, amp: float, phase: float = 0.3) -> np.nda
     return np.rint(amp * np.cos(2 * np.pi * freq * np.arange(n) / fs + phase)).astype(np.int16)
 
 
-def run_chunked(obj: Upsampler | Downsampler, x: np.ndarray, chunk: int) -> np.ndarray:
+def run_chunked(obj: Resampler, x: np.ndarray, chunk: int) -> np.ndarray:
     return np.concatenate([obj.process(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
@@ -304,6 +360,42 @@ def quality() -> dict[str, Any]:
     res["d_up_total_latency_ms"] = round(res["d_up_group_delay_ms"] + res["d_up_held_back_ms"], 3)
     res["d_down_total_latency_ms"] = round(res["d_down_group_delay_ms"] + res["d_down_held_back_ms"], 3)
     res["design_group_delay_ms"] = round(GROUP_DELAY_MS, 3)
+    res.update(wide_quality(amp))
+    return res
+
+
+def wide_quality(amp: float) -> dict[str, Any]:
+    """The same four figures for 16 kHz <-> 24 kHz (passband 50-7000 Hz, stopband from 9 kHz)."""
+    res: dict[str, Any] = {}
+    skip = 600  # 16 kHz samples of start-up left out
+    ref = run_chunked(Down24To16(), tone(1000, 24000, 3 * (16000 + skip) // 2, amp), 480)[skip:]
+    ref_db = peak_db(ref, 16000, 990, 1010)
+    alias = {}
+    for f in (9000, 9500, 10000, 11000, 11900):
+        y = run_chunked(Down24To16(), tone(f, 24000, 3 * (16000 + skip) // 2, amp), 480)[skip:]
+        alias[f] = round(ref_db - peak_db(y, 16000, 16000 - f - 5, 16000 - f + 5), 1)
+    res["wide_a_down_alias_atten_min_db"] = min(alias.values())
+    images = {}
+    for f in (100, 1000, 3000, 5000, 7000):
+        y = run_chunked(Up16To24(), tone(f, 16000, 16000 + skip, amp), 320)[3 * skip // 2 :]
+        worst = max(peak_db(y, 24000, 0, f - 20), peak_db(y, 24000, f + 20, 12000))
+        images[f] = round(peak_db(y, 24000, f - 5, f + 5) - worst, 1)
+    res["wide_b_up_image_atten_min_db"] = min(images.values())
+    freqs = np.arange(50, 7001, 50)
+    for name, cls, fs_in, fs_out in (("up", Up16To24, 16000, 24000), ("down", Down24To16, 24000, 16000)):
+        gains, phases = [], []
+        for f in freqs:
+            x = tone(f, fs_in, fs_in // 4 + skip * fs_in // 16000, amp)
+            y = run_chunked(cls(), x, fs_in // 50)
+            a_in = amp_phase(x[skip * fs_in // 16000 :].astype(float), f, fs_in)
+            a_out = amp_phase(y[skip * fs_out // 16000 :].astype(float), f, fs_out)
+            gains.append(20 * np.log10(abs(a_out) / abs(a_in)))
+            phases.append(np.angle(a_out / a_in))
+        res[f"wide_c_ripple_{name}_db"] = round(float(np.ptp(gains)), 4)
+        slope = np.polyfit(2 * np.pi * freqs, np.unwrap(phases), 1)[0]
+        res[f"wide_d_{name}_group_delay_ms"] = round(float(-slope * 1000), 3)
+    res["wide_d_down_held_back_ms"] = round(1 / 24.0, 3)  # at most one 24 kHz sample (2 of a 3-group used)
+    res["wide_design_group_delay_ms"] = round(WIDE_GROUP_DELAY_MS, 3)
     return res
 
 
@@ -318,6 +410,9 @@ def main() -> None:
     rng = np.random.default_rng(1)
     inbound = inbound_messages(1000, rng)
     outbound = outbound_messages(200, rng)
+    codec_inbound = {"in_alaw": codec_messages(1000, rng, "alaw", 8000),
+                     "in_l16_8k": codec_messages(1000, rng, "l16", 8000),
+                     "in_l16_16k": codec_messages(1000, rng, "l16", 16000)}
     paths = make_paths()
     check_outputs(paths, inbound, outbound)
 
@@ -327,7 +422,7 @@ def main() -> None:
         if rep % 2:
             names.reverse()
         for name in names:
-            msgs = inbound if name.startswith("in_") else outbound
+            msgs = codec_inbound.get(name, inbound) if name.startswith("in_") else outbound
             frames = args.frames if name.startswith("in_") else max(1, args.frames // 5)
             time_path(paths[name], msgs, 500)  # warm-up
             gc.collect()
@@ -352,8 +447,9 @@ def main() -> None:
         return round(stats[a][key] / stats[b][key], 2)
 
     rows = []
-    for direction, names in (("in", ("ours", "numpy", "ours_dumps", "floor", "floor_echo", "audioop")),
-                             ("out", ("ours", "numpy", "ours_dumps", "floor", "audioop"))):
+    for direction, names in (("in", ("ours", "twilio", "numpy", "ours_dumps", "floor", "floor_echo", "audioop",
+                                     "alaw", "l16_8k", "l16_16k")),
+                             ("out", ("ours", "numpy", "ours_dumps", "floor", "audioop", "alaw", "l16_8k", "l16_16k"))):
         for short in names:
             name = f"{direction}_{short}"
             if name not in stats:
@@ -373,6 +469,8 @@ def main() -> None:
         "outbound_ours_over_audioop": ratio("out_ours", "out_audioop"),
         "inbound_ours_over_numpy_reference": ratio("in_ours", "in_numpy"),
         "outbound_ours_over_numpy_reference": ratio("out_ours", "out_numpy"),
+        "inbound_l16_16k_over_ours": ratio("in_l16_16k", "in_ours"),
+        "outbound_l16_16k_over_ours": ratio("out_l16_16k", "out_ours"),
     }
     targets["inbound_target_met(<=2.5)"] = targets["inbound_ours_over_floor"] is not None and targets[
         "inbound_ours_over_floor"] <= 2.5
