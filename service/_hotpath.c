@@ -7,6 +7,8 @@
  *
  *   CallerToModel.process(mulaw) -> bytes       mu-law 8 kHz -> PCM16 LE 24 kHz
  *   ModelToCaller.process(pcm16_24k) -> bytes   PCM16 LE 24 kHz -> mu-law 8 kHz
+ *   Resampler(up, down, coeffs).process(int16)  any of the four rate changes on int16 samples, for
+ *                                               the A-law and L16 paths (codecs.py)
  *
  * Only trusted, fixed-size arithmetic lives here: no parsing, no base64 (JSON is orjson's job and
  * base64 is binascii's, in Python).
@@ -427,6 +429,171 @@ static PyTypeObject DownType = {
 };
 
 
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Resampler: the generic "up by L, FIR, down by M" on int16 (service.audio.resample.Resampler):    */
+/* y[j] = sum_r c[p + L r] x[q - r], p = pos % L, q = pos / L, pos = j M + M - 1. Used for the other */
+/* carrier codecs (A-law, L16 at 8 and 16 kHz), where numpy does the table lookups around it.       */
+
+#define MAX_FACTOR 8
+#define MAX_TAPS 512
+
+typedef struct {
+    PyObject_HEAD
+    int up, down, branch_len;
+    double *branches; /* [p * branch_len + r] = c[p + up * r] */
+    double *work;     /* [branch_len - 1 history | new samples] */
+    Py_ssize_t work_cap;
+    long long rel; /* position (at the up-sampled rate) of the next output, relative to the next input */
+} RatObject;
+
+static int
+rat_init(RatObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"up", "down", "coeffs", NULL};
+    int up, down;
+    Py_buffer view;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiy*:Resampler", kwlist, &up, &down, &view)) {
+        return -1;
+    }
+    Py_ssize_t taps = view.len / (Py_ssize_t)sizeof(double);
+    if (up < 1 || down < 1 || up > MAX_FACTOR || down > MAX_FACTOR || taps < 1 || taps > MAX_TAPS ||
+        view.len % (Py_ssize_t)sizeof(double) != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "Resampler: 1 <= up, down <= 8 and 1..512 float64 coefficients");
+        return -1;
+    }
+    int branch_len = (int)((taps + up - 1) / up);
+    PyMem_Free(self->branches);
+    self->branches = PyMem_Calloc((size_t)up * (size_t)branch_len, sizeof(double));
+    if (self->branches == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_NoMemory();
+        return -1;
+    }
+    const double *c = (const double *)view.buf;
+    for (Py_ssize_t i = 0; i < taps; i++) {
+        self->branches[(i % up) * branch_len + i / up] = c[i];
+    }
+    PyBuffer_Release(&view);
+    self->up = up;
+    self->down = down;
+    self->branch_len = branch_len;
+    if (grow(&self->work, &self->work_cap, branch_len - 1 + 960) < 0) {
+        return -1;
+    }
+    memset(self->work, 0, (size_t)(branch_len - 1) * sizeof(double));
+    self->rel = down - 1;
+    return 0;
+}
+
+static void
+rat_dealloc(RatObject *self)
+{
+    PyMem_Free(self->branches);
+    PyMem_Free(self->work);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+rat_process(RatObject *self, PyObject *arg)
+{
+    if (self->branches == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Resampler not initialised");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (view.len % 2 != 0) {
+        PyErr_SetString(PyExc_ValueError, "Resampler.process: int16 samples (an even number of bytes)");
+        goto done;
+    }
+    const Py_ssize_t n = view.len / 2;
+    const int hist = self->branch_len - 1;
+    const long long span = (long long)n * self->up;
+    const Py_ssize_t count = self->rel < span ? (Py_ssize_t)((span - self->rel + self->down - 1) / self->down) : 0;
+    if (grow(&self->work, &self->work_cap, hist + n) < 0) {
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, 2 * count);
+    if (result == NULL) {
+        goto done;
+    }
+    double *w = self->work;
+    const int16_t *x = (const int16_t *)view.buf; /* native byte order, as numpy's int16 */
+    for (Py_ssize_t t = 0; t < n; t++) {
+        int16_t v;
+        memcpy(&v, x + t, sizeof v);
+        w[hist + t] = (double)v;
+    }
+    int16_t *out = (int16_t *)PyBytes_AS_STRING(result);
+    long long rel = self->rel;
+    for (Py_ssize_t j = 0; j < count; j++, rel += self->down) {
+        const Py_ssize_t q = (Py_ssize_t)(rel / self->up);
+        const double *c = self->branches + (rel % self->up) * self->branch_len;
+        const double *xq = w + hist + q;
+        double sum = 0.0;
+        for (int r = 0; r < self->branch_len; r++) {
+            sum += c[r] * xq[-r];
+        }
+        out[j] = to_int16(sum);
+    }
+    self->rel = rel - span;
+    if (n > 0) {
+        memmove(w, w + n, (size_t)hist * sizeof(double));
+    }
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *
+rat_reset(RatObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->work != NULL) {
+        memset(self->work, 0, (size_t)(self->branch_len - 1) * sizeof(double));
+    }
+    self->rel = self->down - 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rat_held_back(RatObject *self, void *Py_UNUSED(closure))
+{
+    /* the newest input used so far is floor((rel - down) / up) relative to the next input */
+    long long last = self->rel - self->down;
+    long long newest = last >= 0 ? last / self->up : -((-last + self->up - 1) / self->up);
+    return PyLong_FromLongLong(-1 - newest);
+}
+
+static PyMethodDef rat_methods[] = {
+    {"process", (PyCFunction)rat_process, METH_O,
+     "process(int16_native) -> bytes: every int16 output the input completes (native byte order)."},
+    {"reset", (PyCFunction)rat_reset, METH_NOARGS, "Back to silence: history and phase as new."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef rat_getset[] = {
+    {"held_back", (getter)rat_held_back, NULL, "Input samples received but not yet used by any output.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RatType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "service._hotpath.Resampler",
+    .tp_doc = "Resampler(up, down, coeffs): streaming rational resampler on int16 (see resample.Resampler).",
+    .tp_basicsize = sizeof(RatObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, /* resample.py wraps it for numpy arrays */
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)rat_init,
+    .tp_dealloc = (destructor)rat_dealloc,
+    .tp_methods = rat_methods,
+    .tp_getset = rat_getset,
+};
+
 /* ---------------------------------------------------------------------------------------------- */
 
 static int
@@ -497,7 +664,7 @@ static struct PyModuleDef hotpath_module = {
 PyMODINIT_FUNC
 PyInit__hotpath(void)
 {
-    if (PyType_Ready(&UpType) < 0 || PyType_Ready(&DownType) < 0) {
+    if (PyType_Ready(&UpType) < 0 || PyType_Ready(&DownType) < 0 || PyType_Ready(&RatType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&hotpath_module);
@@ -506,6 +673,7 @@ PyInit__hotpath(void)
     }
     if (PyModule_AddObjectRef(module, "CallerToModel", (PyObject *)&UpType) < 0 ||
         PyModule_AddObjectRef(module, "ModelToCaller", (PyObject *)&DownType) < 0 ||
+        PyModule_AddObjectRef(module, "Resampler", (PyObject *)&RatType) < 0 ||
         PyModule_AddIntConstant(module, "TAPS", TAPS) < 0) {
         Py_DECREF(module);
         return NULL;

@@ -22,9 +22,11 @@ Guarantees for every object made here: ordered; chunking-exact (any split of the
 splits of 16-bit input included, gives the bytes of the one-shot conversion); the only audio held back
 is an odd trailing byte and an incomplete resampler group (``held_back`` samples, < 0.1 ms); ``reset()``
 drops it all and returns to silence (barge-in). Memory per object: a fixed filter history (< 1 KiB)
-plus per-call temporaries proportional to the chunk. mu-law 8 kHz uses the compiled kernels when built
-(``resample.CallerToModel``/``ModelToCaller``); the other paths are the numpy reference, which the
-benchmark (load_tests/bench_audio.py) shows is cheap enough per call (docs/audio.md, "Benchmark").
+plus per-call temporaries proportional to the chunk. mu-law 8 kHz uses the dedicated compiled kernels
+(``resample.CallerToModel``/``ModelToCaller``); the other paths do the G.711/L16 step with numpy and
+the rate change with the compiled generic kernel (``resample.make_resampler``), about 4x cheaper per
+frame than the numpy reference in load_tests/bench_audio.py (docs/audio.md, "Benchmark"). Without a
+compiler every path falls back to the numpy reference (same bytes).
 Not thread-safe: one object per call direction.
 """
 
@@ -38,15 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .g711 import ALAW_DECODE_TABLE, ALAW_ENCODE_TABLE, ULAW_DECODE_TABLE, ULAW_ENCODE_TABLE
-from .resample import (
-    CallerToModel,
-    Down24To16,
-    Downsampler,
-    ModelToCaller,
-    Resampler,
-    Up16To24,
-    Upsampler,
-)
+from .resample import CallerToModel, ModelToCaller, SampleResampler, make_resampler
 
 __all__ = [
     "CODEC_NAMES",
@@ -120,12 +114,10 @@ class OutboundCodec(Protocol):
     def reset(self) -> None: ...
 
 
-def _resampler(rate: int, inbound: bool) -> Resampler | None:
+def _resampler(rate: int, inbound: bool) -> SampleResampler | None:
     if rate == MODEL_RATE:
         return None
-    if rate == 8000:
-        return Upsampler() if inbound else Downsampler()
-    return Up16To24() if inbound else Down24To16()
+    return make_resampler(rate, MODEL_RATE) if inbound else make_resampler(MODEL_RATE, rate)
 
 
 class _Pcm16Splitter:

@@ -55,10 +55,12 @@ __all__ = [
     "NumpyModelToCaller",
     "OutboundAudio",
     "Resampler",
+    "SampleResampler",
     "Up16To24",
     "Upsampler",
     "design_lowpass",
     "kaiser_beta",
+    "make_resampler",
     "quantize",
 ]
 
@@ -282,6 +284,45 @@ class NumpyModelToCaller:
         self._odd = b""
 
 
+class SampleResampler(Protocol):
+    """What ``make_resampler`` returns: a ``Resampler`` or its compiled twin (same outputs)."""
+
+    def process(self, samples: npt.ArrayLike) -> npt.NDArray[np.int16]: ...
+
+    @property
+    def held_back(self) -> int: ...
+
+    def reset(self) -> None: ...
+
+
+#: (input rate, output rate) -> (L, M, coefficients with the gain L): the four supported rate changes.
+_RATE_CHANGES: Final = {
+    (RATE_LOW, RATE_HIGH): (FACTOR, 1, quantize(FACTOR * PROTOTYPE)),
+    (RATE_HIGH, RATE_LOW): (1, FACTOR, PROTOTYPE_QUANTIZED),
+    (16000, RATE_HIGH): (3, 2, quantize(3 * WIDE_PROTOTYPE)),
+    (RATE_HIGH, 16000): (2, 3, quantize(2 * WIDE_PROTOTYPE)),
+}
+
+
+def make_resampler(rate_in: int, rate_out: int, *, compiled: bool | None = None) -> SampleResampler:
+    """A streaming resampler for one of the four rate changes (8k/16k <-> 24k); ``ValueError`` otherwise.
+
+    The compiled generic kernel (``_hotpath.Resampler``) when built, unless ``compiled=False``; its output
+    equals ``Resampler``'s bit for bit (tests/unit/test_hotpath.py).
+    """
+    try:
+        up, down, coeffs = _RATE_CHANGES[(rate_in, rate_out)]
+    except KeyError:
+        raise ValueError(f"no resampler from {rate_in} Hz to {rate_out} Hz") from None
+    if compiled is None:
+        compiled = _hotpath is not None
+    if compiled:
+        if _hotpath is None:
+            raise RuntimeError("the compiled kernels were not built")
+        return _CompiledResampler(up, down, coeffs.tobytes())
+    return Resampler(up, down, coeffs)
+
+
 class InboundAudio(Protocol):
     """Caller -> model audio path of one call (``CallerToModel``)."""
 
@@ -333,6 +374,15 @@ if _hotpath is not None:
 
         def process_b64(self, mulaw: bytes) -> str:
             return _b2a(self.process(mulaw), newline=False).decode("ascii")
+
+    class _CompiledResampler(_hotpath.Resampler):
+        """The compiled generic kernel on numpy int16 arrays (the C type works on raw buffers)."""
+
+        __slots__ = ()
+
+        def process(self, samples: npt.ArrayLike) -> npt.NDArray[np.int16]:  # type: ignore[override]
+            raw = super().process(np.ascontiguousarray(samples, dtype=np.int16).data)
+            return np.frombuffer(raw, dtype=np.int16)
 
     CallerToModel = _CompiledCallerToModel
     ModelToCaller = _hotpath.ModelToCaller

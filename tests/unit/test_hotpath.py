@@ -48,7 +48,7 @@ def test_ci_builds_the_compiled_kernels() -> None:
 def test_the_compiled_module_holds_arithmetic_only() -> None:
     """No parser and no base64 in C (issue: a hand-written parser of untrusted input is a liability)."""
     public = {name for name in dir(hotpath) if not name.startswith("_")}
-    assert public == {"CallerToModel", "ModelToCaller", "TAPS", "install"}
+    assert public == {"CallerToModel", "ModelToCaller", "Resampler", "TAPS", "install"}
     assert not hasattr(hotpath.CallerToModel, "process_b64")
     assert resample.CallerToModel().process_b64(b"\xff" * 3) == binascii.b2a_base64(bytes(18), newline=False).decode()
 
@@ -93,6 +93,45 @@ def test_model_to_caller_equals_reference(plan: list[tuple[int, bool]], seed: in
         pcm = np.clip(rng.standard_normal(length // 2 + 1) * loudness, -32768, 32767).astype("<i2").tobytes()[:length]
         assert compiled.process(pcm) == reference.process(pcm)
         assert compiled.held_back == reference.held_back
+
+
+_RATE_CHANGES = [(8000, 24000), (24000, 8000), (16000, 24000), (24000, 16000)]
+
+
+@needs_compiled
+@settings(max_examples=150, deadline=None)
+@given(change=st.sampled_from(_RATE_CHANGES), plan=_up_chunks, seed=st.integers(0, 2**32 - 1),
+       loudness=st.sampled_from([30.0, 3000.0, 60000.0]))
+def test_generic_resampler_equals_reference(
+    change: tuple[int, int], plan: list[tuple[int, bool]], seed: int, loudness: float
+) -> None:
+    """The compiled generic kernel (A-law and L16 paths) against ``Resampler``: every output sample and
+    the held-back count, over random chunkings, resets and clipping input."""
+    rng = np.random.default_rng(seed)
+    compiled = resample.make_resampler(*change, compiled=True)
+    reference = resample.make_resampler(*change, compiled=False)
+    assert isinstance(reference, resample.Resampler) and not isinstance(compiled, resample.Resampler)
+    for length, reset in plan:
+        if reset:
+            compiled.reset()
+            reference.reset()
+        x = np.clip(rng.standard_normal(length) * loudness, -32768, 32767).astype(np.int16)
+        assert np.array_equal(compiled.process(x), reference.process(x))
+        assert compiled.held_back == reference.held_back
+
+
+@needs_compiled
+def test_generic_resampler_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        hotpath.Resampler(0, 1, bytes(8))
+    with pytest.raises(ValueError):
+        hotpath.Resampler(3, 1, bytes(7))  # not whole float64 values
+    with pytest.raises(ValueError):
+        hotpath.Resampler(3, 1, bytes(8 * 600))  # more taps than any design here
+    with pytest.raises(ValueError, match="even number of bytes"):
+        hotpath.Resampler(3, 1, bytes(8)).process(b"\x00")
+    with pytest.raises(ValueError, match="no resampler"):
+        resample.make_resampler(8000, 16000)
 
 
 def _two_impulse_ties(wanted: int) -> list[tuple[bytes, int, Fraction]]:
