@@ -114,10 +114,11 @@ class OutboundCodec(Protocol):
     def reset(self) -> None: ...
 
 
-def _resampler(rate: int, inbound: bool) -> SampleResampler | None:
+def _resampler(rate: int, inbound: bool, compiled: bool | None) -> SampleResampler | None:
     if rate == MODEL_RATE:
         return None
-    return make_resampler(rate, MODEL_RATE) if inbound else make_resampler(MODEL_RATE, rate)
+    pair = (rate, MODEL_RATE) if inbound else (MODEL_RATE, rate)
+    return make_resampler(*pair, compiled=compiled)
 
 
 class _Pcm16Splitter:
@@ -145,10 +146,10 @@ class _Inbound:
 
     __slots__ = ("_resampler", "_splitter", "_table")
 
-    def __init__(self, spec: CodecSpec) -> None:
+    def __init__(self, spec: CodecSpec, compiled: bool | None) -> None:
         self._table = {"mulaw": ULAW_DECODE_TABLE, "alaw": ALAW_DECODE_TABLE}.get(spec.codec)
         self._splitter = _Pcm16Splitter(">i2" if spec.codec == "l16be" else "<i2")  # unused for G.711
-        self._resampler = _resampler(spec.rate, inbound=True)
+        self._resampler = _resampler(spec.rate, True, compiled)
 
     def process(self, payload: bytes) -> bytes:
         table = self._table
@@ -176,11 +177,11 @@ class _Outbound:
 
     __slots__ = ("_dtype", "_resampler", "_splitter", "_table")
 
-    def __init__(self, spec: CodecSpec) -> None:
+    def __init__(self, spec: CodecSpec, compiled: bool | None) -> None:
         self._table = {"mulaw": ULAW_ENCODE_TABLE, "alaw": ALAW_ENCODE_TABLE}.get(spec.codec)
         self._dtype = ">i2" if spec.codec == "l16be" else "<i2"
         self._splitter = _Pcm16Splitter("<i2")
-        self._resampler = _resampler(spec.rate, inbound=False)
+        self._resampler = _resampler(spec.rate, False, compiled)
 
     def process(self, pcm16_24k: bytes) -> bytes:
         x = self._splitter.samples(pcm16_24k)
@@ -200,17 +201,21 @@ class _Outbound:
         self._splitter.reset()
 
 
-def make_inbound(codec: str, rate: int) -> InboundCodec:
-    """The caller -> model converter for one call; ``ValueError`` for an unknown codec or rate."""
+def make_inbound(codec: str, rate: int, *, compiled: bool | None = None) -> InboundCodec:
+    """The caller -> model converter for one call; ``ValueError`` for an unknown codec or rate.
+
+    ``compiled=False`` forces the numpy reference (tests, benchmark); the default uses the compiled
+    kernels when they were built.
+    """
     spec = codec_spec(codec, rate)
-    if spec.codec == "mulaw":
-        return CallerToModel()  # compiled when built (resample.COMPILED)
-    return _Inbound(spec)
+    if spec.codec == "mulaw" and spec.rate == 8000 and compiled is not False:
+        return CallerToModel()  # the dedicated kernel (resample.COMPILED), else its numpy twin
+    return _Inbound(spec, compiled)
 
 
-def make_outbound(codec: str, rate: int) -> OutboundCodec:
+def make_outbound(codec: str, rate: int, *, compiled: bool | None = None) -> OutboundCodec:
     """The model -> caller converter for one call; ``ValueError`` for an unknown codec or rate."""
     spec = codec_spec(codec, rate)
-    if spec.codec == "mulaw":
-        return ModelToCaller()  # compiled when built (resample.COMPILED)
-    return _Outbound(spec)
+    if spec.codec == "mulaw" and spec.rate == 8000 and compiled is not False:
+        return ModelToCaller()
+    return _Outbound(spec, compiled)

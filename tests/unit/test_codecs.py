@@ -180,3 +180,17 @@ def test_codec_objects_hold_no_more_than_a_group() -> None:
         outbound.process(bytes(2 * n))
         assert outbound.held_back <= 2
     assert isinstance(codecs.MODEL_RATE, int)
+
+
+@pytest.mark.parametrize(("codec", "rate"), PATHS)
+def test_compiled_and_reference_paths_give_the_same_bytes(codec: str, rate: int) -> None:
+    rng = np.random.default_rng(rate)
+    wire = rng.integers(0, 256, 3 * rate // 50 + 1, dtype=np.uint8).tobytes()
+    pcm24 = rng.integers(0, 256, 3 * 4800 + 1, dtype=np.uint8).tobytes()
+    default_in, reference_in = make_inbound(codec, rate), make_inbound(codec, rate, compiled=False)
+    default_out, reference_out = make_outbound(codec, rate), make_outbound(codec, rate, compiled=False)
+    for i in range(0, len(wire), 97):
+        assert default_in.process(wire[i : i + 97]) == reference_in.process(wire[i : i + 97])
+    for i in range(0, len(pcm24), 1001):
+        assert default_out.process(pcm24[i : i + 1001]) == reference_out.process(pcm24[i : i + 1001])
+        assert default_out.held_back == reference_out.held_back
