@@ -1,4 +1,4 @@
-"""TwilioDialect (wire parse/build), TwiML builders and X-Twilio-Signature validation (reference section 1)."""
+"""TwilioDialect (wire parse/build), TwiML builders and X-Twilio-Signature validation (docs/providers/twilio.md)."""
 
 from __future__ import annotations
 
@@ -388,7 +388,7 @@ FORM = {"CallSid": CALL, "AccountSid": ACCOUNT, "From": "+15551230000", "To": "+
 
 
 def reference_signature(token: str, url: str, params: dict[str, list[str]], digest: Any = hashlib.sha1) -> str:
-    """The algorithm of reference 1.5, written independently of the SDK."""
+    """The algorithm of docs/providers/twilio.md#signatures, written independently of the SDK."""
     s = url
     for name in sorted(params):
         for value in sorted(params[name]):
