@@ -4,7 +4,7 @@ With ``callbridge serve --workers N`` the supervisor sets ``PROMETHEUS_MULTIPROC
 ``/metrics`` aggregates every worker (``render_metrics``); gauges declare how they combine.
 
 Names follow Prometheus conventions (``callbridge_`` prefix, ``_total`` counters, ``_seconds``
-histograms). The README's metrics table documents each one. Labels are low-cardinality only
+histograms). docs/metrics.md documents each one. Labels are low-cardinality only
 (never call ids or numbers).
 """
 

@@ -2,7 +2,7 @@
 
 Used by ``callbridge demo``, ``callbridge call``, the integration tests and the load generator.
 
-Reference: shared/reference/telephony-streams.md section 1. Used by the bridge's integration tests and
+The wire facts: ``docs/providers/twilio.md`` (cited below by anchor). Used by the bridge's integration tests and
 the load generator. Everything runs on the asyncio loop clock (``loop.time()``); all recorded times are
 loop times, and ``CallHandle.origin`` (the moment ``start`` was sent) is time zero of the audio timelines.
 
@@ -10,7 +10,7 @@ What it does, in order (``await TwilioCallerStandIn(base_url, auth_token).place_
 
 1. POSTs the voice webhook to ``{base_url}/twilio/voice`` as a form (CallSid ``CA``+32 hex, AccountSid
    ``AC``+32 hex, From, To, CallStatus=ringing, Direction=inbound, ApiVersion, Caller, Called, ...) with
-   ``X-Twilio-Signature`` computed by the ``twilio`` package over ``{public_url}/twilio/voice`` (1.5).
+   ``X-Twilio-Signature`` computed by the ``twilio`` package over ``{public_url}/twilio/voice`` (#signatures).
 2. Parses the TwiML: ``<Connect><Stream url>``, its ``<Parameter>``s and the verb after ``</Connect>``
    (normally ``<Redirect>``). No ``<Connect><Stream>`` -> ``CallRejected`` (carries the TwiML).
 3. Opens the WebSocket to the Stream URL (rewritten onto ``base_url``'s host if the public host differs),
@@ -22,11 +22,11 @@ What it does, in order (``await TwilioCallerStandIn(base_url, auth_token).place_
 4. Plays the bot: inbound ``media`` is appended to a ``PlaybackBuffer`` consumed at 8000 bytes/s of
    loop time; inbound ``mark``s sit at their byte position and are echoed when playback reaches them
    (at once if nothing is buffered); ``clear`` empties the buffer and echoes all pending marks at once
-   (1.4). Nothing acknowledges ``clear``.
+   (#marks-and-clear). Nothing acknowledges ``clear``.
 5. Validates every gateway frame (text, JSON object, event in media/mark/clear, streamSid equal, payload
    non-empty strict base64 without a RIFF header, mark.name a string) into ``CallHandle.violations``.
 6. When the gateway closes the socket, POSTs (signed) the ``<Redirect>`` URL like Twilio continuing the
-   TwiML (1.6) and keeps the answer in ``CallHandle.after_stream_twiml``. Not after a caller hang-up.
+   TwiML (#after-stream) and keeps the answer in ``CallHandle.after_stream_twiml``. Not after a caller hang-up.
 
 Fault injection: ``parameter_overrides`` (replace, or ``None`` = omit, e.g. the stream token),
 ``start_call_sid`` (claim another CallSid in ``start``), ``sign_webhook=False`` / ``signature=...``,
@@ -143,7 +143,7 @@ class ClearRecord:
 
 
 class PlaybackBuffer:
-    """Twilio's outbound playback queue (1.3, 1.4) as a pure model with times passed in.
+    """Twilio's outbound playback queue (docs/providers/twilio.md#outbound-messages, #marks-and-clear) as a pure model with times passed in.
 
     Audio plays in arrival order at ``bytes_per_second`` from the moment it arrives at an idle buffer
     (an underrun leaves a gap, as on a phone). Stream positions count every byte ever queued, played or
@@ -303,7 +303,7 @@ def parse_twiml(text: str) -> list[TwimlVerb]:
 
 
 def validate_gateway_frame(frame: str | bytes, stream_sid: str | None) -> tuple[dict[str, Any] | None, list[str]]:
-    """Check one gateway->Twilio frame against 1.3. Returns (decoded object or None, violations)."""
+    """Check one gateway->Twilio frame against docs/providers/twilio.md#outbound-messages. Returns (decoded object or None, violations)."""
     if not isinstance(frame, str):
         return None, ["binary frame (Twilio expects JSON text frames)"]
     try:
@@ -419,7 +419,7 @@ class TwilioCallerStandIn:
         await self.http.aclose()
 
     def call_form(self, call_sid: str, from_: str, to: str, status: str = "ringing") -> dict[str, str]:
-        """The form fields Twilio posts for an inbound call (1.1)."""
+        """The form fields Twilio posts for an inbound call (docs/providers/twilio.md#call-setup)."""
         return {
             "AccountSid": self.account_sid, "ApiVersion": "2010-04-01", "CallSid": call_sid,
             "CallStatus": status, "Called": to, "Caller": from_, "Direction": "inbound",

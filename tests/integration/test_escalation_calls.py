@@ -170,7 +170,7 @@ async def speak_turns_from(call: CallHandle, realtime: RealtimeStandIn, n: int) 
 
 
 async def test_mid_stream_transfer_through_the_twilio_rest_api(redis_server: RedisServer) -> None:
-    """With CALLBRIDGE_TRANSFER_VIA_REST the live call is updated with the transfer TwiML (1.7)."""
+    """With CALLBRIDGE_TRANSFER_VIA_REST the live call is updated with the transfer TwiML (docs/providers/twilio.md#rest-transfer)."""
     import base64
 
     import uvicorn

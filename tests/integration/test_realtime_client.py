@@ -266,7 +266,7 @@ async def test_turn_vad_ms_transcript_and_paced_reply(dialect: Dialect) -> None:
         await client.speak(speech(1000, 1200, 700))
         started = await client.expect(SpeechStarted)
         stopped = await client.expect(SpeechStopped)
-        # onset at 1000 ms minus 300 ms padding; end of speech 2200 ms plus 500 ms silence (spec §3.3)
+        # onset at 1000 ms minus 300 ms padding; end of speech 2200 ms plus 500 ms silence (docs/models/realtime.md#turn-detection)
         assert started == SpeechStarted(audio_start_ms=700, item_id=started.item_id)
         assert stopped == SpeechStopped(audio_end_ms=2700, item_id=started.item_id)
         transcript = await client.expect(InputTranscriptionCompleted)

@@ -1,7 +1,7 @@
 """A protocol-exact stand-in for the OpenAI / Azure OpenAI Realtime WebSocket service.
 
 A real ``websockets`` server on 127.0.0.1 (port 0) that speaks both dialects the way the services do
-(``/work/shared/reference/realtime-api.md``, cited "spec §N"). Use it wherever a test needs "the
+(``docs/models/realtime.md``, cited by its anchors as "spec #anchor"). Use it wherever a test needs "the
 model" on the far side of a real socket::
 
     behaviour = ScriptedBehaviour(transcripts=["I want to cancel my order"], reply_ms=800)
@@ -13,7 +13,7 @@ model" on the far side of a real socket::
         await session.wait_until(lambda: session.responses_done >= 1, timeout_s=5)
         assert server.violations == []
 
-Handshake (spec §2.1): the dialect is decided from the request exactly as the services do: path
+Handshake (spec #urls-and-headers): the dialect is decided from the request exactly as the services do: path
 ``/v1/realtime?model=M`` is OpenAI (beta iff header ``OpenAI-Beta: realtime=v1``), Azure preview
 ``/openai/realtime?api-version=V&deployment=D`` is beta, Azure GA ``/openai/v1/realtime?model=D`` is
 GA (an ``api-version`` there is a 400). Other paths get 404, missing query parameters 400, a missing
@@ -34,14 +34,14 @@ Behaviour, per session:
 - Energy VAD over the appended PCM16 24 kHz audio in 20 ms frames (RMS >= ``vad_rms_threshold``
   is speech). ``speech_started.audio_start_ms`` = onset - ``prefix_padding_ms`` (>= 0);
   ``speech_stopped.audio_end_ms`` = end of the last voiced frame + ``silence_duration_ms``; both in
-  ms of audio appended since the session began (spec §3.3). Then ``input_audio_buffer.committed``,
+  ms of audio appended since the session began (spec #turn-detection). Then ``input_audio_buffer.committed``,
   the user item (GA ``conversation.item.added`` + ``.done``, beta ``conversation.item.created``),
   ``...input_audio_transcription.completed`` with the next scripted transcript (when transcription is
   on and one is scripted) and, with ``create_response``, an automatic response.
 - A response: ``response.created``, ``rate_limits.updated``, ``response.output_item.added``, item
   added/created, ``response.content_part.added``, transcript + audio deltas paced at ``pacing`` x
   real time in ``chunk_ms`` chunks, then audio/transcript/content_part/output_item done and
-  ``response.done`` with status and usage (spec §5.4). With ``interrupt_response``, speech start
+  ``response.done`` with status and usage (spec #event-order). With ``interrupt_response``, speech start
   during a response cancels it (``cancelled``/``turn_detected``); ``response.cancel`` gives
   ``cancelled``/``client_cancelled``. A response can be scripted to be a function call.
 - Protocol errors as the service reports them: ``conversation_already_has_active_response``,
@@ -86,7 +86,7 @@ from websockets.http11 import Request, Response
 Dialect = Literal["ga", "beta"]
 
 PCM16_RATE = 24000
-BYTES_PER_MS = 48  # PCM16 mono 24 kHz (spec §3.2)
+BYTES_PER_MS = 48  # PCM16 mono 24 kHz (spec #audio-formats)
 FRAME_MS = 20
 FRAME_SAMPLES = PCM16_RATE * FRAME_MS // 1000
 
@@ -218,7 +218,7 @@ def validate_server_event(dialect: Dialect, event: str | bytes | dict[str, Any])
 
 @dataclass
 class FunctionCallScript:
-    """Make a response a function call (spec §7). ``with_message`` speaks the reply audio first."""
+    """Make a response a function call (spec #function-calling). ``with_message`` speaks the reply audio first."""
 
     name: str
     arguments: Mapping[str, Any] | str = field(default_factory=dict)
@@ -428,7 +428,7 @@ def _with_vad_defaults(td: Any) -> Any:
 
 
 def _apply_update(dialect: Dialect, session: dict[str, Any], update: dict[str, Any]) -> None:
-    """Only fields present change (spec §3); GA ``audio.input/output`` merge field by field."""
+    """Only fields present change (spec #session-configuration); GA ``audio.input/output`` merge field by field."""
     for key, value in update.items():
         if dialect == "ga" and key == "audio" and isinstance(value, dict):
             audio = session.setdefault("audio", {})
@@ -466,7 +466,7 @@ _NAMES: dict[Dialect, dict[str, str]] = {
 
 
 class StandInSession:
-    """One accepted WebSocket = one Realtime session (spec §1). Created by ``RealtimeStandIn``."""
+    """One accepted WebSocket = one Realtime session (spec #wire-basics). Created by ``RealtimeStandIn``."""
 
     def __init__(
         self, server: RealtimeStandIn, ws: ServerConnection, index: int, dialect: Dialect, path: str, headers: dict[str, str]
@@ -556,7 +556,7 @@ class StandInSession:
         self, type: str = "server_error", code: str | None = None, message: str = "The server had an error.",
         param: str | None = None, event_id: str | None = None,
     ) -> None:
-        """Emit an ``error`` event (spec §9.2) on demand."""
+        """Emit an ``error`` event (spec #errors) on demand."""
         await self._error(type, code, message, param=param, event_id=event_id)
 
     async def send_raw(self, text: str) -> None:
@@ -633,7 +633,7 @@ class StandInSession:
     async def _on_message(self, message: str | bytes) -> None:
         now = time.monotonic()
         if isinstance(message, bytes):
-            self._violation("<binary>", "binary frame (the Realtime API uses text frames only, spec §1)")
+            self._violation("<binary>", "binary frame (the Realtime API uses text frames only, spec #wire-basics)")
             await self._error("invalid_request_error", "invalid_value", "Binary frames are not supported.")
             return
         try:
@@ -767,7 +767,7 @@ class StandInSession:
                 await self._commit_turn(self._speech_item, audio_end, td)
 
     async def _commit_turn(self, item_id: str, end_ms: int, td: dict[str, Any] | None) -> None:
-        """Committed -> user item -> transcript -> auto response (spec §5.4)."""
+        """Committed -> user item -> transcript -> auto response (spec #event-order)."""
         self._user_audio_ms_total += max(0, end_ms - self._buffer_start_ms)
         self._buffer_start_ms = end_ms
         previous = self._order[-1] if self._order else None
@@ -895,7 +895,7 @@ class StandInSession:
             return
         self.truncates.append(TruncateRecord(item_id, end_ms, now, wall, audio_ms, True))
         item.audio_bytes = end_ms * BYTES_PER_MS
-        item.transcript = ""  # the server deletes the item's transcript (spec §6.2)
+        item.transcript = ""  # the server deletes the item's transcript (spec #barge-in-client)
         await self._emit({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
                           "audio_end_ms": end_ms})
 
@@ -995,7 +995,7 @@ class StandInSession:
         return response
 
     def _usage(self, record: ResponseRecord) -> dict[str, Any]:
-        audio_out = math.ceil(record.audio_bytes / BYTES_PER_MS / 50)  # 1 token / 50 ms (spec §8.1)
+        audio_out = math.ceil(record.audio_bytes / BYTES_PER_MS / 50)  # 1 token / 50 ms (spec #usage-and-cost)
         text_out = len(self.behaviour.reply_text.split()) if record.audio_bytes else 8
         audio_in = self._user_audio_ms_total // 100
         text_in = 40 + len(str(self.session.get("instructions", ""))) // 4
@@ -1088,7 +1088,7 @@ class StandInSession:
                 await self._emit({"type": "response.function_call_arguments.delta", **ids, "delta": piece})
         done: dict[str, Any] = {"type": "response.function_call_arguments.done", **ids, "arguments": arguments}
         if self.dialect == "ga":
-            done["name"] = script.name  # the beta type has no name (spec §5.1)
+            done["name"] = script.name  # the beta type has no name (spec #dialect-names)
         await self._emit(done)
         final = {**head, "status": "completed", "arguments": arguments}
         self._items[item_id].payload = final
@@ -1104,7 +1104,7 @@ class StandInSession:
 
 
 def _dialect_of(path: str, query: dict[str, list[str]], headers: Headers) -> tuple[Dialect | None, int]:
-    """(dialect, HTTP status) for a handshake request, as the services decide it (spec §2.1)."""
+    """(dialect, HTTP status) for a handshake request, as the services decide it (spec #urls-and-headers)."""
     if path == "/v1/realtime":
         if not query.get("model"):
             return None, 400

@@ -23,7 +23,6 @@ import shutil
 import struct
 import subprocess
 import tempfile
-import warnings
 from math import gcd
 from pathlib import Path
 from typing import Any, Literal
@@ -31,20 +30,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-try:  # the project's own codec (bit-exact with audioop)
-    from service.audio.g711 import pcm16_to_ulaw as _encode_ulaw
-    from service.audio.g711 import ulaw_to_pcm16 as _decode_ulaw
-except ImportError:  # pragma: no cover - only before service.audio.g711 existed
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import audioop
-
-    def _encode_ulaw(samples: npt.NDArray[np.int16]) -> bytes:
-        return audioop.lin2ulaw(np.ascontiguousarray(samples, dtype="<i2").tobytes(), 2)
-
-    def _decode_ulaw(data: bytes) -> npt.NDArray[np.int16]:
-        return np.frombuffer(audioop.ulaw2lin(data, 2), dtype="<i2").astype(np.int16)
-
+# The project's own codec (bit-exact with audioop; the stand-in needs no audioop).
+from service.audio.g711 import pcm16_to_ulaw as _encode_ulaw
+from service.audio.g711 import ulaw_to_pcm16 as _decode_ulaw
 
 __all__ = [
     "FRAME_BYTES",

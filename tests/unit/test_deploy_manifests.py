@@ -36,7 +36,7 @@ K8S = DEPLOY / "k8s"
 OVERLAY = K8S / "overlays" / "example"
 K8S_VERSION = "1.30"
 HANDOFF_WINDOW_S = 30  # service/drain.py waits up to 30 s for hand-offs after the drain timeout
-# Measured by load_tests/load_calls.py (README "Benchmarks"), rounded up: see deploy/k8s/base/deployment.yaml.
+# Measured by load_tests/load_calls.py (docs/performance.md), rounded up: see deploy/k8s/base/deployment.yaml.
 CPU_MILLICORES_PER_CALL = 10
 MEMORY_MB_PER_CALL = 1
 MEMORY_MB_BASE = 100

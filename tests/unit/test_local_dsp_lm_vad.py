@@ -69,7 +69,7 @@ def test_g711_decoders_match_the_call_path_and_encoders_invert_them() -> None:
         assert decode(encode(levels)).tolist() == levels.tolist()
     ramp = np.arange(-32768, 32768, 7, dtype=np.int16)
     err = np.abs(ulaw_decode(ulaw_encode(ramp)).astype(int) - ramp)
-    # companding: fine near zero (audioop rounds -1..-4 to the -8 level, audio.md 1.3)
+    # companding: fine near zero (audioop rounds -1..-4 to the -8 level, docs/audio.md, mu-law encoding)
     assert err.max() <= 1024 and err[np.abs(ramp.astype(int)) < 100].max() <= 8
 
 

@@ -1,5 +1,5 @@
 """``LocalSession`` as a pure state machine: a whole scripted conversation, every emitted event
-validated against the openai package's GA server event union (realtime-api.md sections 4-7).
+validated against the openai package's GA server event union (docs/models/realtime.md#client-events to #function-calling).
 
 The recogniser and the voice are replaced by a small runner that executes the session's commands
 synchronously: the recogniser returns the words the test says the caller spoke, the voice returns a

@@ -1,4 +1,4 @@
-"""TwilioDialect (wire parse/build), TwiML builders and X-Twilio-Signature validation (reference section 1)."""
+"""TwilioDialect (wire parse/build), TwiML builders and X-Twilio-Signature validation (docs/providers/twilio.md)."""
 
 from __future__ import annotations
 
@@ -311,8 +311,9 @@ def test_media_parse_cost_is_small() -> None:
         dialect.build_media(AUDIO)
     build_us = (time.perf_counter() - t0) / 2000 * 1e6
     print(f"media parse {per_frame_us:.2f} us/frame, build {build_us:.2f} us/frame")
-    # A 20 ms frame budget is 20000 us; even a loaded shared core does this in well under 100 us.
-    assert per_frame_us < 100 and build_us < 100
+    # A sanity bound, not a benchmark (load_tests/bench_audio.py measures the real cost, a few us):
+    # 10 % of the 20 ms frame budget, which even a starved, shared 2-core machine stays far below.
+    assert per_frame_us < 2000 and build_us < 2000
 
 
 # --- TwiML ----------------------------------------------------------------------------------------
@@ -387,7 +388,7 @@ FORM = {"CallSid": CALL, "AccountSid": ACCOUNT, "From": "+15551230000", "To": "+
 
 
 def reference_signature(token: str, url: str, params: dict[str, list[str]], digest: Any = hashlib.sha1) -> str:
-    """The algorithm of reference 1.5, written independently of the SDK."""
+    """The algorithm of docs/providers/twilio.md#signatures, written independently of the SDK."""
     s = url
     for name in sorted(params):
         for value in sorted(params[name]):

@@ -1,14 +1,12 @@
 """Twilio Media Streams (bidirectional ``<Connect><Stream>``): wire dialect, TwiML and webhook signatures.
 
-Pure code, no I/O. Facts: docs/providers/twilio.md; the numbers in parentheses below point at its
-sections (1.1 stream set-up, 1.2 inbound messages, 1.3 outbound media, 1.4 marks and clear,
-1.5 signatures, 1.6 after the stream, 1.7 transfer).
+Pure code, no I/O. The wire facts are in ``docs/providers/twilio.md`` (cited below by its anchors):
 
-- ``TwilioDialect``: one stream's JSON text frames <-> the typed events of ``providers.base`` (1.2, 1.3).
+- ``TwilioDialect``: one stream's JSON text frames <-> the typed events of ``providers.base`` (#inbound-messages, #outbound-messages).
   ``parse`` raises only ``ProtocolError``; the ``media`` path (every 20 ms per call) is one
   ``orjson.loads``, direct dict access and one ``binascii.a2b_base64``.
-- TwiML builders (1.1, 1.6, 1.7) on the ``twilio`` package's ``VoiceResponse``.
-- ``validate_twilio_request`` / ``compute_twilio_signature``: ``X-Twilio-Signature`` (1.5) through the
+- TwiML builders (#call-setup, #after-stream, #rest-transfer) on the ``twilio`` package's ``VoiceResponse``.
+- ``validate_twilio_request`` / ``compute_twilio_signature``: ``X-Twilio-Signature`` (#signatures) through the
   ``twilio`` package's ``RequestValidator``, against the configured public URL (never the Host header).
 """
 
@@ -24,6 +22,11 @@ import orjson
 from twilio import request_validator as _rv
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+
+try:  # the compiled recogniser of the common media message (service/_hotpath.c); optional
+    from service._hotpath import parse_twilio_media as _parse_media_fast
+except ImportError:
+    _parse_media_fast = None  # type: ignore[assignment]
 
 from service.providers.base import (
     DtmfReceived,
@@ -132,6 +135,15 @@ class TwilioDialect:
 
     def parse(self, message: str | bytes) -> TelephonyEvent:
         """Turn one text frame into a typed event; raise ``ProtocolError`` for anything malformed."""
+        if type(message) is bytes and _parse_media_fast is not None and self.stream_sid is not None and not self.stopped:
+            # Hot path: a well-formed media message of this stream, recognised in C without building
+            # a dict; anything else (None) gets the general parse below, with its precise errors.
+            fast = _parse_media_fast(message, self.stream_sid)
+            if fast is not None:
+                number, chunk, timestamp, audio = fast
+                if number:
+                    self.last_sequence_number = number
+                return MediaReceived(audio, timestamp, chunk)
         if not isinstance(message, (str, bytes)):
             raise ProtocolError(f"frame must be text, got {type(message).__name__}")
         try:
@@ -304,7 +316,7 @@ class TwilioDialect:
         return self._sid_json
 
     def build_media(self, mulaw: bytes) -> str:
-        """``{"event":"media","streamSid":...,"media":{"payload":<base64 mu-law>}}`` (1.3); any length > 0."""
+        """``{"event":"media","streamSid":...,"media":{"payload":<base64 mu-law>}}`` (docs/providers/twilio.md#outbound-messages); any length > 0."""
         sid = self._sid()
         if not mulaw:
             raise ProtocolError("refusing to build an empty media message")
@@ -312,14 +324,14 @@ class TwilioDialect:
         return '{"event":"media","streamSid":' + sid + ',"media":{"payload":"' + payload + '"}}'
 
     def build_mark(self, name: str) -> str:
-        """``{"event":"mark","streamSid":...,"mark":{"name":...}}``; echoed when playback reaches it (1.4)."""
+        """``{"event":"mark","streamSid":...,"mark":{"name":...}}``; echoed when playback reaches it (docs/providers/twilio.md#marks-and-clear)."""
         sid = self._sid()
         if type(name) is not str:
             raise ProtocolError("mark name must be a string")
         return '{"event":"mark","streamSid":' + sid + ',"mark":{"name":' + json.dumps(name) + "}}"
 
     def build_clear(self) -> str:
-        """``{"event":"clear","streamSid":...}``: Twilio drops its buffer and echoes pending marks (1.4)."""
+        """``{"event":"clear","streamSid":...}``: Twilio drops its buffer and echoes pending marks (docs/providers/twilio.md#marks-and-clear)."""
         return '{"event":"clear","streamSid":' + self._sid() + "}"
 
 
@@ -336,7 +348,7 @@ def _public_parts(public_url: str) -> tuple[str, str, str]:
 
 
 def stream_url(public_url: str, media_path: str = MEDIA_PATH) -> str:
-    """The ``<Stream url>``: http->ws, https->wss on the public host, keeping port and path prefix (1.1)."""
+    """The ``<Stream url>``: http->ws, https->wss on the public host, keeping port and path prefix (docs/providers/twilio.md#call-setup)."""
     scheme, netloc, prefix = _public_parts(public_url)
     return urlunsplit(("wss" if scheme == "https" else "ws", netloc, prefix + media_path, "", ""))
 
@@ -352,7 +364,7 @@ def connect_stream_twiml(
 ) -> str:
     """The voice-webhook answer: ``<Connect><Stream>`` (token + ``parameters`` as ``<Parameter>``s), then
     ``<Redirect method="POST">`` to ``public_url + after_stream_path``, which Twilio runs once the socket
-    closes (1.6). Raises ``ValueError`` if ``parameters`` tries to override the token parameter."""
+    closes (docs/providers/twilio.md#after-stream). Raises ``ValueError`` if ``parameters`` tries to override the token parameter."""
     scheme, netloc, prefix = _public_parts(public_url)
     base = urlunsplit((scheme, netloc, prefix, "", ""))
     if parameters and STREAM_TOKEN_PARAMETER in parameters:
@@ -464,7 +476,7 @@ def validate_twilio_request(
     signature_settings: str | None = None,
 ) -> bool:
     """True iff ``signature`` (the ``X-Twilio-Signature`` header) signs ``public_url + path (+ ?query)``
-    with ``params`` (1.5). ``params`` may be a dict, a dict of lists, or a multi-dict (repeated keys).
+    with ``params`` (docs/providers/twilio.md#signatures). ``params`` may be a dict, a dict of lists, or a multi-dict (repeated keys).
     ``signature_settings`` is the ``X-Twilio-Webhooks-Signature-Settings`` header: with
     ``algorithm=HMAC_SHA256`` the check uses SHA-256 (``auth_token`` must then be the shared key).
     An empty token, a missing signature or an unsupported algorithm gives False; never raises."""

@@ -1,4 +1,4 @@
-"""Twilio REST adapter: redirect a live call to new TwiML (telephony-streams.md 1.7).
+"""Twilio REST adapter: redirect a live call to new TwiML (docs/providers/twilio.md#rest-transfer).
 
 Used for mid-stream transfers when ``CALLBRIDGE_TRANSFER_VIA_REST`` is on: the call's TwiML is
 replaced (``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with ``Twiml``), Twilio

@@ -3,7 +3,7 @@
 It speaks the Realtime event protocol (GA dialect) itself, so the bridge cannot tell it from the
 cloud: webrtcvad for turn detection, pocketsphinx with a language model built from the dialogue
 script for recognition, a scripted contact-center agent (``script.yaml``) for the replies, Piper for
-the voice. English only: no offline Japanese recogniser exists on PyPI (offline-speech.md).
+the voice. English only: no offline Japanese recogniser exists on PyPI (docs/models/local.md#languages).
 
 Public API: ``open_local_session(settings) -> LocalTransport``, ``preload(settings, progress)``,
 ``LocalSession`` (the pure state machine) and ``server.serve_local_realtime`` (a standalone

@@ -1,6 +1,6 @@
 """Speech recognition for the local engine: pocketsphinx 5 with a language model built from the script.
 
-English only: no offline Japanese (or other language) recogniser is available (offline-speech.md).
+English only: no offline Japanese (or other language) recogniser is available (docs/models/local.md#languages).
 
 - ``build_asr_model(script)`` writes a trigram ARPA model and a pronunciation dictionary restricted to
   the script's caller phrases + vocabulary (words missing from the bundled CMU dictionary are
@@ -42,7 +42,7 @@ import structlog
 from .dialogue import Script
 from .lm import build_arpa, dictionary_text, read_cmudict, tokenize
 
-SAMPLE_RATE = 16000  # the bundled acoustic model will not start at 8 kHz (offline-speech.md)
+SAMPLE_RATE = 16000  # the bundled acoustic model will not start at 8 kHz (docs/models/local.md#recogniser)
 _FILLERS = {"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]", "[COUGH]", "[BREATH]", "[UH]", "[UM]", "[SMACK]"}
 
 _DIGIT_LOOP = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -19,7 +19,7 @@ from .tts import Synthesizer, VoiceSettings
 
 def espeak_pcm24(text: str, voice: str = "en-us", speed: int = 160) -> bytes:
     """espeak-ng speech as PCM16 24 kHz. Its ``--stdout`` WAV header carries bogus size fields
-    (offline-speech.md), so everything after the ``data`` chunk header is read as samples."""
+    (docs/models/local.md#tts), so everything after the ``data`` chunk header is read as samples."""
     binary = shutil.which("espeak-ng")
     if binary is None:
         raise RuntimeError("espeak-ng is not installed")

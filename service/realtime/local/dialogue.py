@@ -6,7 +6,7 @@ Intent matching is a weighted token-set similarity (Dice coefficient with idf we
 script's examples) blended with a character-level fuzzy ratio (``difflib``), so small recognition
 errors and paraphrases still land on the right intent. Anything below ``min_similarity`` (or below
 the recogniser's ``min_confidence``) takes the fallback path: the small language model turns
-off-script speech into wrong in-script words (offline-speech.md), so this path is essential.
+off-script speech into wrong in-script words (docs/models/local.md#recogniser), so this path is essential.
 """
 
 from __future__ import annotations

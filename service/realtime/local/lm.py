@@ -1,7 +1,7 @@
 """A small n-gram language model builder (ARPA text) and a pronunciation-dictionary filter.
 
 Pure functions, no I/O except ``read_cmudict``. Used at load time to give pocketsphinx a model of
-what callers of the dialogue script say: offline-speech.md measured 0-3% word error with such a
+what callers of the dialogue script say: docs/models/local.md#components: 0-3% word error with such a
 model versus 42% with the general model on telephone audio.
 
 Model: Katz-style back-off with absolute discounting (D = 0.3, the best of 0.3-0.7 on the benchmark

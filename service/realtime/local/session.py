@@ -1,7 +1,7 @@
 """``LocalSession``: the local engine's Realtime (GA dialect) session as a pure state machine.
 
 Sans-I/O: client event dicts (or JSON text) in; a list of outputs back, each either a server event
-dict (GA shape, realtime-api.md sections 4-7) or a ``Command`` for heavy work the adapter must run
+dict (GA shape, docs/models/realtime.md#client-events to #function-calling) or a ``Command`` for heavy work the adapter must run
 off the event loop (speech recognition, speech synthesis). The adapter reports results back with
 ``on_transcript``, ``on_audio`` and ``on_audio_done``. All methods are cheap (audio appends cost
 ~0.1 ms per 20 ms frame: resampling + VAD) and must be called from one thread.

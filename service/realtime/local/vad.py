@@ -2,7 +2,7 @@
 
 Pure and cheap (~3 us per 20 ms frame for webrtcvad, plus an RMS). Times are milliseconds of audio
 written to the input buffer since the session began, exactly as the cloud counts them
-(realtime-api.md section 3.3): ``SpeechStart.audio_start_ms`` already includes ``prefix_padding_ms``
+(docs/models/realtime.md#turn-detection): ``SpeechStart.audio_start_ms`` already includes ``prefix_padding_ms``
 (clamped at 0) and ``SpeechStop.audio_end_ms`` includes the trailing silence.
 
 Session knobs: ``threshold`` (0-1) picks the webrtcvad aggressiveness (0.5 -> 2) and an energy gate
