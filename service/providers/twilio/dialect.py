@@ -23,11 +23,6 @@ from twilio import request_validator as _rv
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
-try:  # the compiled recogniser of the common media message (service/_hotpath.c); optional
-    from service._hotpath import parse_twilio_media as _parse_media_fast
-except ImportError:
-    _parse_media_fast = None  # type: ignore[assignment]
-
 from service.providers.base import (
     DtmfReceived,
     MarkEchoed,
@@ -135,15 +130,6 @@ class TwilioDialect:
 
     def parse(self, message: str | bytes) -> TelephonyEvent:
         """Turn one text frame into a typed event; raise ``ProtocolError`` for anything malformed."""
-        if type(message) is bytes and _parse_media_fast is not None and self.stream_sid is not None and not self.stopped:
-            # Hot path: a well-formed media message of this stream, recognised in C without building
-            # a dict; anything else (None) gets the general parse below, with its precise errors.
-            fast = _parse_media_fast(message, self.stream_sid)
-            if fast is not None:
-                number, chunk, timestamp, audio = fast
-                if number:
-                    self.last_sequence_number = number
-                return MediaReceived(audio, timestamp, chunk)
         if not isinstance(message, (str, bytes)):
             raise ProtocolError(f"frame must be text, got {type(message).__name__}")
         try:
