@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str = Field("", description="Twilio Account SID, for REST transfers (optional).")
     stream_token_secret: SecretStr = Field(
         SecretStr(""),
-        description="HMAC key for stream tokens; all replicas must share it. Empty = derived from the Twilio auth token.",
+        description="HMAC key for stream tokens; all replicas must share it. Empty = derived from the Twilio auth token; "
+        "with neither set every media stream is refused.",
     )
     stream_token_ttl_s: int = Field(300, gt=0, le=3600, description="Lifetime of a stream token (seconds).")
     stream_start_timeout_s: float = Field(
@@ -219,11 +220,20 @@ class Settings(BaseSettings):
         return self.realtime_provider
 
     def effective_stream_token_secret(self) -> bytes:
-        """Key for stream tokens: the explicit secret, else one derived from the Twilio auth token."""
-        secret = self.stream_token_secret.get_secret_value() or (
-            "callbridge-stream-token:" + self.twilio_auth_token.get_secret_value()
-        )
-        return secret.encode()
+        """Key for stream tokens: the explicit secret, else one derived from the Twilio auth token.
+
+        Empty (``b""``) when neither is configured: there is then no key at all (never a public
+        constant), and the media route refuses every stream (docs/security.md, "Stream tokens")."""
+        explicit = self.stream_token_secret.get_secret_value()
+        if explicit:
+            return explicit.encode()
+        auth_token = self.twilio_auth_token.get_secret_value()
+        return ("callbridge-stream-token:" + auth_token).encode() if auth_token else b""
+
+    @property
+    def streams_enabled(self) -> bool:
+        """True when a stream-token key exists; without one the gateway refuses every media stream."""
+        return bool(self.effective_stream_token_secret())
 
 
 class ConfigError(SystemExit):

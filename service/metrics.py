@@ -113,7 +113,7 @@ def _initialise_label_sets() -> None:
         WEBHOOK_DELIVERIES.labels(outcome)
     for trigger in ("explicit_request", "dtmf", "model_tool", "sentiment", "drain"):
         ESCALATIONS.labels(trigger)
-    for reason in ("no_start", "token"):
+    for reason in ("no_start", "token", "no_secret", "token_reused", "call_streaming"):
         STREAM_REJECTED.labels(reason)
     for reason in ("bad_signature", "draining"):
         WEBHOOK_REJECTED.labels(reason)

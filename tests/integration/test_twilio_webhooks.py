@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -117,10 +118,12 @@ def _start_message(token: str | None, call_sid: str = CALL_SID) -> str:
 
 
 async def _close_code_after(url: str, messages: list[str]) -> int | None:
+    """Send ``connected`` then ``messages`` (the gateway may close before all arrive) and return the close code."""
     async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        for message in messages:
-            await ws.send(message)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            for message in messages:
+                await ws.send(message)
         with pytest.raises(websockets.ConnectionClosed):
             async with asyncio.timeout(10):
                 while True:
@@ -168,3 +171,20 @@ async def test_stream_without_start_is_closed_1008_after_timeout() -> None:
         code = await _close_code_after(url, [])
         assert code == 1008
         assert 0.4 <= time.monotonic() - started < 5
+
+
+async def test_without_any_secret_every_stream_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (issue 12.1): with no auth token and no stream secret the key used to be a public
+    constant, so anyone could mint a token; now the stream is closed 1008 and nothing opens."""
+    import service.call.session as session_module
+
+    opener = _CountingOpen()
+    monkeypatch.setattr(session_module, "open_realtime", opener)
+    async with run_gateway(twilio_auth_token="", stream_token_secret="") as gw:
+        assert gw.settings.effective_stream_token_secret() == b""
+        public_constant_key = b"callbridge-stream-token:"
+        token = mint_stream_token(public_constant_key, CALL_SID, 60)
+        url = gw.base_url.replace("http://", "ws://") + "/twilio/media"
+        code = await _close_code_after(url, [_start_message(token)])
+        assert code == 1008
+        assert opener.opened == 0

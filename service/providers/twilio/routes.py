@@ -83,6 +83,9 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
         metrics.WEBHOOK_REJECTED.labels("draining").inc()
         log.info("twilio.voice_redirected_draining", call_id=call_sid)
         return Response(redirect_twiml(settings.public_url + VOICE_PATH), media_type=_XML)
+    if not settings.streams_enabled:  # unreachable today (no auth token = no valid signature); kept explicit
+        log.error("twilio.voice_refused", reason="no stream-token secret configured", call_id=call_sid)
+        return Response("streams disabled", status_code=503, media_type="text/plain")
     token = mint_stream_token(settings.effective_stream_token_secret(), call_sid, settings.stream_token_ttl_s)
     twiml = connect_stream_twiml(
         settings.public_url,
@@ -171,6 +174,11 @@ async def _await_start(
 async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> None:
     """One Twilio media stream, from ``connected`` to the end of the call (the socket is open)."""
     settings = gateway.settings
+    if not settings.streams_enabled:  # no key: refuse before parsing anything (docs/security.md, "Stream tokens")
+        metrics.STREAM_REJECTED.labels("no_secret").inc()
+        log.warning("twilio.stream_rejected", reason="no stream-token secret configured")
+        await websocket.close(1008, "streams disabled")
+        return
     dialect = TwilioDialect()
     started = await _await_start(websocket, dialect, settings.stream_start_timeout_s, settings.max_malformed_frames)
     if started is None:
