@@ -2,7 +2,7 @@
 
 A stream token is minted in the voice webhook (whose ``X-Twilio-Signature`` was checked), travels in the
 TwiML as a ``<Parameter>``, and comes back in ``start.customParameters`` on the media WebSocket
-(reference: telephony-streams.md 1.2, "authenticate the stream here"). It proves the stream belongs to
+(docs/providers/twilio.md, "Media Streams"; docs/security.md, "Stream tokens"). It proves the stream belongs to
 a call this gateway (or a replica sharing the secret) answered, for that CallSid, recently.
 
 Format (URL-safe, 91 characters)::

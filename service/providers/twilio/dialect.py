@@ -1,12 +1,12 @@
 """Twilio Media Streams (bidirectional ``<Connect><Stream>``): wire dialect, TwiML and webhook signatures.
 
-Pure code, no I/O (reference: shared/reference/telephony-streams.md section 1):
+Pure code, no I/O (docs/providers/twilio.md, sections "Media Streams", "TwiML" and "Webhook signatures"):
 
-- ``TwilioDialect``: one stream's JSON text frames <-> the typed events of ``providers.base`` (1.2, 1.3).
+- ``TwilioDialect``: one stream's JSON text frames <-> the typed events of ``providers.base``.
   ``parse`` raises only ``ProtocolError``; the ``media`` path (every 20 ms per call) is one
   ``orjson.loads``, direct dict access and one ``binascii.a2b_base64``.
-- TwiML builders (1.1, 1.6, 1.7) on the ``twilio`` package's ``VoiceResponse``.
-- ``validate_twilio_request`` / ``compute_twilio_signature``: ``X-Twilio-Signature`` (1.5) through the
+- TwiML builders on the ``twilio`` package's ``VoiceResponse``.
+- ``validate_twilio_request`` / ``compute_twilio_signature``: ``X-Twilio-Signature`` through the
   ``twilio`` package's ``RequestValidator``, against the configured public URL (never the Host header).
 """
 
@@ -38,6 +38,7 @@ from service.providers.base import (
     StreamStopped,
     TelephonyEvent,
 )
+from service.providers.ids import TWILIO_ACCOUNT_SID, TWILIO_CALL_SID, TWILIO_STREAM_SID, is_twilio_sid
 
 __all__ = [
     "AFTER_STREAM_PATH",
@@ -239,13 +240,13 @@ class TwilioDialect:
     def _stop(self, msg: dict[str, Any]) -> StreamStopped:
         seq = self._check_stream(msg, "stop")
         body = msg.get("stop")
-        call_sid = ""
         if body is not None:
-            call_sid = _string(_object(body, "stop"), "callSid", "stop", required=False)
+            _string(_object(body, "stop"), "callSid", "stop", required=False)  # shape check only
         if seq:
             self.last_sequence_number = seq
         self.stopped = True
-        return StreamStopped(call_id=call_sid or (self.call_sid or ""))
+        # The started (validated) CallSid, never the unverified one in the stop body.
+        return StreamStopped(call_id=self.call_sid or "")
 
     def _connected(self, msg: dict[str, Any]) -> StreamConnected:
         if self.stream_sid is not None:
@@ -261,6 +262,8 @@ class TwilioDialect:
         sid = _string(msg, "streamSid", "start message")
         if not sid:
             raise ProtocolError("streamSid is empty")
+        if not is_twilio_sid(sid, TWILIO_STREAM_SID):  # before it reaches any key or log line
+            raise ProtocolError(f"streamSid is not MZ + 32 hex digits, got {_describe(sid)}")
         seq = msg.get("sequenceNumber")
         seq_number = 0 if seq is None else _as_int(seq, "sequenceNumber")
         start = _object(msg.get("start"), "start")
@@ -271,6 +274,10 @@ class TwilioDialect:
         account_sid = _string(start, "accountSid", "start")
         if not call_sid:
             raise ProtocolError("start.callSid is empty")
+        if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
+            raise ProtocolError(f"start.callSid is not CA + 32 hex digits, got {_describe(call_sid)}")
+        if not is_twilio_sid(account_sid, TWILIO_ACCOUNT_SID):
+            raise ProtocolError(f"start.accountSid is not AC + 32 hex digits, got {_describe(account_sid)}")
         tracks = start.get("tracks")
         if tracks is not None and (type(tracks) is not list or "inbound" not in tracks):
             raise ProtocolError(f"start.tracks must be a list containing 'inbound', got {_describe(tracks)}")
@@ -316,7 +323,7 @@ class TwilioDialect:
         return self._sid_json
 
     def build_media(self, mulaw: bytes) -> str:
-        """``{"event":"media","streamSid":...,"media":{"payload":<base64 mu-law>}}`` (1.3); any length > 0."""
+        """``{"event":"media","streamSid":...,"media":{"payload":<base64 mu-law>}}``; any length > 0."""
         sid = self._sid()
         if not mulaw:
             raise ProtocolError("refusing to build an empty media message")
@@ -324,14 +331,14 @@ class TwilioDialect:
         return '{"event":"media","streamSid":' + sid + ',"media":{"payload":"' + payload + '"}}'
 
     def build_mark(self, name: str) -> str:
-        """``{"event":"mark","streamSid":...,"mark":{"name":...}}``; echoed when playback reaches it (1.4)."""
+        """``{"event":"mark","streamSid":...,"mark":{"name":...}}``; echoed when playback reaches it."""
         sid = self._sid()
         if type(name) is not str:
             raise ProtocolError("mark name must be a string")
         return '{"event":"mark","streamSid":' + sid + ',"mark":{"name":' + json.dumps(name) + "}}"
 
     def build_clear(self) -> str:
-        """``{"event":"clear","streamSid":...}``: Twilio drops its buffer and echoes pending marks (1.4)."""
+        """``{"event":"clear","streamSid":...}``: Twilio drops its buffer and echoes pending marks."""
         return '{"event":"clear","streamSid":' + self._sid() + "}"
 
 
@@ -348,7 +355,7 @@ def _public_parts(public_url: str) -> tuple[str, str, str]:
 
 
 def stream_url(public_url: str, media_path: str = MEDIA_PATH) -> str:
-    """The ``<Stream url>``: http->ws, https->wss on the public host, keeping port and path prefix (1.1)."""
+    """The ``<Stream url>``: http->ws, https->wss on the public host, keeping port and path prefix."""
     scheme, netloc, prefix = _public_parts(public_url)
     return urlunsplit(("wss" if scheme == "https" else "ws", netloc, prefix + media_path, "", ""))
 
@@ -364,7 +371,7 @@ def connect_stream_twiml(
 ) -> str:
     """The voice-webhook answer: ``<Connect><Stream>`` (token + ``parameters`` as ``<Parameter>``s), then
     ``<Redirect method="POST">`` to ``public_url + after_stream_path``, which Twilio runs once the socket
-    closes (1.6). Raises ``ValueError`` if ``parameters`` tries to override the token parameter."""
+    closes. Raises ``ValueError`` if ``parameters`` tries to override the token parameter."""
     scheme, netloc, prefix = _public_parts(public_url)
     base = urlunsplit((scheme, netloc, prefix, "", ""))
     if parameters and STREAM_TOKEN_PARAMETER in parameters:
@@ -476,7 +483,7 @@ def validate_twilio_request(
     signature_settings: str | None = None,
 ) -> bool:
     """True iff ``signature`` (the ``X-Twilio-Signature`` header) signs ``public_url + path (+ ?query)``
-    with ``params`` (1.5). ``params`` may be a dict, a dict of lists, or a multi-dict (repeated keys).
+    with ``params``. ``params`` may be a dict, a dict of lists, or a multi-dict (repeated keys).
     ``signature_settings`` is the ``X-Twilio-Webhooks-Signature-Settings`` header: with
     ``algorithm=HMAC_SHA256`` the check uses SHA-256 (``auth_token`` must then be the shared key).
     An empty token, a missing signature or an unsupported algorithm gives False; never raises."""

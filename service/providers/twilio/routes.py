@@ -2,10 +2,10 @@
 
 - ``POST /twilio/voice``: X-Twilio-Signature checked against CALLBRIDGE_PUBLIC_URL + path (403 and
   one log line on failure); answers ``<Connect><Stream>`` with a short-lived stream token bound to
-  the CallSid (telephony-streams.md 1.1, 1.5). While draining, the call is redirected.
+  the CallSid (docs/providers/twilio.md, "TwiML" and "Webhook signatures"). While draining, the call is redirected.
 - ``WS /twilio/media``: the stream must present a valid token for its CallSid in ``start`` within
   ``CALLBRIDGE_STREAM_START_TIMEOUT_S`` or it is closed with 1008 and no Realtime session is opened.
-- ``POST /twilio/after-stream``: runs when the stream socket closes (1.6): the transfer TwiML for
+- ``POST /twilio/after-stream``: runs when the stream socket closes (docs/providers/twilio.md, "After the stream"): the transfer TwiML for
   escalated calls, ``<Hangup/>`` otherwise.
 """
 
@@ -25,6 +25,7 @@ from service.call.session import CallSession
 from service.call.sidework import build_observer
 from service.logging import bind_call_context, clear_call_context
 from service.providers.base import ProtocolError, StreamConnected, StreamStarted
+from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
 from service.providers.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
@@ -76,9 +77,9 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
         return Response("invalid signature", status_code=403, media_type="text/plain")
     settings = gateway.settings
     call_sid = params.get("CallSid", "")
-    if not call_sid:
-        log.warning("twilio.voice_missing_callsid")
-        return Response("missing CallSid", status_code=400, media_type="text/plain")
+    if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
+        log.warning("twilio.voice_missing_callsid", present=bool(call_sid))
+        return Response("missing or malformed CallSid", status_code=400, media_type="text/plain")
     if gateway.draining:
         metrics.WEBHOOK_REJECTED.labels("draining").inc()
         log.info("twilio.voice_redirected_draining", call_id=call_sid)
@@ -105,6 +106,8 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     if params is None:
         return Response("invalid signature", status_code=403, media_type="text/plain")
     call_sid = params.get("CallSid", "")
+    if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
+        call_sid = ""  # never a Redis key or a log value; an unknown call is not escalated
     escalated = await gateway.is_escalated(call_sid)
     settings = gateway.settings
     log.info("twilio.after_stream", call_id=call_sid, escalated=escalated)
