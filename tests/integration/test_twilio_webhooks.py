@@ -188,3 +188,76 @@ async def test_without_any_secret_every_stream_is_refused(monkeypatch: pytest.Mo
         code = await _close_code_after(url, [_start_message(token)])
         assert code == 1008
         assert opener.opened == 0
+
+
+class _HangingOpen:
+    """An ``open_realtime`` that counts and never finishes: the admitted call stays live."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, _settings: Any) -> Any:
+        self.opened += 1
+        await self.release.wait()
+        raise ConnectionError("test over")
+
+
+def _start_for_stream(token: str, stream_sid: str) -> str:
+    message = json.loads(_start_message(token))
+    message["streamSid"] = message["start"]["streamSid"] = stream_sid
+    return json.dumps(message)
+
+
+async def _open_admitted(url: str, token: str, stream_sid: str, opener: _HangingOpen, expected: int) -> Any:
+    ws = await websockets.connect(url)
+    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    await ws.send(_start_for_stream(token, stream_sid))
+    async with asyncio.timeout(10):
+        while opener.opened < expected:  # bounded poll on the gateway's own counter
+            await asyncio.sleep(0.01)
+    return ws
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_tokens_are_single_use_and_a_live_call_takes_no_second_stream(
+    replicas: int, monkeypatch: pytest.MonkeyPatch, redis_server: Any
+) -> None:
+    """Regression (issue 12.3): one token used to open 3 concurrent sessions, and a replayed signed voice
+    webhook minted a fresh token that attached a parallel stream to a live call. Real Redis; with two
+    gateways sharing it, the second replica is the one attacked."""
+    import functools
+
+    import service.providers.twilio.routes as routes_module
+
+    opener = _HangingOpen()
+    monkeypatch.setattr(routes_module, "CallSession", functools.partial(routes_module.CallSession, open_session=opener))
+    common = {"start_services": True, "redis_url": redis_server.url, "stream_token_secret": "shared-secret"}
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(run_gateway(replica_id="r1", **common))
+        other = first if replicas == 1 else await stack.enter_async_context(run_gateway(replica_id="r2", **common))
+        url = first.base_url.replace("http://", "ws://") + "/twilio/media"
+        attack_url = other.base_url.replace("http://", "ws://") + "/twilio/media"
+        async with asyncio.timeout(10):  # the attacked replica's heartbeat is in Redis
+            while not await first.gateway.state_store.redis.exists(first.gateway.state_store.keys.replica("r1")):
+                await asyncio.sleep(0.02)
+        secret = first.settings.effective_stream_token_secret()
+        token = mint_stream_token(secret, CALL_SID, 60)
+        victim = await _open_admitted(url, token, "MZ" + "1" * 32, opener, 1)
+        try:
+            reused = await _close_code_after(attack_url, [_start_for_stream(token, "MZ" + "2" * 32)])
+            replayed = mint_stream_token(secret, CALL_SID, 60)  # what a replayed voice webhook hands out
+            parallel = await _close_code_after(attack_url, [_start_for_stream(replayed, "MZ" + "3" * 32)])
+            assert (reused, parallel) == (1008, 1008)
+            assert opener.opened == 1
+            assert len(first.gateway.calls) + (len(other.gateway.calls) if other is not first else 0) == 1
+        finally:
+            opener.release.set()
+            await victim.close()
+        async with asyncio.timeout(10):  # the call ended and gave its claim up: a new token streams again
+            while first.gateway.calls:
+                first.gateway.calls_changed.clear()
+                await first.gateway.calls_changed.wait()
+        fresh = await _open_admitted(attack_url, mint_stream_token(secret, CALL_SID, 60), "MZ" + "4" * 32, opener, 2)
+        await fresh.close()
+        assert opener.opened == 2

@@ -26,6 +26,7 @@ from service.call.sidework import build_observer
 from service.logging import bind_call_context, clear_call_context
 from service.providers.base import ProtocolError, StreamConnected, StreamStarted
 from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
+from service.providers.streamguard import stream_guard_for
 from service.providers.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
@@ -190,7 +191,7 @@ async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> Non
         await websocket.close(1008, "start required")
         return
     try:
-        verify_stream_token(
+        verified = verify_stream_token(
             settings.effective_stream_token_secret(),
             started.custom_parameters.get(STREAM_TOKEN_PARAMETER),
             started.call_id,
@@ -200,6 +201,23 @@ async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> Non
         log.warning("twilio.stream_rejected", reason=error.reason, call_id=started.call_id)
         await websocket.close(1008, "invalid stream token")
         return
+    guard = stream_guard_for(gateway)
+    admission = await guard.admit(verified.token_id, verified.expires_at, started.call_id, started.stream_id)
+    if admission != "ok":  # a replayed token, or a parallel stream for a live call (docs/security.md)
+        metrics.STREAM_REJECTED.labels(admission).inc()
+        log.warning("twilio.stream_rejected", reason=admission, call_id=started.call_id)
+        await websocket.close(1008, "stream refused")
+        return
+    try:
+        await _bridge_stream(gateway, websocket, dialect, started)
+    finally:
+        await guard.release(started.call_id, started.stream_id)
+
+
+async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: TwilioDialect,
+                         started: StreamStarted) -> None:
+    """Run one admitted stream's call to its end."""
+    settings = gateway.settings
 
     bind_call_context(call_id=started.call_id, stream_id=started.stream_id, provider="twilio")
     metrics.CALLS_STARTED.labels("twilio").inc()
