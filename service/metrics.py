@@ -115,7 +115,7 @@ def _initialise_label_sets() -> None:
         ESCALATIONS.labels(trigger)
     for reason in ("no_start", "token", "no_secret", "token_reused", "call_streaming"):
         STREAM_REJECTED.labels(reason)
-    for reason in ("bad_signature", "draining"):
+    for reason in ("bad_signature", "draining", "missing_signature", "too_large", "unsupported_media_type"):
         WEBHOOK_REJECTED.labels(reason)
 
 

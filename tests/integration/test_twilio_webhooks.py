@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import select
+import socket
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -261,3 +263,77 @@ async def test_tokens_are_single_use_and_a_live_call_takes_no_second_stream(
         fresh = await _open_admitted(attack_url, mint_stream_token(secret, CALL_SID, 60), "MZ" + "4" * 32, opener, 2)
         await fresh.close()
         assert opener.opened == 2
+
+
+def _raw_request(port: int, head: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(head.encode("ascii"))
+    return sock
+
+
+def _read_status(sock: socket.socket) -> int:
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def _head(port: int, headers: dict[str, str]) -> str:
+    lines = ["POST /twilio/voice HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(1 << 30)}, 403),
+        ({"X-Twilio-Signature": "x", "Content-Type": "multipart/form-data; boundary=b",
+          "Content-Length": str(1 << 30)}, 415),
+        ({"X-Twilio-Signature": "x", "Content-Type": "application/x-www-form-urlencoded",
+          "Content-Length": str(1 << 30)}, 413),
+    ],
+)
+async def test_webhook_refused_from_its_headers_alone(headers: dict[str, str], status: int) -> None:
+    """Regression (issue 12.5): bodies used to be parsed (multipart spooled to disk) before the signature
+    check. Measured: the gateway answers with the 1 GiB body announced and 0 bytes of it sent."""
+    async with run_gateway() as gw:
+        port = int(gw.base_url.rsplit(":", 1)[1])
+        sock = await asyncio.to_thread(_raw_request, port, _head(port, headers))
+        try:
+            assert await asyncio.to_thread(_read_status, sock) == status
+        finally:
+            sock.close()
+
+
+async def test_chunked_webhook_body_is_cut_at_64_kib() -> None:
+    """Regression (issue 12.5): a body without Content-Length is counted while read and refused past
+    64 KiB; measured as the bytes the client had pushed when the 413 arrived (of 64 MiB it would send)."""
+    async with run_gateway() as gw:
+        port = int(gw.base_url.rsplit(":", 1)[1])
+        head = _head(port, {"X-Twilio-Signature": "x", "Content-Type": "application/x-www-form-urlencoded",
+                            "Transfer-Encoding": "chunked"})
+
+        def push() -> tuple[int, int]:
+            sock = _raw_request(port, head)
+            chunk = b"4000\r\n" + b"a" * 0x4000 + b"\r\n"
+            sent = 0
+            try:
+                while sent < 64 << 20:
+                    readable, _, _ = select.select([sock], [], [], 0.05)
+                    if readable:
+                        return sent, _read_status(sock)
+                    try:
+                        sock.sendall(chunk)
+                    except OSError:  # the server closed after answering
+                        return sent, _read_status(sock)
+                    sent += 0x4000
+                return sent, 0
+            finally:
+                sock.close()
+
+        sent, status = await asyncio.to_thread(push)
+        assert status == 413
+        assert sent < 8 << 20, f"pushed {sent} bytes before the refusal"

@@ -30,6 +30,7 @@ from service.providers.streamguard import stream_guard_for
 from service.providers.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
+    SIGNATURE_HEADER,
     STREAM_TOKEN_PARAMETER,
     VOICE_PATH,
     TwilioDialect,
@@ -39,6 +40,7 @@ from service.providers.twilio.dialect import (
     validate_twilio_request,
 )
 from service.providers.twilio.rest import update_call_twiml
+from service.providers.webform import FormRefused, read_webhook_form
 from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:
@@ -48,8 +50,15 @@ log = structlog.get_logger(__name__)
 _XML = "application/xml"
 
 
-async def _validated_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | None:
-    form = await request.form()
+async def _validated_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
+    """The signed form, or the refusal to send (403 bad/missing signature, 413 too big, 415 not a form)."""
+    try:
+        form = await read_webhook_form(request, SIGNATURE_HEADER)
+    except FormRefused as refused:
+        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
+        log.warning("twilio.webhook_refused", path=path, status=refused.status, reason=refused.reason,
+                    client=request.client.host if request.client else "")
+        return Response(str(refused), status_code=refused.status, media_type="text/plain")
     settings = gateway.settings
     ok = validate_twilio_request(
         settings.twilio_auth_token.get_secret_value(),
@@ -68,14 +77,14 @@ async def _validated_form(gateway: Gateway, request: Request, path: str) -> dict
             has_signature=request.headers.get("X-Twilio-Signature") is not None,
             client=request.client.host if request.client else "",
         )
-        return None
+        return Response("invalid signature", status_code=403, media_type="text/plain")
     return {key: str(value) for key, value in form.items()}
 
 
 async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
     params = await _validated_form(gateway, request, VOICE_PATH)
-    if params is None:
-        return Response("invalid signature", status_code=403, media_type="text/plain")
+    if isinstance(params, Response):
+        return params
     settings = gateway.settings
     call_sid = params.get("CallSid", "")
     if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
@@ -104,8 +113,8 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
 
 async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     params = await _validated_form(gateway, request, AFTER_STREAM_PATH)
-    if params is None:
-        return Response("invalid signature", status_code=403, media_type="text/plain")
+    if isinstance(params, Response):
+        return params
     call_sid = params.get("CallSid", "")
     if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
         call_sid = ""  # never a Redis key or a log value; an unknown call is not escalated
