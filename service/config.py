@@ -144,6 +144,15 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A delivery idle this long (its replica died) is claimed by another replica (XAUTOCLAIM)."
     )
     escalation_transcript_turns: int = Field(10, ge=1, description="Transcript turns included in a record.")
+    dead_letter_max_age_s: int = Field(
+        604800, ge=0,
+        description="Dead-letter entries older than this are trimmed (XTRIM MINID) whenever one is added (0 = no age bound).",
+    )
+    pii_redaction: Literal["logs", "all"] = Field(
+        "logs",
+        description="`logs`: card numbers, national ids (SSN, My Number), e-mails and phone numbers are redacted in logs; "
+        "`all`: also in transcripts stored in Redis and sent in escalation webhooks.",
+    )
     transfer_queue: str = Field("support", description="Twilio <Enqueue> queue for escalated calls.")
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
     transfer_via_rest: bool = Field(

@@ -19,8 +19,10 @@ import unicodedata
 from typing import Literal
 
 __all__ = [
+    "FREE_TEXT_MAX_CHARS",
     "LOG_FIELD_MAX_CHARS",
     "RedactionPolicy",
+    "bounded_free_text",
     "cap_text",
     "is_luhn_valid",
     "is_my_number",
@@ -33,8 +35,9 @@ LOG_FIELD_MAX_CHARS = 512
 """Longest string field a log line carries (longer values are cut and marked)."""
 
 _CARD = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
-_MY_NUMBER = re.compile(r"(?<![\d])\d{4}[ -]?\d{4}[ -]?\d{4}(?![\d])")
-_SSN = re.compile(r"(?<![\d])\d{3}[- ]\d{2}[- ]\d{4}(?![\d])")
+# Not part of a longer group of digits ("4111 1111 1111 1112" is not a My Number followed by 1112).
+_MY_NUMBER = re.compile(r"(?<![\d])(?<![\d][ -])\d{4}[ -]?\d{4}[ -]?\d{4}(?![ -]?[\d])")
+_SSN = re.compile(r"(?<![\d])(?<![\d][ -])\d{3}[- ]\d{2}[- ]\d{4}(?![ -]?[\d])")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}", re.ASCII)
 _PHONE = re.compile(r"(?<![\d])\+?\d[\d\- ().]{6,24}\d(?![\d])")
 
@@ -44,6 +47,18 @@ def cap_text(value: str, limit: int = LOG_FIELD_MAX_CHARS) -> str:
     if len(value) <= limit:
         return value
     return f"{value[:limit]}...(+{len(value) - limit} chars)"
+
+
+FREE_TEXT_MAX_CHARS = 500
+"""Longest free text a peer (the model's tool arguments) may put into a record or a log line."""
+
+
+def bounded_free_text(value: object, limit: int = FREE_TEXT_MAX_CHARS) -> str:
+    """A peer-supplied value as a string of at most ``limit`` characters ("" for None/empty)."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)[: limit * 2]
+    return text.strip()[:limit]
 
 
 def _digits(text: str) -> str:

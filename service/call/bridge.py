@@ -58,6 +58,7 @@ from service.realtime.events import (
     RealtimeProtocolError,
     SessionConfig,
 )
+from service.redaction import bounded_free_text
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +135,7 @@ class CallStats:
     response_latencies_ms: list[float] = field(default_factory=list)
     barge_in_reactions_ms: list[float] = field(default_factory=list)
     errors: int = 0
-    dtmf: list[str] = field(default_factory=list)
+    dtmf: int = 0  # keys pressed: a count only, never the digits (docs/security.md, "Personal data")
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.response_latencies_ms)
@@ -152,7 +153,7 @@ class CallStats:
             "first_audio_ms_max": round(lat[-1], 1) if lat else None,
             "barge_in_reaction_ms_max": round(max(self.barge_in_reactions_ms), 2) if self.barge_in_reactions_ms else None,
             "errors": self.errors,
-            "dtmf_digits": "".join(self.dtmf),
+            "dtmf_count": self.dtmf,
         }
 
 
@@ -314,8 +315,8 @@ class CallBridge:
             await self.end("too many malformed frames", close_code=1008)
 
     async def _dtmf(self, digit: str) -> None:
-        self.stats.dtmf.append(digit)
-        log.info("call.dtmf", digit=digit)
+        self.stats.dtmf += 1
+        log.info("call.dtmf", count=self.stats.dtmf)
         await self._send_model(self._rt.user_text_item(f"[The caller pressed the keypad key {digit}]"))
         self._observer.dtmf(digit)
 
@@ -557,7 +558,7 @@ class CallBridge:
         await self._send_model(self._rt.function_call_output(call_id, output))
         if name == ESCALATION_TOOL_NAME:
             args = parse_tool_arguments(arguments)
-            reason = str(args.get("reason") or "the model asked for a human")
+            reason = bounded_free_text(args.get("reason")) or "the model asked for a human"
             await self.escalate(EscalationRequest(trigger="model_tool", reason=reason, inputs=args))
 
     async def _realtime_error(self, error: rt.RealtimeError) -> None:

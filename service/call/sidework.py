@@ -28,6 +28,7 @@ from service.escalation.policy import Decision, EscalationPolicy, PolicyConfig, 
 from service.escalation.record import build_record
 from service.escalation.sentiment import VoiceTurnFeatures
 from service.providers.base import StreamStarted
+from service.redaction import bounded_free_text
 
 if TYPE_CHECKING:
     from service.app import Gateway
@@ -189,7 +190,7 @@ class CallSideWork:
             log.warning("realtime.unknown_tool", name=name)
             return '{"error": "unknown tool"}'
         args = parse_tool_arguments(arguments)
-        self._policy.on_model_tool_call(str(args.get("reason", "")), str(args.get("caller_mood", "")) or None)
+        self._policy.on_model_tool_call(bounded_free_text(args.get("reason")), bounded_free_text(args.get("caller_mood"), 40) or None)
         return '{"status": "transferring", "message": "A human colleague will take over after the hand-off line."}'
 
     def escalation_started(self, request: EscalationRequest) -> None:
@@ -213,6 +214,7 @@ class CallSideWork:
             transcript_turns=self._settings.escalation_transcript_turns,
             trajectory=self._policy.trajectory,
             replica=self._settings.replica_id,
+            redact=self._settings.pii_redaction == "all",
         )
         self._gateway.outbox.enqueue(record)
 

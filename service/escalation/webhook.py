@@ -218,6 +218,7 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 if ARGV[3] == 'dead_letter' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'escalation_id', ARGV[6], 'call_id', ARGV[7],
     'status', ARGV[8], 'response', ARGV[9], 'dead_at', ARGV[4], 'body', ARGV[10])
+  if ARGV[11] ~= '0' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[11]) end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HSET', KEYS[2], 'escalation_status', ARGV[3], 'escalation_' .. ARGV[3] .. '_at', ARGV[4])
@@ -273,6 +274,7 @@ class DeliveryWorker:
         claim_every_s: float = 5.0,
         block_ms: int = 1000,
         dead_letter_maxlen: int = 10_000,
+        dead_letter_max_age_s: int = 0,
         rand: Callable[[], float] = random.random,
     ) -> None:
         if concurrency < 1:
@@ -295,6 +297,7 @@ class DeliveryWorker:
         self.claim_every_s = claim_every_s
         self.block_ms = block_ms
         self.dead_letter_maxlen = dead_letter_maxlen
+        self.dead_letter_max_age_s = dead_letter_max_age_s  # 0 = no age bound
         self._rand = rand
         self._touch = redis.register_script(_TOUCH_SCRIPT)
         self._finish = redis.register_script(_FINISH_SCRIPT)
@@ -318,6 +321,7 @@ class DeliveryWorker:
             "max_backoff_s": settings.escalation_max_backoff_s,
             "claim_min_idle_s": settings.escalation_claim_idle_s,
             "claim_every_s": min(5.0, settings.escalation_claim_idle_s / 2),
+            "dead_letter_max_age_s": settings.dead_letter_max_age_s,
             **overrides,
         }
         return cls(store.redis, store.keys, **params)
@@ -519,9 +523,12 @@ class DeliveryWorker:
         return outcome, response.status_code, detail, retry_after
 
     async def _complete(self, entry: _Entry, outcome: str, status: int | None, detail: str) -> None:
-        now = f"{time.time():.3f}"
+        clock = time.time()
+        now = f"{clock:.3f}"
+        # Entries older than the age bound go when a new one is added (ids are ms timestamps).
+        min_id = f"{int((clock - self.dead_letter_max_age_s) * 1000)}-0" if self.dead_letter_max_age_s else "0"
         await self._redis_call("finish", lambda: self._finish(
             keys=[self.keys.outbox, self.keys.call(entry.call_id), self.keys.dead_letter],
             args=[OUTBOX_GROUP, entry.entry_id, outcome, now, self.dead_letter_maxlen, entry.escalation_id,
-                  entry.call_id, "" if status is None else str(status), detail, entry.body],
+                  entry.call_id, "" if status is None else str(status), detail, entry.body, min_id],
         ))

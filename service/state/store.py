@@ -46,7 +46,7 @@ from redis.exceptions import RedisError
 
 from service.logging import mask_phone_number
 from service.metrics import REDIS_UP, STATE_QUEUE_DEPTH, STATE_WRITE_FAILURES, STATE_WRITES_DROPPED
-from service.redaction import cap_text
+from service.redaction import cap_text, redact_pii
 from service.state import keys as k
 from service.state.keys import Keys
 from service.state.model import CallSnapshot, Role, SentimentPoint, TranscriptTurn
@@ -293,6 +293,8 @@ class CallStateWriter:
         text = text.strip()
         if not text:
             return
+        if self._store.redact_transcripts:  # before it is queued, kept in the tail or sent anywhere
+            text = redact_pii(text)
         if len(text) > MAX_TEXT_CHARS:
             text = text[: MAX_TEXT_CHARS - 1] + "…"
         self._q.seq += 1
@@ -351,6 +353,7 @@ class StateStore:
         retry_max_s: float = 2.0,
         socket_timeout_s: float = 2.0,
         redis: Redis | None = None,
+        redact_transcripts: bool = False,
     ) -> None:
         if queue_max < 1 or transcript_max < 1 or sentiment_max < 1 or batch_max < 1:
             raise ValueError("queue_max, transcript_max, sentiment_max and batch_max must be >= 1")
@@ -367,6 +370,7 @@ class StateStore:
         self.batch_max = batch_max
         self.write_delay_s = write_delay_s
         self.retry_max_s = retry_max_s
+        self.redact_transcripts = redact_transcripts  # CALLBRIDGE_PII_REDACTION=all
         self.redis: Redis = redis or connect_redis(
             redis_url, socket_timeout_s=socket_timeout_s, client_name=f"callbridge:{replica_id}"
         )
@@ -390,6 +394,7 @@ class StateStore:
             "heartbeat_interval_s": settings.heartbeat_interval_s,
             "heartbeat_ttl_s": settings.heartbeat_ttl_s,
             "write_delay_s": settings.state_write_delay_ms / 1000.0,
+            "redact_transcripts": settings.pii_redaction == "all",
             **overrides,
         }
         return cls(

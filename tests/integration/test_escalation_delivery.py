@@ -289,3 +289,45 @@ async def test_outbox_bound_drops_oldest_and_counts_it(store: StateStore, redis_
         assert [f[b"escalation_id"].decode() for _, f in entries] == [r.escalation_id for r in records[1:]]
     finally:
         await small.close(flush_timeout=1)
+
+
+async def test_dead_letter_stream_has_an_age_bound(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    """Regression (issue 12.7): dead letters (full records with transcripts) were kept until MAXLEN only;
+    entries older than CALLBRIDGE_DEAD_LETTER_MAX_AGE_S now go when a new one is added."""
+    receiver.policy = lambda req: Reply(400, body=b"no")
+    stale_id = f"{int((time.time() - 7200) * 1000)}-0"  # two hours old
+    await store.redis.xadd(store.keys.dead_letter, {"escalation_id": "old"}, id=stale_id)
+    _, record = angry_call(store, "CA-age")
+    outbox.enqueue(record)
+    await workers("w1", dead_letter_max_age_s=3600)
+
+    async def only_the_new_one() -> bool:
+        entries = await store.redis.xrange(store.keys.dead_letter)
+        return [fields[b"escalation_id"].decode() for _, fields in entries] == [record.escalation_id]
+
+    await wait_until(only_the_new_one)
+
+
+async def test_redaction_all_keeps_pii_out_of_redis_and_the_webhook(redis_server: RedisServer) -> None:
+    """CALLBRIDGE_PII_REDACTION=all: transcripts are redacted before Redis and before the record."""
+    store = StateStore(redis_server.url, prefix="pii", replica_id="r1", redact_transcripts=True)
+    await store.start()
+    try:
+        writer = store.call("CA" + "1" * 32)
+        writer.started({"provider": "twilio"})
+        writer.transcript("caller", "my card is 4111-1111-1111-1111 and mail is ken@example.jp")
+        writer.transcript("caller", "マイナンバーは１２３４ ５６７８ ９０１８です")
+        assert await writer.flush(5)
+        snap = await store.load_call("CA" + "1" * 32)
+        assert snap is not None
+        stored = " ".join(turn.text for turn in snap.transcript)
+        assert "4111" not in stored and "example.jp" not in stored and "9018" not in stored
+        assert stored.count("[card]") == 1 and "[email]" in stored and "[national-id]" in stored
+        decision = EscalationPolicy(call_id="x").on_model_tool_call("SSN 078-05-1120 given", "frustrated")
+        assert decision is not None
+        body = build_record(writer, decision, replica="r1", redact=True).body.decode()
+        assert "078-05-1120" not in body and "4111" not in body and "[national-id]" in body
+    finally:
+        await store.close(flush_timeout=1)
