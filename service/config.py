@@ -134,9 +134,12 @@ class Settings(BaseSettings):
         "I understand. Let me connect you with a member of our team who can help you further. Please hold.",
         description="What the bot says before a hand-off.",
     )
-    escalation_webhook_url: str = Field("", description="Where escalation records are POSTed. Empty = not delivered.")
+    escalation_webhook_url: str = Field(
+        "", description="Where escalation records are POSTed (an http:// or https:// URL). Empty = not delivered."
+    )
     escalation_webhook_secret: SecretStr = Field(
-        SecretStr(""), description="HMAC-SHA256 key for the Callbridge-Signature header."
+        SecretStr(""),
+        description="HMAC-SHA256 key for the Callbridge-Signature header; required when a webhook URL is set.",
     )
     escalation_webhook_timeout_s: float = Field(5.0, gt=0, description="Per-attempt webhook timeout.")
     escalation_max_backoff_s: float = Field(60.0, gt=0, description="Cap on the webhook retry backoff.")
@@ -194,6 +197,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://gw.example.com")
         return value.rstrip("/")
 
+    @field_validator("escalation_webhook_url")
+    @classmethod
+    def _webhook_url_is_http(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://crm.example.com/escalations")
+        return value
+
     @field_validator("max_output_tokens", mode="before")
     @classmethod
     def _max_tokens(cls, value: object) -> object:
@@ -218,6 +231,11 @@ class Settings(BaseSettings):
             self.realtime_provider = "openai" if self.realtime_api_key.get_secret_value() else "local"
         if self.realtime_provider == "azure" and not (self.azure_endpoint or self.realtime_url):
             raise ValueError("CALLBRIDGE_REALTIME_PROVIDER=azure needs CALLBRIDGE_AZURE_ENDPOINT or AZURE_OPENAI_ENDPOINT")
+        if self.escalation_webhook_url and not self.escalation_webhook_secret.get_secret_value():
+            raise ValueError(
+                "CALLBRIDGE_ESCALATION_WEBHOOK_SECRET must be set when CALLBRIDGE_ESCALATION_WEBHOOK_URL is "
+                "(records are never sent unsigned)"
+            )
         if self.escalation_reset_threshold >= self.escalation_threshold:
             raise ValueError("CALLBRIDGE_ESCALATION_RESET_THRESHOLD must be below CALLBRIDGE_ESCALATION_THRESHOLD")
         return self

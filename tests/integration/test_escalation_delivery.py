@@ -331,3 +331,52 @@ async def test_redaction_all_keeps_pii_out_of_redis_and_the_webhook(redis_server
         assert "078-05-1120" not in body and "4111" not in body and "[national-id]" in body
     finally:
         await store.close(flush_timeout=1)
+
+
+async def test_a_huge_receiver_response_is_read_at_most_64_kib(
+    store: StateStore, outbox: Outbox, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    """Regression (issue 12.8): the worker read a receiver's whole response (400 MB -> 1.25 GB RSS).
+    A raw 127.0.0.1 receiver announces 400 MiB and writes for as long as it is read; measured: the
+    bytes it got out before the worker hung up."""
+    written = 0
+    finished = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
+                          if line.startswith(b"content-length:"))
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 419430400\r\n\r\n")
+            chunk = b"x" * 65536
+            while written < 400 << 20:
+                writer.write(chunk)
+                await writer.drain()
+                written += len(chunk)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            finished.set()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        _, record = angry_call(store, "CA-big")
+        outbox.enqueue(record)
+        await workers("w1", url=f"http://127.0.0.1:{port}/hook")
+
+        async def dead() -> bool:
+            return int(await store.redis.xlen(store.keys.dead_letter)) == 1
+
+        await wait_until(dead)
+        async with asyncio.timeout(10):
+            await finished.wait()
+    finally:
+        server.close()
+    [(_, fields)] = await store.redis.xrange(store.keys.dead_letter)
+    assert fields[b"status"] == b"400" and fields[b"response"] == b"x" * 300
+    assert written < 16 << 20, f"receiver pushed {written} bytes"
