@@ -45,7 +45,7 @@ _VOICE_WAIT_S = 1.0  # how long a transcript waits for its turn's voice features
 
 
 def usage_cost_usd(usage: dict[str, Any], prices: dict[str, float]) -> float:
-    """Cost of one response.done usage (realtime-api.md 8.2); prices are USD per 1M tokens."""
+    """Cost of one response.done usage (docs/models/realtime.md, "Usage and cost"); prices are USD per 1M tokens."""
     inp = usage.get("input_token_details") or {}
     out = usage.get("output_token_details") or {}
     cached = int(inp.get("cached_tokens") or 0)
@@ -144,7 +144,7 @@ class CallSideWork:
     def caller_speech_stopped(self, audio_end_ms: int) -> None:
         if self._turn_start_ms is None:
             return
-        # speech_stopped.audio_end_ms includes the VAD's trailing silence (realtime-api.md 3.3).
+        # speech_stopped.audio_end_ms includes the VAD's trailing silence (docs/models/realtime.md, "Voice activity detection").
         trailing = self._settings.vad_silence_duration_ms * 8
         ring = b"".join(self._ring)  # once per turn, off the frame path
         nbytes = min(len(ring), max(0, audio_end_ms - self._turn_start_ms) * 8)
