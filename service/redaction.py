@@ -34,12 +34,16 @@ RedactionPolicy = Literal["logs", "all"]
 LOG_FIELD_MAX_CHARS = 512
 """Longest string field a log line carries (longer values are cut and marked)."""
 
-_CARD = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
+# Digit runs only count when not glued to ASCII letters or digits (ids like ULIDs or hex SIDs hold
+# digit runs too); Japanese text around a number does not prevent a match.
+_ALNUM_BEFORE = r"(?<![A-Za-z0-9])"
+_ALNUM_AFTER = r"(?![A-Za-z0-9])"
+_CARD = re.compile(_ALNUM_BEFORE + r"\d(?:[ -]?\d){12,18}" + _ALNUM_AFTER)
 # Not part of a longer group of digits ("4111 1111 1111 1112" is not a My Number followed by 1112).
-_MY_NUMBER = re.compile(r"(?<![\d])(?<![\d][ -])\d{4}[ -]?\d{4}[ -]?\d{4}(?![ -]?[\d])")
-_SSN = re.compile(r"(?<![\d])(?<![\d][ -])\d{3}[- ]\d{2}[- ]\d{4}(?![ -]?[\d])")
+_MY_NUMBER = re.compile(_ALNUM_BEFORE + r"(?<![\d][ -])\d{4}[ -]?\d{4}[ -]?\d{4}(?![ -]?[\d])" + _ALNUM_AFTER)
+_SSN = re.compile(_ALNUM_BEFORE + r"(?<![\d][ -])\d{3}[- ]\d{2}[- ]\d{4}(?![ -]?[\d])" + _ALNUM_AFTER)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}", re.ASCII)
-_PHONE = re.compile(r"(?<![\d])\+?\d[\d\- ().]{6,24}\d(?![\d])")
+_PHONE = re.compile(_ALNUM_BEFORE + r"\+?\d[\d\- ().]{6,24}\d" + _ALNUM_AFTER)
 
 
 def cap_text(value: str, limit: int = LOG_FIELD_MAX_CHARS) -> str:

@@ -40,3 +40,8 @@ def test_caps_bound_whatever_a_peer_sends() -> None:
     assert len(bounded_free_text(huge)) == 500
     assert bounded_free_text(None) == "" and bounded_free_text({"a": 1}) == "{'a': 1}"
     assert len(redact_pii("4" * 1_000_000)) == 1_000_000  # a long digit run is not a card; linear time
+
+
+def test_ids_with_digit_runs_are_left_alone() -> None:
+    for text in ("CA" + "4111111111111111" + "a" * 16, "01HZX4111111111111111ABC", "MZ123456789018abcdefabcdefabcdefab"):
+        assert redact_pii(text) == text
