@@ -379,4 +379,5 @@ async def test_a_huge_receiver_response_is_read_at_most_64_kib(
         server.close()
     [(_, fields)] = await store.redis.xrange(store.keys.dead_letter)
     assert fields[b"status"] == b"400" and fields[b"response"] == b"x" * 300
+    print(f"receiver response: {written} of 419430400 announced bytes got out before the worker hung up")
     assert written < 16 << 20, f"receiver pushed {written} bytes"

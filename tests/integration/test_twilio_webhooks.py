@@ -335,5 +335,6 @@ async def test_chunked_webhook_body_is_cut_at_64_kib() -> None:
                 sock.close()
 
         sent, status = await asyncio.to_thread(push)
+        print(f"webhook chunked body: client had pushed {sent} bytes when the {status} arrived")
         assert status == 413
         assert sent < 8 << 20, f"pushed {sent} bytes before the refusal"
