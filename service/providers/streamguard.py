@@ -27,6 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from service.redaction import cap_text
+from service.state.keys import Keys
 
 __all__ = ["Admission", "StreamGuard"]
 
@@ -60,14 +61,14 @@ class StreamGuard:
         self,
         redis: Any,
         *,
-        prefix: str,
+        keys: Keys,
         replica_id: str,
         claim_ttl_s: int,
         timeout_s: float = 2.0,
         local_max: int = 100_000,
     ) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self._keys = keys
         self._replica_id = replica_id
         self._claim_ttl_ms = max(1000, int(claim_ttl_s) * 1000)
         self._timeout_s = timeout_s
@@ -105,8 +106,8 @@ class StreamGuard:
         try:
             code = await asyncio.wait_for(
                 self._redis.eval(
-                    _ADMIT, 2, f"{self._prefix}:stream_token:{token_id}", f"{self._prefix}:streaming:{call_id}",
-                    ttl_ms, self._owner(stream_id), f"{self._prefix}:replica:", self._claim_ttl_ms,
+                    _ADMIT, 2, self._keys.stream_token(token_id), self._keys.streaming(call_id),
+                    ttl_ms, self._owner(stream_id), self._keys.replica_prefix, self._claim_ttl_ms,
                 ),
                 self._timeout_s,
             )
@@ -126,7 +127,7 @@ class StreamGuard:
             return
         try:
             await asyncio.wait_for(
-                self._redis.eval(_RELEASE, 1, f"{self._prefix}:streaming:{call_id}", self._owner(stream_id)),
+                self._redis.eval(_RELEASE, 1, self._keys.streaming(call_id), self._owner(stream_id)),
                 self._timeout_s,
             )
         except Exception as error:  # the claim expires with its TTL, or is taken over once we are gone
@@ -141,7 +142,7 @@ def stream_guard_for(gateway: Any) -> StreamGuard:
         store = gateway.state_store
         guard = StreamGuard(
             store.redis if store is not None else None,
-            prefix=settings.redis_prefix,
+            keys=Keys(settings.redis_prefix),
             replica_id=settings.replica_id,
             claim_ttl_s=settings.call_ttl_s,
         )

@@ -7,13 +7,14 @@ import time
 from redis.asyncio import Redis
 
 from service.providers.streamguard import StreamGuard
+from service.state.keys import Keys
 from tests.conftest import free_port
 
 CALL, OTHER = "CA" + "1" * 32, "CA" + "2" * 32
 
 
 async def test_local_guard_single_use_and_one_stream_per_call() -> None:
-    guard = StreamGuard(None, prefix="t", replica_id="r", claim_ttl_s=60)
+    guard = StreamGuard(None, keys=Keys("t"), replica_id="r", claim_ttl_s=60)
     expiry = int(time.time()) + 60
     assert await guard.admit("tok1", expiry, CALL, "MZa") == "ok"
     assert await guard.admit("tok1", expiry, OTHER, "MZb") == "token_reused"
@@ -25,7 +26,7 @@ async def test_local_guard_single_use_and_one_stream_per_call() -> None:
 
 
 async def test_local_memory_is_bounded_and_expired_ids_are_pruned() -> None:
-    guard = StreamGuard(None, prefix="t", replica_id="r", claim_ttl_s=60, local_max=3)
+    guard = StreamGuard(None, keys=Keys("t"), replica_id="r", claim_ttl_s=60, local_max=3)
     past, future = int(time.time()) - 1, int(time.time()) + 60
     for index in range(3):
         assert await guard.admit(f"old{index}", past if index < 2 else future, f"CA{index:032x}", "MZ") == "ok"
@@ -36,7 +37,7 @@ async def test_local_memory_is_bounded_and_expired_ids_are_pruned() -> None:
 
 async def test_redis_down_degrades_to_local_memory() -> None:
     redis = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
-    guard = StreamGuard(redis, prefix="t", replica_id="r", claim_ttl_s=60, timeout_s=1.0)
+    guard = StreamGuard(redis, keys=Keys("t"), replica_id="r", claim_ttl_s=60, timeout_s=1.0)
     try:
         expiry = int(time.time()) + 60
         assert await guard.admit("tok", expiry, CALL, "MZa") == "ok"
