@@ -338,3 +338,13 @@ async def test_chunked_webhook_body_is_cut_at_64_kib() -> None:
         print(f"webhook chunked body: client had pushed {sent} bytes when the {status} arrived")
         assert status == 413
         assert sent < 8 << 20, f"pushed {sent} bytes before the refusal"
+
+
+@pytest.mark.parametrize("call_sid", [CALL_SID + ":transcript", "CA" + "x" * 100_000, ""])
+async def test_signed_voice_webhook_with_a_malformed_callsid_gets_400_and_no_token(call_sid: str) -> None:
+    """Regression (issue 12.2): a webhook CallSid reaches the token, Redis keys and logs only in Twilio's format."""
+    async with run_gateway() as gw:
+        form = {**FORM, "CallSid": call_sid}
+        response = await post_signed(gw.base_url, "/twilio/voice", form)
+        assert response.status_code in (400, 413)
+        assert "stream_token" not in response.text
