@@ -41,6 +41,7 @@ class Gateway:
     state_store: Any = None  # service.state.store.StateStore, when Redis is configured
     outbox: Any = None  # service.escalation.outbox.Outbox
     delivery_worker: Any = None
+    stream_guard: Any = None  # service.providers.streamguard.StreamGuard, created on the first stream
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
     calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
 

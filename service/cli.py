@@ -6,6 +6,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         settings.port = args.port
     configure_logging(settings.log_format, settings.log_level)
+    warn_if_streams_disabled(settings)
     app = create_app(settings)
     from service.app import uvicorn_config
 
@@ -46,6 +51,24 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         server.run()
     return 0
+
+
+def warn_if_streams_disabled(settings: Settings) -> bool:
+    """Say on stderr and in the log when no stream-token key exists (every media stream is refused).
+
+    The gateway still starts (health, metrics and drain work), but closed, never open: see
+    docs/security.md, "Stream tokens". Returns True when it warned."""
+    if settings.streams_enabled:
+        return False
+    import structlog
+
+    message = (
+        "no stream-token secret: set CALLBRIDGE_STREAM_TOKEN_SECRET or CALLBRIDGE_TWILIO_AUTH_TOKEN; "
+        "until then every media stream is refused (1008) and no model session is opened"
+    )
+    print(f"callbridge: {message}", file=sys.stderr)
+    structlog.get_logger(__name__).error("gateway.streams_disabled", reason=message)
+    return True
 
 
 def _local_realtime(args: argparse.Namespace) -> int:

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str = Field("", description="Twilio Account SID, for REST transfers (optional).")
     stream_token_secret: SecretStr = Field(
         SecretStr(""),
-        description="HMAC key for stream tokens; all replicas must share it. Empty = derived from the Twilio auth token.",
+        description="HMAC key for stream tokens; all replicas must share it. Empty = derived from the Twilio auth token; "
+        "with neither set every media stream is refused.",
     )
     stream_token_ttl_s: int = Field(300, gt=0, le=3600, description="Lifetime of a stream token (seconds).")
     stream_start_timeout_s: float = Field(
@@ -133,9 +134,12 @@ class Settings(BaseSettings):
         "I understand. Let me connect you with a member of our team who can help you further. Please hold.",
         description="What the bot says before a hand-off.",
     )
-    escalation_webhook_url: str = Field("", description="Where escalation records are POSTed. Empty = not delivered.")
+    escalation_webhook_url: str = Field(
+        "", description="Where escalation records are POSTed (an http:// or https:// URL). Empty = not delivered."
+    )
     escalation_webhook_secret: SecretStr = Field(
-        SecretStr(""), description="HMAC-SHA256 key for the Callbridge-Signature header."
+        SecretStr(""),
+        description="HMAC-SHA256 key for the Callbridge-Signature header; required when a webhook URL is set.",
     )
     escalation_webhook_timeout_s: float = Field(5.0, gt=0, description="Per-attempt webhook timeout.")
     escalation_max_backoff_s: float = Field(60.0, gt=0, description="Cap on the webhook retry backoff.")
@@ -143,6 +147,15 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A delivery idle this long (its replica died) is claimed by another replica (XAUTOCLAIM)."
     )
     escalation_transcript_turns: int = Field(10, ge=1, description="Transcript turns included in a record.")
+    dead_letter_max_age_s: int = Field(
+        604800, ge=0,
+        description="Dead-letter entries older than this are trimmed (XTRIM MINID) whenever one is added (0 = no age bound).",
+    )
+    pii_redaction: Literal["logs", "all"] = Field(
+        "logs",
+        description="`logs`: card numbers, national ids (SSN, My Number), e-mails and phone numbers are redacted in logs; "
+        "`all`: also in transcripts stored in Redis and sent in escalation webhooks.",
+    )
     transfer_queue: str = Field("support", description="Twilio <Enqueue> queue for escalated calls.")
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
     transfer_via_rest: bool = Field(
@@ -184,6 +197,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://gw.example.com")
         return value.rstrip("/")
 
+    @field_validator("escalation_webhook_url")
+    @classmethod
+    def _webhook_url_is_http(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://crm.example.com/escalations")
+        return value
+
     @field_validator("max_output_tokens", mode="before")
     @classmethod
     def _max_tokens(cls, value: object) -> object:
@@ -208,6 +231,11 @@ class Settings(BaseSettings):
             self.realtime_provider = "openai" if self.realtime_api_key.get_secret_value() else "local"
         if self.realtime_provider == "azure" and not (self.azure_endpoint or self.realtime_url):
             raise ValueError("CALLBRIDGE_REALTIME_PROVIDER=azure needs CALLBRIDGE_AZURE_ENDPOINT or AZURE_OPENAI_ENDPOINT")
+        if self.escalation_webhook_url and not self.escalation_webhook_secret.get_secret_value():
+            raise ValueError(
+                "CALLBRIDGE_ESCALATION_WEBHOOK_SECRET must be set when CALLBRIDGE_ESCALATION_WEBHOOK_URL is "
+                "(records are never sent unsigned)"
+            )
         if self.escalation_reset_threshold >= self.escalation_threshold:
             raise ValueError("CALLBRIDGE_ESCALATION_RESET_THRESHOLD must be below CALLBRIDGE_ESCALATION_THRESHOLD")
         return self
@@ -219,11 +247,20 @@ class Settings(BaseSettings):
         return self.realtime_provider
 
     def effective_stream_token_secret(self) -> bytes:
-        """Key for stream tokens: the explicit secret, else one derived from the Twilio auth token."""
-        secret = self.stream_token_secret.get_secret_value() or (
-            "callbridge-stream-token:" + self.twilio_auth_token.get_secret_value()
-        )
-        return secret.encode()
+        """Key for stream tokens: the explicit secret, else one derived from the Twilio auth token.
+
+        Empty (``b""``) when neither is configured: there is then no key at all (never a public
+        constant), and the media route refuses every stream (docs/security.md, "Stream tokens")."""
+        explicit = self.stream_token_secret.get_secret_value()
+        if explicit:
+            return explicit.encode()
+        auth_token = self.twilio_auth_token.get_secret_value()
+        return ("callbridge-stream-token:" + auth_token).encode() if auth_token else b""
+
+    @property
+    def streams_enabled(self) -> bool:
+        """True when a stream-token key exists; without one the gateway refuses every media stream."""
+        return bool(self.effective_stream_token_secret())
 
 
 class ConfigError(SystemExit):

@@ -26,8 +26,6 @@ async def start_gateway_services(gateway: Gateway) -> None:
     await gateway.outbox.start()
     gateway._background.append(store.start_heartbeat(reap_every_s=settings.heartbeat_ttl_s))
     if settings.escalation_webhook_url:
-        if not settings.escalation_webhook_secret.get_secret_value():
-            log.warning("escalation.webhook_unsigned", reason="CALLBRIDGE_ESCALATION_WEBHOOK_SECRET is empty")
         worker = DeliveryWorker.from_settings(
             settings, store, claim_min_idle_s=settings.escalation_claim_idle_s,
             claim_every_s=min(5.0, settings.escalation_claim_idle_s / 2),

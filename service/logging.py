@@ -2,8 +2,10 @@
 
 Call-scoped context (call_id, stream_id, provider) is bound with ``bind_call_context`` via
 contextvars, so every line logged inside a call's tasks carries it without passing loggers around.
-Redaction runs last before rendering, on every event: phone numbers keep their last 4 digits, and
-values that look like API keys or tokens are dropped.
+Redaction runs last before rendering, on every event: every string field is capped
+(``service.redaction.cap_text``, 512 chars), card numbers, national ids and e-mails are replaced by
+tags, phone numbers keep their last 4 digits, and values that look like API keys or tokens are
+dropped (docs/security.md, "Logs").
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import structlog
 
+from service.redaction import LOG_FIELD_MAX_CHARS, cap_text, redact_pii
+
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d\-\s().]{6,}\d(?![\w])")
 _SECRETISH = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"
@@ -24,6 +28,8 @@ _SECRETISH = re.compile(
 _SECRET_KEYS = re.compile(r"(api[_-]?key|token|secret|password|authorization|signature)", re.IGNORECASE)
 _SAFE_KEYS = frozenset({"event", "level", "logger", "timestamp", "call_id", "stream_id", "provider", "replica"})
 REDACTED = "[redacted]"
+_SAFE_MAX_CHARS = 80  # ids are validated (34 chars); the cap is a second line of defence
+_EXCEPTION_MAX_CHARS = 8192
 
 
 def mask_phone_number(text: str) -> str:
@@ -44,7 +50,8 @@ def _redact_value(key: str, value: Any) -> Any:
     if isinstance(value, str):
         if key not in _SAFE_KEYS and _SECRET_KEYS.search(key):
             return REDACTED
-        return mask_phone_number(_SECRETISH.sub(REDACTED, value))
+        limit = _EXCEPTION_MAX_CHARS if key == "exception" else LOG_FIELD_MAX_CHARS
+        return mask_phone_number(_SECRETISH.sub(REDACTED, redact_pii(cap_text(value, limit), phones=False)))
     if isinstance(value, Mapping):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -58,7 +65,10 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     """structlog processor: mask phone numbers and drop secrets in every field (incl. the message)."""
     for key in list(event_dict):
         if key in _SAFE_KEYS and key != "event":
-            continue  # provider ids (CA.../MZ...) are not secrets and must stay searchable
+            value = event_dict[key]  # provider ids (CA.../MZ...) are not secrets and must stay searchable
+            if isinstance(value, str):
+                event_dict[key] = cap_text(value, _SAFE_MAX_CHARS)
+            continue
         event_dict[key] = _redact_value(key, event_dict[key])
     return event_dict
 

@@ -13,7 +13,7 @@ Guarantees:
   without waiting for anything but the socket send (no Redis, HTTP or logging per frame).
 - Outbound: each audio delta is resampled and sent to the provider at once, followed by a mark
   (``PlaybackLedger``), so the bridge always knows what the caller has heard.
-- Barge-in (``_barge_in``) follows realtime-api.md 6.2: provider ``clear`` first, then
+- Barge-in (``_barge_in``) follows docs/models/realtime.md, "Barge-in": provider ``clear`` first, then
   ``response.cancel`` if a response is still in progress, then ``conversation.item.truncate`` for the
   playing item with the heard ms (only if something was cut), late deltas dropped, the outbound
   resampler reset.
@@ -58,6 +58,7 @@ from service.realtime.events import (
     RealtimeProtocolError,
     SessionConfig,
 )
+from service.redaction import bounded_free_text
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ SendText = Callable[[str], Awaitable[None]]
 
 # Pre-buffer of caller frames while the Realtime session connects: 50 x 160 B = 8 KB (1 s).
 _PREBUFFER_FRAMES = 50
-# Error codes that are expected races, not failures (realtime-api.md 9.2).
+# Error codes that are expected races, not failures (docs/models/realtime.md, "Errors").
 _BENIGN_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
 )
@@ -134,7 +135,7 @@ class CallStats:
     response_latencies_ms: list[float] = field(default_factory=list)
     barge_in_reactions_ms: list[float] = field(default_factory=list)
     errors: int = 0
-    dtmf: list[str] = field(default_factory=list)
+    dtmf: int = 0  # keys pressed: a count only, never the digits (docs/security.md, "Personal data")
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.response_latencies_ms)
@@ -152,7 +153,7 @@ class CallStats:
             "first_audio_ms_max": round(lat[-1], 1) if lat else None,
             "barge_in_reaction_ms_max": round(max(self.barge_in_reactions_ms), 2) if self.barge_in_reactions_ms else None,
             "errors": self.errors,
-            "dtmf_digits": "".join(self.dtmf),
+            "dtmf_count": self.dtmf,
         }
 
 
@@ -314,8 +315,8 @@ class CallBridge:
             await self.end("too many malformed frames", close_code=1008)
 
     async def _dtmf(self, digit: str) -> None:
-        self.stats.dtmf.append(digit)
-        log.info("call.dtmf", digit=digit)
+        self.stats.dtmf += 1
+        log.info("call.dtmf", count=self.stats.dtmf)
         await self._send_model(self._rt.user_text_item(f"[The caller pressed the keypad key {digit}]"))
         self._observer.dtmf(digit)
 
@@ -329,7 +330,7 @@ class CallBridge:
         self._immediate = immediate
 
     async def reattach_realtime(self, to_model: SendText, immediate: ImmediateSend | None = None) -> None:
-        """A replacement Realtime session after the old one dropped (realtime-api.md 10: there is
+        """A replacement Realtime session after the old one dropped (docs/models/realtime.md, "Session limits and reconnects": there is
         no resume). Response bookkeeping of the old session is forgotten; the new session gets the
         same configuration plus the conversation so far in its instructions; caller audio is held
         (bounded pre-buffer) until its ``session.update`` is sent; the provider leg never stops.
@@ -466,7 +467,7 @@ class CallBridge:
         return False
 
     # ------------------------------------------------------------------------------------------------
-    # barge-in (realtime-api.md 6.2; telephony-streams.md 1.4)
+    # barge-in (docs/models/realtime.md, "Barge-in"; docs/providers/twilio.md, "Clear and marks")
 
     async def _barge_in(self) -> None:
         now = self._clock()
@@ -515,7 +516,7 @@ class CallBridge:
         self._transition("barge_in")
 
     # ------------------------------------------------------------------------------------------------
-    # responses and tools (realtime-api.md 7)
+    # responses and tools (docs/models/realtime.md, "Responses and tools")
 
     async def _request_response(self, instructions: str | None) -> None:
         """``response.create`` now, or after the active response's ``response.done``."""
@@ -557,7 +558,7 @@ class CallBridge:
         await self._send_model(self._rt.function_call_output(call_id, output))
         if name == ESCALATION_TOOL_NAME:
             args = parse_tool_arguments(arguments)
-            reason = str(args.get("reason") or "the model asked for a human")
+            reason = bounded_free_text(args.get("reason")) or "the model asked for a human"
             await self.escalate(EscalationRequest(trigger="model_tool", reason=reason, inputs=args))
 
     async def _realtime_error(self, error: rt.RealtimeError) -> None:
@@ -572,7 +573,7 @@ class CallBridge:
         log.error("realtime.error", type=error.type, code=error.code, message=error.message, param=error.param)
         if self.state is CallState.CONNECTING:
             await self.fail("realtime error: " + (error.code or error.type))
-        # session_expired is followed by a close (1001); the session reconnects then (realtime-api.md 9-10)
+        # session_expired is followed by a close (1001); the session reconnects then (docs/models/realtime.md, "Session limits and reconnects")
 
     # ------------------------------------------------------------------------------------------------
     # escalation (one step)
@@ -606,7 +607,7 @@ class CallBridge:
         await self._request_response(f'Say this to the caller, in the caller\'s language, and nothing else: "{line}"')
 
     async def _transfer(self) -> None:
-        """End the media stream so the provider runs the transfer TwiML (telephony-streams.md 1.6)."""
+        """End the media stream so the provider runs the transfer TwiML (docs/providers/twilio.md, "After the stream")."""
         if self._transfer_started:
             return
         self._transfer_started = True
@@ -679,7 +680,7 @@ class CallBridge:
         return summary
 
     def _shorten_history(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
-        """Keep only the heard share of a truncated bot turn (realtime-api.md 10, step 1)."""
+        """Keep only the heard share of a truncated bot turn (docs/models/realtime.md, "Barge-in")."""
         for index, (role, text, item) in enumerate(self._history):
             if item == item_id and role == "assistant":
                 words = text.split()

@@ -28,6 +28,7 @@ from service.escalation.policy import Decision, EscalationPolicy, PolicyConfig, 
 from service.escalation.record import build_record
 from service.escalation.sentiment import VoiceTurnFeatures
 from service.providers.base import StreamStarted
+from service.redaction import bounded_free_text
 
 if TYPE_CHECKING:
     from service.app import Gateway
@@ -44,7 +45,7 @@ _VOICE_WAIT_S = 1.0  # how long a transcript waits for its turn's voice features
 
 
 def usage_cost_usd(usage: dict[str, Any], prices: dict[str, float]) -> float:
-    """Cost of one response.done usage (realtime-api.md 8.2); prices are USD per 1M tokens."""
+    """Cost of one response.done usage (docs/models/realtime.md, "Usage and cost"); prices are USD per 1M tokens."""
     inp = usage.get("input_token_details") or {}
     out = usage.get("output_token_details") or {}
     cached = int(inp.get("cached_tokens") or 0)
@@ -143,7 +144,7 @@ class CallSideWork:
     def caller_speech_stopped(self, audio_end_ms: int) -> None:
         if self._turn_start_ms is None:
             return
-        # speech_stopped.audio_end_ms includes the VAD's trailing silence (realtime-api.md 3.3).
+        # speech_stopped.audio_end_ms includes the VAD's trailing silence (docs/models/realtime.md, "Voice activity detection").
         trailing = self._settings.vad_silence_duration_ms * 8
         ring = b"".join(self._ring)  # once per turn, off the frame path
         nbytes = min(len(ring), max(0, audio_end_ms - self._turn_start_ms) * 8)
@@ -189,7 +190,7 @@ class CallSideWork:
             log.warning("realtime.unknown_tool", name=name)
             return '{"error": "unknown tool"}'
         args = parse_tool_arguments(arguments)
-        self._policy.on_model_tool_call(str(args.get("reason", "")), str(args.get("caller_mood", "")) or None)
+        self._policy.on_model_tool_call(bounded_free_text(args.get("reason")), bounded_free_text(args.get("caller_mood"), 40) or None)
         return '{"status": "transferring", "message": "A human colleague will take over after the hand-off line."}'
 
     def escalation_started(self, request: EscalationRequest) -> None:
@@ -213,6 +214,7 @@ class CallSideWork:
             transcript_turns=self._settings.escalation_transcript_turns,
             trajectory=self._policy.trajectory,
             replica=self._settings.replica_id,
+            redact=self._settings.pii_redaction == "all",
         )
         self._gateway.outbox.enqueue(record)
 

@@ -10,13 +10,14 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from service.escalation.policy import Decision
 from service.escalation.summary import summarize
 from service.logging import mask_phone_number
+from service.redaction import redact_pii
 from service.state.model import SentimentPoint, TranscriptTurn
 
 PAYLOAD_TYPE = "callbridge.escalation"
@@ -77,6 +78,17 @@ def _float(value: str | None) -> float | None:
         return None
 
 
+def _redacted(value: Any) -> Any:
+    """``value`` with every string inside redacted (tool inputs are small JSON: dicts, lists, scalars)."""
+    if isinstance(value, str):
+        return redact_pii(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
+
+
 def build_record(
     call: CallView,
     decision: Decision,
@@ -85,14 +97,19 @@ def build_record(
     trajectory: Sequence[SentimentPoint] | None = None,
     replica: str | None = None,
     escalation_id: str | None = None,
+    redact: bool = False,
 ) -> EscalationRecord:
     """Assemble the record from the call's in-memory state and the policy's decision.
+
+    ``redact`` (``CALLBRIDGE_PII_REDACTION=all``) also redacts the reason and the tool inputs.
 
     ``trajectory`` defaults to the points written through the call's writer; pass
     ``policy.trajectory`` when the writer was not wired as the policy's ``on_point``.
     """
     info = call.info
-    turns = call.recent_transcript(transcript_turns)
+    turns = call.recent_transcript(transcript_turns)  # already redacted at write time under `all`
+    if redact:
+        decision = replace(decision, reason=redact_pii(decision.reason), inputs=_redacted(decision.inputs))
     points = list(trajectory if trajectory is not None else call.recent_sentiment())[-TRAJECTORY_IN_RECORD:]
     esc_id = escalation_id or new_escalation_id(decision.decided_at)
     payload: dict[str, Any] = {

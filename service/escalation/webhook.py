@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import math
 import os
 import random
 import sys
@@ -77,8 +78,18 @@ def sign(secret: str | bytes, body: bytes, timestamp: int | None = None) -> str:
     return f"t={ts},v1={compute_signature(secret, ts, body)}"
 
 
+_MAX_HEADER_CHARS = 4096
+_MAX_TIMESTAMP_DIGITS = 12  # unix seconds until the year 33658; a longer t= is not a timestamp
+_HEX = frozenset("0123456789abcdef")
+
+
 def parse_signature_header(header: str) -> tuple[int, list[str]]:
-    """``"t=…,v1=…[,v1=…]"`` -> (timestamp, [v1 signatures]). Unknown schemes are ignored."""
+    """``"t=…,v1=…[,v1=…]"`` -> (timestamp, [v1 signatures]). Unknown schemes are ignored.
+
+    Raises only ``SignatureError``: ``t`` must be 1-12 ASCII digits; a ``v1`` that is not 64 hex
+    digits (non-ASCII included) can never match and is skipped."""
+    if not isinstance(header, str) or len(header) > _MAX_HEADER_CHARS:
+        raise SignatureError("header is not a string of at most 4096 characters")
     timestamp: int | None = None
     signatures: list[str] = []
     for part in header.split(","):
@@ -86,12 +97,14 @@ def parse_signature_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if name == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                raise SignatureError("timestamp t= is not an integer") from None
+            value = value.strip()
+            if not (value.isascii() and value.isdigit() and len(value) <= _MAX_TIMESTAMP_DIGITS):
+                raise SignatureError("timestamp t= is not an integer of at most 12 digits")
+            timestamp = int(value)
         elif name == "v1":
-            signatures.append(value.strip().lower())
+            candidate = value.strip().lower()
+            if len(candidate) == 64 and _HEX.issuperset(candidate):
+                signatures.append(candidate)
     if timestamp is None:
         raise SignatureError("header has no t= timestamp")
     if not signatures:
@@ -102,11 +115,19 @@ def parse_signature_header(header: str) -> tuple[int, list[str]]:
 def check_signature(
     secret: str | bytes, header: str, body: bytes, tolerance_s: float = DEFAULT_TOLERANCE_S, now: float | None = None
 ) -> int:
-    """Verify ``header`` for the raw ``body``; return its timestamp or raise ``SignatureError``."""
+    """Verify ``header`` for the raw ``body``; return its timestamp or raise ``SignatureError`` (only that).
+
+    ``tolerance_s`` must be a finite number >= 0: NaN would make every age pass, so it is refused."""
     if not _key(secret):
         raise SignatureError("no secret configured")
+    if not (isinstance(tolerance_s, int | float) and math.isfinite(tolerance_s) and tolerance_s >= 0):
+        raise SignatureError("tolerance must be a finite number of seconds >= 0")
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise SignatureError("body must be bytes")
     timestamp, signatures = parse_signature_header(header)
     current = time.time() if now is None else now
+    if not math.isfinite(current):
+        raise SignatureError("the current time must be finite")
     if abs(current - timestamp) > tolerance_s:
         raise SignatureError(f"timestamp is {current - timestamp:+.0f} s from now (tolerance {tolerance_s:g} s)")
     expected = compute_signature(secret, timestamp, body)
@@ -118,10 +139,11 @@ def check_signature(
 def verify_signature(
     secret: str | bytes, header: str, body: bytes, tolerance_s: float = DEFAULT_TOLERANCE_S, now: float | None = None
 ) -> bool:
-    """True when ``header`` is a valid, fresh signature of the raw ``body`` under ``secret``."""
+    """True when ``header`` is a valid, fresh signature of the raw ``body`` under ``secret``. Never raises:
+    anything malformed (header, tolerance, types) is simply not a valid signature."""
     try:
         check_signature(secret, header, body, tolerance_s, now)
-    except SignatureError:
+    except (SignatureError, ValueError, TypeError, OverflowError):
         return False
     return True
 
@@ -155,7 +177,7 @@ def main_verify_webhook(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         timestamp = check_signature(secret, args.header, body, args.tolerance, args.now)
-    except SignatureError as error:
+    except (SignatureError, ValueError, TypeError, OverflowError) as error:
         print(f"signature INVALID: {error}", file=sys.stderr)
         return 1
     age = (time.time() if args.now is None else args.now) - timestamp
@@ -168,6 +190,21 @@ def main_verify_webhook(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------------------------------
 
 Outcome = Literal["delivered", "retry", "dead_letter"]
+
+
+RESPONSE_MAX_BYTES = 64 * 1024
+"""At most this much of a receiver's response is read (a status and a short detail are all we keep)."""
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """Up to ``limit`` raw bytes of ``response``'s body; the rest is never read (the connection is
+    closed when the stream context exits). Memory: ``limit`` plus one network chunk."""
+    head = bytearray()
+    async for chunk in response.aiter_raw():
+        head += chunk[: limit - len(head)]
+        if len(head) >= limit:
+            break
+    return bytes(head)
 
 
 def classify_status(status: int) -> Outcome:
@@ -218,6 +255,7 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 if ARGV[3] == 'dead_letter' then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'escalation_id', ARGV[6], 'call_id', ARGV[7],
     'status', ARGV[8], 'response', ARGV[9], 'dead_at', ARGV[4], 'body', ARGV[10])
+  if ARGV[11] ~= '0' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[11]) end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('HSET', KEYS[2], 'escalation_status', ARGV[3], 'escalation_' .. ARGV[3] .. '_at', ARGV[4])
@@ -273,6 +311,7 @@ class DeliveryWorker:
         claim_every_s: float = 5.0,
         block_ms: int = 1000,
         dead_letter_maxlen: int = 10_000,
+        dead_letter_max_age_s: int = 0,
         rand: Callable[[], float] = random.random,
     ) -> None:
         if concurrency < 1:
@@ -281,6 +320,8 @@ class DeliveryWorker:
         self.keys = keys
         self.url = url
         self._secret = _key(secret)
+        if not self._secret:  # Settings refuses this too; a worker never signs with an empty key
+            raise ValueError("refusing to deliver escalation webhooks with an empty secret")
         self.consumer = consumer
         self._client = client
         self._own_client = client is None
@@ -295,6 +336,7 @@ class DeliveryWorker:
         self.claim_every_s = claim_every_s
         self.block_ms = block_ms
         self.dead_letter_maxlen = dead_letter_maxlen
+        self.dead_letter_max_age_s = dead_letter_max_age_s  # 0 = no age bound
         self._rand = rand
         self._touch = redis.register_script(_TOUCH_SCRIPT)
         self._finish = redis.register_script(_FINISH_SCRIPT)
@@ -318,6 +360,7 @@ class DeliveryWorker:
             "max_backoff_s": settings.escalation_max_backoff_s,
             "claim_min_idle_s": settings.escalation_claim_idle_s,
             "claim_every_s": min(5.0, settings.escalation_claim_idle_s / 2),
+            "dead_letter_max_age_s": settings.dead_letter_max_age_s,
             **overrides,
         }
         return cls(store.redis, store.keys, **params)
@@ -502,11 +545,13 @@ class DeliveryWorker:
             SIGNATURE_HEADER: sign(self._secret, entry.body),
             IDEMPOTENCY_HEADER: entry.escalation_id,
             "User-Agent": "callbridge-escalation/1",
+            "Accept-Encoding": "identity",  # raw bytes are read below: no decompression bomb
         }
         try:
-            async with self._requests:
-                response = await self._client.post(self.url, content=entry.body, headers=headers,
-                                                   timeout=self.timeout_s)
+            async with self._requests, self._client.stream(
+                "POST", self.url, content=entry.body, headers=headers, timeout=self.timeout_s
+            ) as response:
+                head = await _read_capped(response, RESPONSE_MAX_BYTES)
         except httpx.TimeoutException:
             return "retry", None, "timeout", None
         except httpx.TransportError as error:
@@ -515,13 +560,16 @@ class DeliveryWorker:
             return "retry", None, f"{type(error).__name__}: {error}"[:200], None
         outcome = classify_status(response.status_code)
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if outcome == "retry" else None
-        detail = "" if outcome == "delivered" else response.text[:300]
+        detail = "" if outcome == "delivered" else head.decode("utf-8", "replace")[:300]
         return outcome, response.status_code, detail, retry_after
 
     async def _complete(self, entry: _Entry, outcome: str, status: int | None, detail: str) -> None:
-        now = f"{time.time():.3f}"
+        clock = time.time()
+        now = f"{clock:.3f}"
+        # Entries older than the age bound go when a new one is added (ids are ms timestamps).
+        min_id = f"{int((clock - self.dead_letter_max_age_s) * 1000)}-0" if self.dead_letter_max_age_s else "0"
         await self._redis_call("finish", lambda: self._finish(
             keys=[self.keys.outbox, self.keys.call(entry.call_id), self.keys.dead_letter],
             args=[OUTBOX_GROUP, entry.entry_id, outcome, now, self.dead_letter_maxlen, entry.escalation_id,
-                  entry.call_id, "" if status is None else str(status), detail, entry.body],
+                  entry.call_id, "" if status is None else str(status), detail, entry.body, min_id],
         ))

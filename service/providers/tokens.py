@@ -2,7 +2,7 @@
 
 A stream token is minted in the voice webhook (whose ``X-Twilio-Signature`` was checked), travels in the
 TwiML as a ``<Parameter>``, and comes back in ``start.customParameters`` on the media WebSocket
-(reference: telephony-streams.md 1.2, "authenticate the stream here"). It proves the stream belongs to
+(docs/providers/twilio.md, "Media Streams"; docs/security.md, "Stream tokens"). It proves the stream belongs to
 a call this gateway (or a replica sharing the secret) answered, for that CallSid, recently.
 
 Format (URL-safe, 91 characters)::
@@ -22,9 +22,17 @@ import hashlib
 import hmac
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["StreamTokenError", "TokenFailure", "mask_number", "mint_stream_token", "verify_stream_token"]
+__all__ = [
+    "StreamTokenError",
+    "TokenFailure",
+    "VerifiedStreamToken",
+    "mask_number",
+    "mint_stream_token",
+    "verify_stream_token",
+]
 
 TokenFailure = Literal["missing", "malformed", "bad signature", "expired", "wrong call"]
 
@@ -34,6 +42,14 @@ _TAG_BYTES = 12
 _MAX_TOKEN_LEN = 128
 _FORMATTING = str.maketrans("", "", "+-(). ")
 _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@dataclass(frozen=True)
+class VerifiedStreamToken:
+    """What a valid token proves: its unique id (the random nonce, for single use) and its expiry."""
+
+    token_id: str
+    expires_at: int
 
 
 class StreamTokenError(ValueError):
@@ -77,10 +93,13 @@ def mint_stream_token(secret: bytes, call_sid: str, ttl_s: int, now: float | Non
     return signed + "." + _mac(secret, signed)
 
 
-def verify_stream_token(secret: bytes, token: str | None, call_sid: str, now: float | None = None) -> None:
-    """Return None if ``token`` is valid for ``call_sid`` at ``now``, else raise ``StreamTokenError``.
-
-    Expired means ``now >= expiry``. Raises ``ValueError`` (not ``StreamTokenError``) for an empty secret."""
+def verify_stream_token(
+    secret: bytes, token: str | None, call_sid: str, now: float | None = None
+) -> VerifiedStreamToken:
+    """Return the token's id and expiry if ``token`` is valid for ``call_sid`` at ``now``, else raise
+    ``StreamTokenError``. Validity alone does not make it single-use: the caller consumes the id
+    (``service.providers.streamguard``). Expired means ``now >= expiry``. Raises ``ValueError`` (not
+    ``StreamTokenError``) for an empty secret."""
     _check_secret(secret)
     if not token:
         raise StreamTokenError("missing")
@@ -107,6 +126,7 @@ def verify_stream_token(secret: bytes, token: str | None, call_sid: str, now: fl
     current = time.time() if now is None else now
     if current >= int(expiry_text):
         raise StreamTokenError("expired")
+    return VerifiedStreamToken(token_id=nonce, expires_at=int(expiry_text))
 
 
 def mask_number(value: str | None) -> str:

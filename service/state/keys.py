@@ -69,6 +69,19 @@ class Keys:
         """Stream: escalation records a receiver refused with a non-retryable 4xx (capped by MAXLEN ~)."""
         return f"{self.prefix}:escalations:dead"
 
+    def stream_token(self, token_id: str) -> str:
+        """String with TTL: a consumed stream token's nonce (single use; docs/security.md, "Stream tokens")."""
+        return f"{self.prefix}:stream_token:{token_id}"
+
+    def streaming(self, call_id: str) -> str:
+        """String ``<replica>|<stream id>``: the stream that holds this call (one live stream per call)."""
+        return f"{self.prefix}:streaming:{call_id}"
+
+    @property
+    def replica_prefix(self) -> str:
+        """``replica(id)`` is this plus the id (for scripts that build the key from a stored replica id)."""
+        return f"{self.prefix}:replica:"
+
     def escalation_guard(self, escalation_id: str) -> str:
         """String with TTL: makes outbox appends idempotent per escalation id."""
         return f"{self.prefix}:escalation:{escalation_id}"

@@ -17,6 +17,9 @@ Guarantees:
 - While Redis is down, calls go on; the writer retries with capped exponential backoff and writes
   everything still queued when Redis returns. Each batch is one MULTI/EXEC; turns carry a per-call
   ``seq`` so a batch replayed after an ambiguous failure is de-duplicated by ``load_call``.
+- One call's refused writes (Redis answers with an error for its keys, e.g. WRONGTYPE) never hold
+  up the other calls in the shared batch: they are retried ``CALL_WRITE_MAX_ATTEMPTS`` times, then
+  dropped and logged (docs/security.md, "Limits").
 - Every key gets the TTL ``ttl_s`` (refreshed on each write), and lists are LTRIM-capped, so nothing
   in Redis grows without bound and ended calls expire ``ttl_s`` after their last write.
 """
@@ -43,6 +46,7 @@ from redis.exceptions import RedisError
 
 from service.logging import mask_phone_number
 from service.metrics import REDIS_UP, STATE_QUEUE_DEPTH, STATE_WRITE_FAILURES, STATE_WRITES_DROPPED
+from service.redaction import cap_text, redact_pii
 from service.state import keys as k
 from service.state.keys import Keys
 from service.state.model import CallSnapshot, Role, SentimentPoint, TranscriptTurn
@@ -54,6 +58,9 @@ log = structlog.get_logger(__name__)
 
 MAX_TEXT_CHARS = 2000
 """Transcript text longer than this is truncated before it is queued (bounds queue memory)."""
+
+CALL_WRITE_MAX_ATTEMPTS = 3
+"""Batches in which Redis may refuse one call's commands before that call's pending writes are dropped."""
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 """What counts as "Redis is unavailable" for the store, the outbox and the delivery worker."""
@@ -211,6 +218,7 @@ class _CallQueue:
     ops: deque[_Op] = field(default_factory=deque)
     seq: int = 0
     dropped_in_episode: int = 0
+    refusals: int = 0  # consecutive batches in which Redis refused this call's commands
     ended: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     # Small in-memory tails, so an escalation record can be built without reading Redis.
@@ -285,6 +293,8 @@ class CallStateWriter:
         text = text.strip()
         if not text:
             return
+        if self._store.redact_transcripts:  # before it is queued, kept in the tail or sent anywhere
+            text = redact_pii(text)
         if len(text) > MAX_TEXT_CHARS:
             text = text[: MAX_TEXT_CHARS - 1] + "…"
         self._q.seq += 1
@@ -343,6 +353,7 @@ class StateStore:
         retry_max_s: float = 2.0,
         socket_timeout_s: float = 2.0,
         redis: Redis | None = None,
+        redact_transcripts: bool = False,
     ) -> None:
         if queue_max < 1 or transcript_max < 1 or sentiment_max < 1 or batch_max < 1:
             raise ValueError("queue_max, transcript_max, sentiment_max and batch_max must be >= 1")
@@ -359,6 +370,7 @@ class StateStore:
         self.batch_max = batch_max
         self.write_delay_s = write_delay_s
         self.retry_max_s = retry_max_s
+        self.redact_transcripts = redact_transcripts  # CALLBRIDGE_PII_REDACTION=all
         self.redis: Redis = redis or connect_redis(
             redis_url, socket_timeout_s=socket_timeout_s, client_name=f"callbridge:{replica_id}"
         )
@@ -382,6 +394,7 @@ class StateStore:
             "heartbeat_interval_s": settings.heartbeat_interval_s,
             "heartbeat_ttl_s": settings.heartbeat_ttl_s,
             "write_delay_s": settings.state_write_delay_ms / 1000.0,
+            "redact_transcripts": settings.pii_redaction == "all",
             **overrides,
         }
         return cls(
@@ -506,7 +519,7 @@ class StateStore:
             while self._dirty:
                 check_cancelled()
                 try:
-                    await self._write_batch()
+                    some_call_failed = await self._write_batch()
                 except Exception as error:  # Redis trouble (or a bug): keep the data, back off, retry
                     STATE_WRITE_FAILURES.inc()
                     if isinstance(error, REDIS_ERRORS):
@@ -518,15 +531,26 @@ class StateStore:
                         await asyncio.wait_for(self._closing.wait(), backoff)
                     backoff = min(backoff * 2, self.retry_max_s)
                     continue
-                backoff = 0.05
                 self._set_healthy(True)
+                if some_call_failed:  # Redis answered; one call's keys refused (e.g. WRONGTYPE): pace retries
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), backoff)
+                    backoff = min(backoff * 2, self.retry_max_s)
+                    continue
+                backoff = 0.05
             self._drained.set()
 
-    async def _write_batch(self) -> None:
-        """Write up to ``batch_max`` ops (plus coalesced fields) of the dirty calls in one MULTI/EXEC."""
+    async def _write_batch(self) -> bool:
+        """Write up to ``batch_max`` ops (plus coalesced fields) of the dirty calls in one MULTI/EXEC.
+
+        Each call's commands are judged on their own replies: a call whose command Redis refuses
+        (e.g. WRONGTYPE on a key something else wrote) keeps its writes for a retry while every
+        other call's writes commit; after ``CALL_WRITE_MAX_ATTEMPTS`` refusals its batch is dropped
+        and logged (``state.call_writes_dropped``), so one bad call can never wedge the writer.
+        Returns True if some call's writes were refused. Raises on connection trouble (whole batch)."""
         now = _now()
         budget = self.batch_max
-        planned: list[tuple[_CallQueue, dict[str, str], int]] = []
+        planned: list[tuple[_CallQueue, dict[str, str], int, int, int]] = []
         pipe = self.redis.pipeline(transaction=True)
         for queue in list(self._dirty.values()):
             if budget <= 0:
@@ -534,11 +558,37 @@ class StateStore:
             fields = dict(queue.fields)
             ops = [queue.ops[i] for i in range(min(budget, len(queue.ops)))]
             budget -= max(1, len(ops))
+            first = len(pipe.command_stack)
             self._plan_call(pipe, queue, fields, ops, now)
-            planned.append((queue, fields, ops[-1].seq if ops else 0))
-        await pipe.execute()
-        for queue, fields, last_seq in planned:
-            self._commit(queue, fields, last_seq)
+            planned.append((queue, fields, ops[-1].seq if ops else 0, first, len(pipe.command_stack)))
+        replies = await pipe.execute(raise_on_error=False)
+        some_failed = False
+        for queue, fields, last_seq, first, end in planned:
+            refusal = next((r for r in replies[first:end] if isinstance(r, Exception)), None)
+            if refusal is None:
+                queue.refusals = 0
+                self._commit(queue, fields, last_seq)
+                continue
+            some_failed = True
+            self._refused(queue, refusal, fields, last_seq)
+        return some_failed
+
+    def _refused(self, queue: _CallQueue, refusal: BaseException, fields: dict[str, str], last_seq: int) -> None:
+        """One call's writes were refused by Redis: retry later, or drop them after the last attempt."""
+        queue.refusals += 1
+        STATE_WRITE_FAILURES.inc()
+        error = cap_text(str(refusal), 200)
+        if queue.refusals < CALL_WRITE_MAX_ATTEMPTS:
+            log.warning("state.call_write_refused", call_id=queue.call_id, attempt=queue.refusals, error=error)
+            self._dirty.pop(queue.call_id, None)  # to the back: the other calls go first
+            self._dirty[queue.call_id] = queue
+            return
+        dropped = sum(1 for op in queue.ops if op.seq <= last_seq)
+        STATE_WRITES_DROPPED.inc(dropped + (1 if fields else 0))
+        log.error("state.call_writes_dropped", call_id=queue.call_id, attempts=queue.refusals, ops=dropped,
+                  fields=len(fields), error=error)
+        queue.refusals = 0
+        self._commit(queue, fields, last_seq)
 
     def _plan_call(self, pipe: Any, queue: _CallQueue, fields: dict[str, str], ops: list[_Op], now: float) -> None:
         call_key = self.keys.call(queue.call_id)

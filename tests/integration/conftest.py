@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from service.app import create_app, uvicorn_config
 from service.config import Settings, load_settings
 from tests.conftest import free_port
 
-AUTH_TOKEN = "test-twilio-auth-token-0123456789"
+AUTH_TOKEN = "test-auth-" + secrets.token_hex(16)  # random per process (issue 12.1)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import xml.etree.ElementTree as ET
@@ -24,7 +25,7 @@ from tests.standins.twilio_caller import TwilioCallerStandIn
 from tests.standins.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
-AUTH = "drain-test-auth-token-0123456789"
+AUTH = "test-auth-" + secrets.token_hex(16)  # random per process (issue 12.1)
 SECRET = "whsec-drain"
 
 

@@ -293,3 +293,95 @@ async def test_outbox_bound_drops_oldest_and_counts_it(store: StateStore, redis_
         assert [f[b"escalation_id"].decode() for _, f in entries] == [r.escalation_id for r in records[1:]]
     finally:
         await small.close(flush_timeout=1)
+
+
+async def test_dead_letter_stream_has_an_age_bound(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    """Regression (issue 12.7): dead letters (full records with transcripts) were kept until MAXLEN only;
+    entries older than CALLBRIDGE_DEAD_LETTER_MAX_AGE_S now go when a new one is added."""
+    receiver.policy = lambda req: Reply(400, body=b"no")
+    stale_id = f"{int((time.time() - 7200) * 1000)}-0"  # two hours old
+    await store.redis.xadd(store.keys.dead_letter, {"escalation_id": "old"}, id=stale_id)
+    _, record = angry_call(store, "CA-age")
+    outbox.enqueue(record)
+    await workers("w1", dead_letter_max_age_s=3600)
+
+    async def only_the_new_one() -> bool:
+        entries = await store.redis.xrange(store.keys.dead_letter)
+        return [fields[b"escalation_id"].decode() for _, fields in entries] == [record.escalation_id]
+
+    await wait_until(only_the_new_one)
+
+
+async def test_redaction_all_keeps_pii_out_of_redis_and_the_webhook(redis_server: RedisServer) -> None:
+    """CALLBRIDGE_PII_REDACTION=all: transcripts are redacted before Redis and before the record."""
+    store = StateStore(redis_server.url, prefix="pii", replica_id="r1", redact_transcripts=True)
+    await store.start()
+    try:
+        writer = store.call("CA" + "1" * 32)
+        writer.started({"provider": "twilio"})
+        writer.transcript("caller", "my card is 4111-1111-1111-1111 and mail is ken@example.jp")
+        writer.transcript("caller", "マイナンバーは１２３４ ５６７８ ９０１８です")
+        assert await writer.flush(5)
+        snap = await store.load_call("CA" + "1" * 32)
+        assert snap is not None
+        stored = " ".join(turn.text for turn in snap.transcript)
+        assert "4111" not in stored and "example.jp" not in stored and "9018" not in stored
+        assert stored.count("[card]") == 1 and "[email]" in stored and "[national-id]" in stored
+        decision = EscalationPolicy(call_id="x").on_model_tool_call("SSN 078-05-1120 given", "frustrated")
+        assert decision is not None
+        body = build_record(writer, decision, replica="r1", redact=True).body.decode()
+        assert "078-05-1120" not in body and "4111" not in body and "[national-id]" in body
+    finally:
+        await store.close(flush_timeout=1)
+
+
+async def test_a_huge_receiver_response_is_read_at_most_64_kib(
+    store: StateStore, outbox: Outbox, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    """Regression (issue 12.8): the worker read a receiver's whole response (400 MB -> 1.25 GB RSS).
+    A raw 127.0.0.1 receiver announces 400 MiB and writes for as long as it is read; measured: the
+    bytes it got out before the worker hung up."""
+    written = 0
+    finished = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
+                          if line.startswith(b"content-length:"))
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 419430400\r\n\r\n")
+            chunk = b"x" * 65536
+            while written < 400 << 20:
+                writer.write(chunk)
+                await writer.drain()
+                written += len(chunk)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            finished.set()
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        _, record = angry_call(store, "CA-big")
+        outbox.enqueue(record)
+        await workers("w1", url=f"http://127.0.0.1:{port}/hook")
+
+        async def dead() -> bool:
+            return int(await store.redis.xlen(store.keys.dead_letter)) == 1
+
+        await wait_until(dead)
+        async with asyncio.timeout(10):
+            await finished.wait()
+    finally:
+        server.close()
+    [(_, fields)] = await store.redis.xrange(store.keys.dead_letter)
+    assert fields[b"status"] == b"400" and fields[b"response"] == b"x" * 300
+    print(f"receiver response: {written} of 419430400 announced bytes got out before the worker hung up")
+    assert written < 16 << 20, f"receiver pushed {written} bytes"

@@ -8,6 +8,7 @@ active-call index is corrected once the dead replica's heartbeat expires.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tests.standins.realtime_server import RealtimeStandIn, ScriptedBehaviour
 from tests.standins.twilio_caller import CallHandle, TwilioCallerStandIn
 from tests.standins.webhook_receiver import Reply, Request, WebhookReceiver
 
-AUTH = "multi-replica-auth-token-0123456789"
+AUTH = "test-auth-" + secrets.token_hex(16)  # random per process (issue 12.1)
 SECRET = "whsec-multi"
 
 

@@ -96,6 +96,9 @@ def test_health_ready_metrics_and_clean_sigterm(
     stderr = process.stderr.read().decode() if process.stderr else ""
     assert '"event": "drain.started"' in stderr
     assert '"event": "gateway.stopped"' in stderr
+    # No Twilio auth token nor stream secret in this environment: serve says streams are refused (issue 12.1).
+    assert "callbridge: no stream-token secret" in stderr
+    assert '"event": "gateway.streams_disabled"' in stderr
 
 
 def test_workers_share_the_port_and_drain_on_sigterm(redis_server: RedisServer) -> None:

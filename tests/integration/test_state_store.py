@@ -240,3 +240,25 @@ async def test_write_delay_coalesces_many_calls_into_one_transaction(redis_serve
         assert await check.hget("wd:call:CA-w0", "state") == b"interrupted"
     finally:
         await check.aclose()
+
+
+async def test_one_call_refused_by_redis_never_blocks_the_others(store: StateStore) -> None:
+    """Regression (issue 12.2): a WRONGTYPE on one call's key used to fail the shared MULTI/EXEC on every
+    retry, so no call's state reached Redis again and ``redis_up`` went to 0 while Redis was fine."""
+    bad, good = "CA" + "b" * 32, "CA" + "a" * 32
+    await store.redis.set(store.keys.transcript(bad), "not a list")  # forces WRONGTYPE on RPUSH
+    bad_call, good_call = store.call(bad), store.call(good)
+    bad_call.started({"provider": "twilio"})
+    good_call.started({"provider": "twilio"})
+    bad_call.transcript("caller", "this turn cannot be stored")
+    good_call.transcript("caller", "first turn")
+    assert await good_call.flush(5)
+    snap = await store.load_call(good)
+    assert snap is not None and [t.text for t in snap.transcript] == ["first turn"]
+    good_call.transcript("bot", "second turn")  # the writer keeps serving the healthy call
+    assert await good_call.flush(5)
+    assert await bad_call.flush(10)  # the refused call's batch is dropped after its attempts
+    assert store.healthy and store.pending_ops == 0
+    snap = await store.load_call(good)
+    assert snap is not None and [t.text for t in snap.transcript] == ["first turn", "second turn"]
+    assert await store.redis.get(store.keys.transcript(bad)) == b"not a list"

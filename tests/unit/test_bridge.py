@@ -241,7 +241,7 @@ async def test_dtmf_becomes_a_conversation_item_and_is_kept() -> None:
     item = h.to_model[-1]
     assert item["type"] == "conversation.item.create"
     assert "7" in item["item"]["content"][0]["text"]
-    assert h.bridge.stats.dtmf == ["7"]
+    assert h.bridge.stats.dtmf == 1
 
 
 async def test_escalation_tool_call_answers_then_speaks_handoff_then_transfers() -> None:
@@ -396,3 +396,41 @@ async def test_reconnect_seed_keeps_only_the_heard_part_of_an_interrupted_reply(
     instructions = h.to_model[before]["session"]["instructions"]
     assert "assistant: one two three four... [interrupted by the caller]" in instructions
     assert "five" not in instructions.split("interrupted")[0].split("assistant:")[-1]
+
+
+async def test_dtmf_digits_never_reach_logs_or_the_summary() -> None:
+    """Regression (issue 12.7): every key was logged and the summary kept them (card + PIN rebuildable)."""
+    from structlog.testing import capture_logs
+
+    h = Harness()
+    await h.start()
+    with capture_logs() as logs:
+        for digit in "4111111111111111" + "9876":
+            await h.twilio_msg("dtmf", dtmf={"track": "inbound_track", "digit": digit})
+    dtmf_lines = [line for line in logs if line["event"] == "call.dtmf"]
+    assert len(dtmf_lines) == 20 and dtmf_lines[-1]["count"] == 20
+    assert all("digit" not in line for line in dtmf_lines)
+    summary = h.bridge.stats.summary()
+    assert summary["dtmf_count"] == 20
+    assert "9876" not in json.dumps(summary) and "4111" not in json.dumps(summary)
+
+
+async def test_model_escalation_reason_is_capped() -> None:
+    """Regression (issue 12.7): a 5 MB free-text reason from the model was logged (and recorded) whole."""
+    from structlog.testing import capture_logs
+
+    h = Harness()
+    await h.start()
+    reason = "my ssn is 078-05-1120 " + "x" * 5_000_000
+    with capture_logs() as logs:
+        await h.server({"type": "response.created", "response": {"id": "r1", "status": "in_progress"}})
+        await h.server({"type": "response.output_item.added", "response_id": "r1", "output_index": 0,
+                        "item": {"id": "fc1", "type": "function_call", "call_id": "call_1",
+                                 "name": "escalate_to_human", "arguments": "", "status": "in_progress"}})
+        await h.server({"type": "response.function_call_arguments.done", "response_id": "r1", "item_id": "fc1",
+                        "output_index": 0, "call_id": "call_1", "name": "escalate_to_human",
+                        "arguments": json.dumps({"reason": reason, "caller_mood": "angry"})})
+        await h.server({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    [escalating] = [line for line in logs if line["event"] == "call.escalating"]
+    assert len(escalating["reason"]) <= 500
+    assert len(h.observer.escalations[0].reason) <= 500

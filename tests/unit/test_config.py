@@ -81,3 +81,32 @@ def test_secret_never_printed_in_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert "supersecret" not in str(caught.value)
+
+
+def test_no_secret_means_no_stream_key_and_serve_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 12.1): the stream-token key is never a public constant."""
+    from service.cli import warn_if_streams_disabled
+
+    settings = load_settings()
+    assert settings.effective_stream_token_secret() == b""
+    assert not settings.streams_enabled
+    assert warn_if_streams_disabled(settings) is True
+    assert "every media stream is refused" in capsys.readouterr().err
+    configured = load_settings(stream_token_secret="s3cret-value")
+    assert configured.effective_stream_token_secret() == b"s3cret-value"
+    assert warn_if_streams_disabled(configured) is False
+    derived = load_settings(twilio_auth_token="tok")
+    assert derived.effective_stream_token_secret() not in (b"", b"callbridge-stream-token:")
+
+
+@pytest.mark.parametrize("url", ["ftp://crm.example.com/x", "file:///etc/passwd", "gopher://h", "crm.example.com/x"])
+def test_webhook_url_must_be_http(url: str) -> None:
+    with pytest.raises(ConfigError, match="CALLBRIDGE_ESCALATION_WEBHOOK_URL"):
+        load_settings(escalation_webhook_url=url, escalation_webhook_secret="s")
+
+
+def test_webhook_url_without_secret_refuses_to_start() -> None:
+    """Regression (issue 12.8): the gateway signed with an empty key after a warning."""
+    with pytest.raises(ConfigError, match="CALLBRIDGE_ESCALATION_WEBHOOK_SECRET"):
+        load_settings(escalation_webhook_url="https://crm.example.com/hook")
+    assert load_settings(escalation_webhook_url="https://crm.example.com/hook", escalation_webhook_secret="s")

@@ -280,7 +280,7 @@ async def test_dtmf_between_media_frames_reaches_the_model_between_their_appends
     ]
     assert "7" in sent[1][1]["item"]["content"][0]["text"]
     assert [pcm for _, pcm in call.model.appends()] == resampled(payloads)
-    assert call.bridge.stats.dtmf == ["7"]
+    assert call.bridge.stats.dtmf == 1
     await call.finish_feed()
 
 

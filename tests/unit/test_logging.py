@@ -74,3 +74,16 @@ def test_stdlib_logging_goes_through_redaction(json_lines: io.StringIO) -> None:
     raw = json_lines.getvalue()
     assert "5559876543" not in raw
     assert "*******6543" in raw
+
+
+def test_every_string_field_is_capped_and_pii_redacted(json_lines: io.StringIO) -> None:
+    """Regression (issue 12.2/12.7): a megabyte field used to be logged whole; card numbers in clear."""
+    huge = "A" * (1 << 20)
+    structlog.get_logger("t").warning("test.huge", value=huge, call_id="CA" + "z" * 10_000,
+                                      note="card 4111 1111 1111 1111, ssn 078-05-1120, mail a.b@example.com")
+    line = json_lines.getvalue()
+    assert len(line) < 2048
+    record = _records(json_lines)[0]
+    assert record["value"].startswith("A" * 100) and record["value"].endswith(f"(+{(1 << 20) - 512} chars)")
+    assert "4111" not in record["note"] and "078-05" not in record["note"] and "example.com" not in record["note"]
+    assert "[card]" in record["note"] and "[national-id]" in record["note"] and "[email]" in record["note"]

@@ -194,7 +194,7 @@ def test_gateway_frame_violations(frame: str | bytes, problem: str) -> None:
 def test_valid_gateway_frames_pass() -> None:
     dialect = TwilioDialect()
     dialect.parse(json.dumps({"event": "start", "streamSid": SID, "start": {
-        "callSid": "CA1", "accountSid": "AC1",
+        "callSid": "CA" + "1" * 32, "accountSid": "AC" + "1" * 32,
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
     for frame in (dialect.build_media(b"\xff" * 160), dialect.build_mark("m1"), dialect.build_clear()):
         msg, problems = validate_gateway_frame(frame, SID)

@@ -502,3 +502,29 @@ def test_media_counters_follow_one_rule_on_every_path(seq: Any, chunk: Any, time
     assert isinstance(event, MediaReceived)
     assert (event.payload, event.chunk, event.timestamp_ms) == (AUDIO, expected["media.chunk"], expected["media.timestamp"])
     assert dialect.last_sequence_number == (expected["sequenceNumber"] or before)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("callSid", CALL + ":transcript"),
+        ("callSid", "CA" + "x" * (1 << 20)),
+        ("callSid", "CA" + "F" * 32),
+        ("streamSid", "MZ123"),
+        ("accountSid", "XX" + "0" * 32),
+    ],
+)
+def test_start_with_an_ill_formed_provider_id_is_refused(field: str, value: str) -> None:
+    """Regression (issue 12.2): ids reach Redis keys and logs, so only Twilio's exact format passes,
+    and the error message stays short whatever the peer sent."""
+    msg = start_msg()
+    if field == "streamSid":
+        msg["streamSid"] = value
+        msg["start"]["streamSid"] = value
+    else:
+        msg["start"][field] = value
+    dialect = TwilioDialect()
+    with pytest.raises(ProtocolError) as caught:
+        dialect.parse(json.dumps(msg))
+    assert len(str(caught.value)) < 200
+    assert not dialect.started

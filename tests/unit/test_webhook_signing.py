@@ -116,3 +116,29 @@ def test_backoff_is_exponential_jittered_and_capped() -> None:
     assert backoff_delay(5, 0.5, 60, lambda: 0.0) == 0.25  # never below base/2
     samples = {backoff_delay(6, 0.5, 60) for _ in range(50)}
     assert len(samples) > 40 and all(0.25 <= s <= 16 for s in samples)
+
+
+@pytest.mark.parametrize(
+    ("header", "tolerance"),
+    [
+        ("t=1700000000,v1=\u00e9\u00e9" + "a" * 62, 300.0),  # non-ASCII v1
+        ("t=" + "9" * 401 + ",v1=" + "a" * 64, 300.0),  # a 401-digit timestamp
+        ("t=\u0661\u0662\u0663,v1=" + "a" * 64, 300.0),  # non-ASCII digits
+        ("t=1700000000,v1=" + "a" * 64, float("nan")),
+        ("t=1700000000,v1=" + "a" * 64, float("inf")),
+        ("t=1700000000,v1=" + "a" * 64, -1.0),
+        ("x" * 100_000, 300.0),
+    ],
+)
+def test_verification_never_raises_on_hostile_input(header: str, tolerance: float) -> None:
+    """Regression (issue 12.8): these raised (TypeError, OverflowError) or, for NaN, accepted any age."""
+    assert verify_signature(SECRET, header, BODY, tolerance, now=1_700_000_000) is False
+    assert main_verify_webhook(["--header", header, "--secret", SECRET, "--tolerance", str(tolerance),
+                                "--body", "/dev/null", "--now", "1700000000"]) == 1
+
+
+def test_nan_tolerance_no_longer_accepts_an_ancient_valid_signature() -> None:
+    header = sign(SECRET, BODY, timestamp=1_000_000_000)
+    assert verify_signature(SECRET, header, BODY, float("inf")) is False
+    assert verify_signature(SECRET, header, BODY, float("nan")) is False
+    assert verify_signature(SECRET, header, BODY, 10 ** 10) is True  # a huge but finite tolerance is honest

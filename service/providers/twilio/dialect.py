@@ -33,6 +33,7 @@ from service.providers.base import (
     StreamStopped,
     TelephonyEvent,
 )
+from service.providers.ids import TWILIO_ACCOUNT_SID, TWILIO_CALL_SID, TWILIO_STREAM_SID, is_twilio_sid
 
 __all__ = [
     "AFTER_STREAM_PATH",
@@ -225,13 +226,13 @@ class TwilioDialect:
     def _stop(self, msg: dict[str, Any]) -> StreamStopped:
         seq = self._check_stream(msg, "stop")
         body = msg.get("stop")
-        call_sid = ""
         if body is not None:
-            call_sid = _string(_object(body, "stop"), "callSid", "stop", required=False)
+            _string(_object(body, "stop"), "callSid", "stop", required=False)  # shape check only
         if seq:
             self.last_sequence_number = seq
         self.stopped = True
-        return StreamStopped(call_id=call_sid or (self.call_sid or ""))
+        # The started (validated) CallSid, never the unverified one in the stop body.
+        return StreamStopped(call_id=self.call_sid or "")
 
     def _connected(self, msg: dict[str, Any]) -> StreamConnected:
         if self.stream_sid is not None:
@@ -247,6 +248,8 @@ class TwilioDialect:
         sid = _string(msg, "streamSid", "start message")
         if not sid:
             raise ProtocolError("streamSid is empty")
+        if not is_twilio_sid(sid, TWILIO_STREAM_SID):  # before it reaches any key or log line
+            raise ProtocolError(f"streamSid is not MZ + 32 hex digits, got {_describe(sid)}")
         seq = msg.get("sequenceNumber")
         seq_number = 0 if seq is None else _as_int(seq, "sequenceNumber")
         start = _object(msg.get("start"), "start")
@@ -257,6 +260,10 @@ class TwilioDialect:
         account_sid = _string(start, "accountSid", "start")
         if not call_sid:
             raise ProtocolError("start.callSid is empty")
+        if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
+            raise ProtocolError(f"start.callSid is not CA + 32 hex digits, got {_describe(call_sid)}")
+        if not is_twilio_sid(account_sid, TWILIO_ACCOUNT_SID):
+            raise ProtocolError(f"start.accountSid is not AC + 32 hex digits, got {_describe(account_sid)}")
         tracks = start.get("tracks")
         if tracks is not None and (type(tracks) is not list or "inbound" not in tracks):
             raise ProtocolError(f"start.tracks must be a list containing 'inbound', got {_describe(tracks)}")

@@ -25,9 +25,12 @@ from service.call.session import CallSession
 from service.call.sidework import build_observer
 from service.logging import bind_call_context, clear_call_context
 from service.providers.base import ProtocolError, StreamConnected, StreamStarted
+from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
+from service.providers.streamguard import stream_guard_for
 from service.providers.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
+    SIGNATURE_HEADER,
     STREAM_TOKEN_PARAMETER,
     VOICE_PATH,
     TwilioDialect,
@@ -37,6 +40,7 @@ from service.providers.twilio.dialect import (
     validate_twilio_request,
 )
 from service.providers.twilio.rest import update_call_twiml
+from service.providers.webform import FormRefused, read_webhook_form
 from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:
@@ -46,8 +50,15 @@ log = structlog.get_logger(__name__)
 _XML = "application/xml"
 
 
-async def _validated_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | None:
-    form = await request.form()
+async def _validated_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
+    """The signed form, or the refusal to send (403 bad/missing signature, 413 too big, 415 not a form)."""
+    try:
+        form = await read_webhook_form(request, SIGNATURE_HEADER)
+    except FormRefused as refused:
+        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
+        log.warning("twilio.webhook_refused", path=path, status=refused.status, reason=refused.reason,
+                    client=request.client.host if request.client else "")
+        return Response(str(refused), status_code=refused.status, media_type="text/plain")
     settings = gateway.settings
     ok = validate_twilio_request(
         settings.twilio_auth_token.get_secret_value(),
@@ -66,23 +77,26 @@ async def _validated_form(gateway: Gateway, request: Request, path: str) -> dict
             has_signature=request.headers.get("X-Twilio-Signature") is not None,
             client=request.client.host if request.client else "",
         )
-        return None
+        return Response("invalid signature", status_code=403, media_type="text/plain")
     return {key: str(value) for key, value in form.items()}
 
 
 async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
     params = await _validated_form(gateway, request, VOICE_PATH)
-    if params is None:
-        return Response("invalid signature", status_code=403, media_type="text/plain")
+    if isinstance(params, Response):
+        return params
     settings = gateway.settings
     call_sid = params.get("CallSid", "")
-    if not call_sid:
-        log.warning("twilio.voice_missing_callsid")
-        return Response("missing CallSid", status_code=400, media_type="text/plain")
+    if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
+        log.warning("twilio.voice_missing_callsid", present=bool(call_sid))
+        return Response("missing or malformed CallSid", status_code=400, media_type="text/plain")
     if gateway.draining:
         metrics.WEBHOOK_REJECTED.labels("draining").inc()
         log.info("twilio.voice_redirected_draining", call_id=call_sid)
         return Response(redirect_twiml(settings.public_url + VOICE_PATH), media_type=_XML)
+    if not settings.streams_enabled:  # unreachable today (no auth token = no valid signature); kept explicit
+        log.error("twilio.voice_refused", reason="no stream-token secret configured", call_id=call_sid)
+        return Response("streams disabled", status_code=503, media_type="text/plain")
     token = mint_stream_token(settings.effective_stream_token_secret(), call_sid, settings.stream_token_ttl_s)
     twiml = connect_stream_twiml(
         settings.public_url,
@@ -99,9 +113,11 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
 
 async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     params = await _validated_form(gateway, request, AFTER_STREAM_PATH)
-    if params is None:
-        return Response("invalid signature", status_code=403, media_type="text/plain")
+    if isinstance(params, Response):
+        return params
     call_sid = params.get("CallSid", "")
+    if not is_twilio_sid(call_sid, TWILIO_CALL_SID):
+        call_sid = ""  # never a Redis key or a log value; an unknown call is not escalated
     escalated = await gateway.is_escalated(call_sid)
     settings = gateway.settings
     log.info("twilio.after_stream", call_id=call_sid, escalated=escalated)
@@ -171,6 +187,11 @@ async def _await_start(
 async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> None:
     """One Twilio media stream, from ``connected`` to the end of the call (the socket is open)."""
     settings = gateway.settings
+    if not settings.streams_enabled:  # no key: refuse before parsing anything (docs/security.md, "Stream tokens")
+        metrics.STREAM_REJECTED.labels("no_secret").inc()
+        log.warning("twilio.stream_rejected", reason="no stream-token secret configured")
+        await websocket.close(1008, "streams disabled")
+        return
     dialect = TwilioDialect()
     started = await _await_start(websocket, dialect, settings.stream_start_timeout_s, settings.max_malformed_frames)
     if started is None:
@@ -179,7 +200,7 @@ async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> Non
         await websocket.close(1008, "start required")
         return
     try:
-        verify_stream_token(
+        verified = verify_stream_token(
             settings.effective_stream_token_secret(),
             started.custom_parameters.get(STREAM_TOKEN_PARAMETER),
             started.call_id,
@@ -189,6 +210,23 @@ async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> Non
         log.warning("twilio.stream_rejected", reason=error.reason, call_id=started.call_id)
         await websocket.close(1008, "invalid stream token")
         return
+    guard = stream_guard_for(gateway)
+    admission = await guard.admit(verified.token_id, verified.expires_at, started.call_id, started.stream_id)
+    if admission != "ok":  # a replayed token, or a parallel stream for a live call (docs/security.md)
+        metrics.STREAM_REJECTED.labels(admission).inc()
+        log.warning("twilio.stream_rejected", reason=admission, call_id=started.call_id)
+        await websocket.close(1008, "stream refused")
+        return
+    try:
+        await _bridge_stream(gateway, websocket, dialect, started)
+    finally:
+        await guard.release(started.call_id, started.stream_id)
+
+
+async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: TwilioDialect,
+                         started: StreamStarted) -> None:
+    """Run one admitted stream's call to its end."""
+    settings = gateway.settings
 
     bind_call_context(call_id=started.call_id, stream_id=started.stream_id, provider="twilio")
     metrics.CALLS_STARTED.labels("twilio").inc()
