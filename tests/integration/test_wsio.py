@@ -473,7 +473,7 @@ async def test_push_mode_consumer_pause_during_the_inbox_drain_is_kept() -> None
                 all_pushed.set()
 
         ws.set_message_handler(on_message, lambda: None)
-        after_handover.set_result((list(pushed), ws._reading_paused, transport.is_reading()))
+        after_handover.set_result((list(pushed), ws.reading_paused, transport.is_reading()))
         await resume.wait()
         ws.resume_reading()
         await all_pushed.wait()
@@ -863,7 +863,7 @@ async def test_client_inbox_backpressure_pauses_reading_then_delivers_everything
             await client.send("go")
             # No event is exposed for "the transport stopped reading": bounded poll on its state.
             await wait_until(lambda: not transport.is_reading())
-            assert client._reading_paused
+            assert client.reading_paused
             inbox = len(client._inbox)
             assert 4 <= inbox < count  # bounded: the limit plus what one read had already brought
             assert len(sent) < count and not done.is_set()  # the server's sends are held back
@@ -872,7 +872,7 @@ async def test_client_inbox_backpressure_pauses_reading_then_delivers_everything
                 for _ in range(count):  # bounded
                     messages.append(await client.recv())
                 await done.wait()
-            assert transport.is_reading() and not client._reading_paused
+            assert transport.is_reading() and not client.reading_paused
         finally:
             await client.close()
     assert [int(message[:3]) for message in messages] == list(range(count))
