@@ -275,6 +275,12 @@ class SansIOWebSocket(asyncio.Protocol):
         self._set_paused(_PAUSE_CONSUMER, False)
 
     @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel (what a peer that does not read costs us)."""
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    @property
     def reading_paused(self) -> bool:
         """True while the socket is not read (inbox full, consumer paused or write buffer full)."""
         return bool(self._paused)
