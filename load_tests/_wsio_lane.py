@@ -187,5 +187,6 @@ def install() -> None:
         self._mask_at = 0
 
     cls.__init__ = __init__
+    cls._receive = cls.data_received  # the websockets parser path, for everything the lane leaves
     for name in ("data_received", "_lane_received", "send_nowait", "_mask_key"):
         setattr(cls, name, getattr(_Lane, name))
