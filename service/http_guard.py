@@ -11,7 +11,7 @@ returns a subclass of its httptools protocol (uvicorn's default with ``uvicorn[s
   ``max_connections`` open connections (HTTP and WebSocket alike: uvicorn's ``server_state``).
 
 What of uvicorn it relies on (version-ranged in pyproject.toml, covered by
-tests/integration/test_wsio.py): ``HttpToolsProtocol`` with ``connection_made``, ``connections``,
+tests/integration/test_connection_limits.py): ``HttpToolsProtocol`` with ``connection_made``, ``connections``,
 ``transport`` and the parser callbacks ``on_message_begin``/``on_headers_complete``.
 See docs/security.md, "Unauthenticated connections".
 """

@@ -8,13 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.integration.conftest import run_gateway
+from service.app import create_app, uvicorn_config
+from service.config import load_settings
+from tests.conftest import free_port
+from tests.integration.conftest import AUTH_TOKEN, run_gateway, wait_started
 
 TIMEOUT = 5.0
 
@@ -106,3 +111,33 @@ async def test_pre_start_budget_closes_the_stream_with_1008(messages: list[str])
                 async with asyncio.timeout(TIMEOUT):  # main: open until the 30 s start timeout
                     await ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+@contextlib.asynccontextmanager
+async def asgi_media_gateway() -> AsyncIterator[str]:
+    """The gateway with ``/twilio/media`` served by its ASGI route (uvicorn's ``websockets-sansio``),
+    as under any ASGI server other than ``callbridge serve``; yields the ws:// media URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = load_settings(public_url=base, twilio_auth_token=AUTH_TOKEN, greeting=False, stream_start_timeout_s=30)
+    app = create_app(settings, start_services=False)
+    app.state.websocket_routes = None  # leave the upgrade to uvicorn and the ASGI route
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, ws="websockets-sansio"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_started(server, task)
+        yield base.replace("http", "ws") + "/twilio/media"
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            await task
+
+
+async def test_asgi_media_route_applies_the_same_pre_start_budget() -> None:
+    async with asgi_media_gateway() as url, connect(url, open_timeout=TIMEOUT) as ws:
+        await ws.send(_connected())
+        await ws.send(_connected())
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(TIMEOUT):
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
