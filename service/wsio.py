@@ -28,11 +28,14 @@ Guarantees of every ``SansIOWebSocket``:
   already in memory are still delivered, so the hard bound is the limit plus one socket read. Memory: at most
   ``inbox_limit`` messages (64 x ~0.4 KB for provider media frames; 16 x up to ``max_size`` for
   Realtime deltas) plus the transport's read buffer.
-* Outbound bounded, control frames included: reading also pauses while the transport's write
-  buffer is above its high-water mark (asyncio/uvloop default 64 KiB) and resumes below the
-  low-water mark. The library answers every ping with a pong (and a close with a close) as it
-  parses, so a peer that sends pings and never reads can add at most one socket read of pongs
-  above the high-water mark (docs/security.md, "Unauthenticated connections").
+* Outbound bounded, control frames included (server side, where the peer is not yet
+  authenticated): reading also pauses while the transport's write buffer is above its high-water
+  mark (asyncio/uvloop default 64 KiB) and resumes below the low-water mark. The library answers
+  every ping with a pong (and a close with a close) as it parses, so a peer that sends pings and
+  never reads can add at most one socket read of pongs above the high-water mark
+  (docs/security.md, "Unauthenticated connections"). The client side (the Realtime socket) does
+  not do this: a model server that, like ours, stops reading while its own writes are blocked
+  would deadlock with it; its peer is authenticated and its messages are size-bounded.
 * ``send`` is ordered (messages leave in call order, also across tasks) and waits only while the
   write buffer is above its high-water mark: bounded. It raises ``WebSocketClosed`` once the
   connection is closing or closed.
@@ -123,8 +126,10 @@ class SansIOWebSocket(asyncio.Protocol):
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         close_timeout: float = 2.0,
+        bound_writes_by_reads: bool = False,
     ) -> None:
         self._ws = protocol
+        self._bound_writes = bound_writes_by_reads
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._inbox: deque[bytes] = deque()
@@ -201,7 +206,8 @@ class SansIOWebSocket(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._set_paused(_PAUSE_WRITES, True)  # bounds pongs and close frames too (module docstring)
+        if self._bound_writes:
+            self._set_paused(_PAUSE_WRITES, True)  # bounds pongs and close frames too (module docstring)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -489,6 +495,7 @@ class ServerWebSocket(SansIOWebSocket):
     ) -> None:
         super().__init__(
             ServerProtocol(max_size=max_size),
+            bound_writes_by_reads=True,
             inbox_limit=inbox_limit,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,

@@ -13,7 +13,7 @@ Guarantees:
   without waiting for anything but the socket send (no Redis, HTTP or logging per frame).
 - Outbound: each audio delta is resampled and sent to the provider at once, followed by a mark
   (``PlaybackLedger``), so the bridge always knows what the caller has heard.
-- Barge-in (``_barge_in``) follows realtime-api.md 6.2: provider ``clear`` first, then
+- Barge-in (``_barge_in``) follows docs/models/realtime.md, "Barge-in": provider ``clear`` first, then
   ``response.cancel`` if a response is still in progress, then ``conversation.item.truncate`` for the
   playing item with the heard ms (only if something was cut), late deltas dropped, the outbound
   resampler reset.
@@ -69,7 +69,7 @@ SendText = Callable[[str], Awaitable[None]]
 
 # Pre-buffer of caller frames while the Realtime session connects: 50 x 160 B = 8 KB (1 s).
 _PREBUFFER_FRAMES = 50
-# Error codes that are expected races, not failures (realtime-api.md 9.2).
+# Error codes that are expected races, not failures (docs/models/realtime.md, "Errors").
 _BENIGN_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
 )
@@ -335,7 +335,7 @@ class CallBridge:
         self._immediate = immediate
 
     async def reattach_realtime(self, to_model: SendText, immediate: ImmediateSend | None = None) -> None:
-        """A replacement Realtime session after the old one dropped (realtime-api.md 10: there is
+        """A replacement Realtime session after the old one dropped (docs/models/realtime.md, "Reconnecting": there is
         no resume). Response bookkeeping of the old session is forgotten; the new session gets the
         same configuration plus the conversation so far in its instructions; caller audio is held
         (bounded pre-buffer) until its ``session.update`` is sent; the provider leg never stops.
@@ -480,7 +480,7 @@ class CallBridge:
         return False
 
     # ------------------------------------------------------------------------------------------------
-    # barge-in (realtime-api.md 6.2; telephony-streams.md 1.4)
+    # barge-in (docs/models/realtime.md, "Barge-in"; docs/providers/twilio.md, "Clear")
 
     async def _barge_in(self) -> None:
         now = self._clock()
@@ -529,7 +529,7 @@ class CallBridge:
         self._transition("barge_in")
 
     # ------------------------------------------------------------------------------------------------
-    # responses and tools (realtime-api.md 7)
+    # responses and tools (docs/models/realtime.md, "Function calling")
 
     async def _request_response(self, instructions: str | None) -> None:
         """``response.create`` now, or after the active response's ``response.done``."""
@@ -597,7 +597,7 @@ class CallBridge:
                   param=error.param[:64])
         if self.state is CallState.CONNECTING:
             await self.fail("realtime error: " + (error.code or error.type)[:64])
-        # session_expired is followed by a close (1001); the session reconnects then (realtime-api.md 9-10)
+        # session_expired is followed by a close (1001); the session reconnects then (docs/models/realtime.md, "Reconnecting")
 
     # ------------------------------------------------------------------------------------------------
     # escalation (one step)
@@ -631,7 +631,7 @@ class CallBridge:
         await self._request_response(f'Say this to the caller, in the caller\'s language, and nothing else: "{line}"')
 
     async def _transfer(self) -> None:
-        """End the media stream so the provider runs the transfer TwiML (telephony-streams.md 1.6)."""
+        """End the media stream so the provider runs the transfer TwiML (docs/providers/twilio.md, "Transfer")."""
         if self._transfer_started:
             return
         self._transfer_started = True
@@ -704,7 +704,7 @@ class CallBridge:
         return summary
 
     def _shorten_history(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
-        """Keep only the heard share of a truncated bot turn (realtime-api.md 10, step 1)."""
+        """Keep only the heard share of a truncated bot turn (docs/models/realtime.md, "Reconnecting")."""
         for index, (role, text, item) in enumerate(self._history):
             if item == item_id and role == "assistant":
                 words = text.split()

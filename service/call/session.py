@@ -42,7 +42,7 @@ from service.wsio import MessageSocket, WebSocketClosed
 
 log = structlog.get_logger(__name__)
 
-# WebSocket close codes worth a new session (the SDK's list, realtime-api.md 9.3); 1000 ends the call.
+# WebSocket close codes worth a new session (the SDK's list, docs/models/realtime.md, "Close codes"); 1000 ends the call.
 _RETRYABLE_CLOSES = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
 _MAX_RECONNECTS = 3
 
@@ -201,7 +201,7 @@ class CallSession:
     async def _realtime_reader(self, transport: RealtimeTransport) -> None:
         """Read the Realtime session in order. A session that drops with a retryable close code
         (1001 going away/session expired, 1006, 1011, 1012, 1013) is replaced by a new one, at most
-        ``_MAX_RECONNECTS`` times per call, while the caller's leg keeps running (realtime-api.md 10)."""
+        ``_MAX_RECONNECTS`` times per call, while the caller's leg keeps running (docs/models/realtime.md, "Reconnecting")."""
         reconnects = 0
         try:
             while True:

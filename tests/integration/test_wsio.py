@@ -925,6 +925,7 @@ async def test_ping_flood_from_a_peer_that_never_reads_is_bounded_by_the_write_b
             peak = max(peak, ours.write_buffer_size)
         peak = max(peak, ours.write_buffer_size)
         assert ours.reading_paused
+        print(f"ping flood: {sent} bytes of pings sent, peak {peak} bytes of pongs buffered")  # shown with -s
         assert peak < 1 << 20, f"{peak} bytes of pongs buffered after {sent} bytes of pings"
         writer.transport.abort()
         del reader

@@ -2,7 +2,7 @@
 
 - ``POST /twilio/voice``: X-Twilio-Signature checked against CALLBRIDGE_PUBLIC_URL + path (403 and
   one log line on failure); answers ``<Connect><Stream>`` with a short-lived stream token bound to
-  the CallSid (telephony-streams.md 1.1, 1.5). While draining, the call is redirected.
+  the CallSid (docs/providers/twilio.md, "Stream start" and "Stream tokens"). While draining, the call is redirected.
 - ``WS /twilio/media``: the stream must present a valid token for its CallSid in ``start`` within
   ``CALLBRIDGE_STREAM_START_TIMEOUT_S`` or it is closed with 1008 and no Realtime session is opened.
 - ``POST /twilio/after-stream``: runs when the stream socket closes (1.6): the transfer TwiML for
