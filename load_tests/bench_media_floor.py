@@ -18,6 +18,9 @@ Reported per mode: relay CPU per call-second, sampled every second over the stea
 p99 of those samples) and the kernel share; ``hot`` / ``floor`` is the ratio. Whatever the gateway
 spends above ``hot`` (load_calls.py) is per-call side work (state, sentiment, turn handling).
 Bounded: each mode ends after ``--seconds`` plus start-up; every child is killed at the end.
+
+``--ws wsio-lane,wsio,picows --repeat 3`` compares WebSocket layers on the provider leg instead
+(``hot`` mode, runs interleaved, CPU over the whole window; docs/performance.md, "WebSocket layer").
 """
 
 from __future__ import annotations
