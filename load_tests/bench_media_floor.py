@@ -18,6 +18,9 @@ Reported per mode: relay CPU per call-second, sampled every second over the stea
 p99 of those samples) and the kernel share; ``hot`` / ``floor`` is the ratio. Whatever the gateway
 spends above ``hot`` (load_calls.py) is per-call side work (state, sentiment, turn handling).
 Bounded: each mode ends after ``--seconds`` plus start-up; every child is killed at the end.
+
+``--ws wsio-lane,wsio,picows --repeat 3`` compares WebSocket layers on the provider leg instead
+(``hot`` mode, runs interleaved, CPU over the whole window; docs/performance.md, "WebSocket layer").
 """
 
 from __future__ import annotations
@@ -50,26 +53,28 @@ async def _sink(port: int) -> None:
         await asyncio.sleep(3600)
 
 
-async def _relay(port: int, sink_port: int, mode: str) -> None:
+async def _relay(port: int, sink_port: int, mode: str, ws: str = "wsio") -> None:
     from service import metrics
     from service.audio.resample import CallerToModel
     from service.providers.base import MediaReceived
     from service.providers.twilio.dialect import TwilioDialect
     from service.realtime.protocol import GaDialect
-    from service.wsio import ServerWebSocket, connect_websocket
+    from service.wsio import ClientWebSocket, ServerWebSocket, connect_websocket
 
+    if ws == "wsio-lane":
+        from load_tests import _wsio_lane
+
+        _wsio_lane.install()
     dialect = GaDialect()
     fixed = dialect.audio_append(bytes(960))
 
-    async def handler(socket: ServerWebSocket) -> None:
-        upstream = await connect_websocket(f"ws://127.0.0.1:{sink_port}/", ping_interval=None)
+    def consumer(upstream: ClientWebSocket) -> Any:
         twilio = TwilioDialect()
         twilio.parse(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID, "start": {
             "streamSid": STREAM_SID, "callSid": "CA" + "0" * 32, "accountSid": "AC" + "0" * 32,
             "tracks": ["inbound"], "customParameters": {},
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
         inbound = CallerToModel()
-        ended = asyncio.Event()
 
         def floor(_message: bytes) -> None:
             upstream.send_nowait(fixed)
@@ -81,7 +86,43 @@ async def _relay(port: int, sink_port: int, mode: str) -> None:
                 upstream.send_nowait(dialect.audio_append_b64(inbound.process_b64(event.payload)))
                 metrics.FRAME_FORWARD.observe(time.perf_counter() - received)
 
-        socket.set_message_handler(floor if mode == "floor" else hot, ended.set)
+        return floor if mode == "floor" else hot
+
+    if ws == "picows":  # picows on the provider leg (synchronous frame callbacks), wsio upstream
+        from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+
+        class Listener(WSListener):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self.on_message: Any = None
+                self.upstream: ClientWebSocket | None = None
+
+            def on_ws_connected(self, transport: WSTransport) -> None:
+                async def open_upstream() -> None:
+                    self.upstream = await connect_websocket(f"ws://127.0.0.1:{sink_port}/", ping_interval=None)
+                    self.on_message = consumer(self.upstream)
+
+                asyncio.get_running_loop().create_task(open_upstream())
+
+            def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+                if frame.msg_type == WSMsgType.TEXT and self.on_message is not None:
+                    self.on_message(frame.get_payload_as_bytes())  # media messages are never fragmented
+                elif frame.msg_type == WSMsgType.CLOSE:
+                    transport.send_close(frame.get_close_code())
+                    transport.disconnect()
+
+            def on_ws_disconnected(self, transport: WSTransport) -> None:
+                if self.upstream is not None:
+                    asyncio.get_running_loop().create_task(self.upstream.close())
+
+        picows_server = await ws_create_server(lambda _request: Listener(), "127.0.0.1", port)
+        async with picows_server:
+            await asyncio.sleep(3600)
+        return
+
+    async def handler(socket: ServerWebSocket) -> None:
+        upstream = await connect_websocket(f"ws://127.0.0.1:{sink_port}/", ping_interval=None)
+        ended = asyncio.Event()
+        socket.set_message_handler(consumer(upstream), ended.set)
         await ended.wait()
         await upstream.close()
 
@@ -123,13 +164,13 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_mode(mode: str, calls: int, seconds: float) -> dict[str, Any]:
+def run_mode(mode: str, calls: int, seconds: float, ws: str = "wsio") -> dict[str, Any]:
     sink_port, relay_port = free_port(), free_port()
     me = [sys.executable, "-m", "load_tests.bench_media_floor"]
     children = [subprocess.Popen([*me, "--role", "sink", "--port", str(sink_port)])]
     try:
         children.append(subprocess.Popen([*me, "--role", "relay", "--port", str(relay_port),
-                                          "--sink-port", str(sink_port), "--mode", mode]))
+                                          "--sink-port", str(sink_port), "--mode", mode, "--ws", ws]))
         relay = children[-1].pid
         time.sleep(1.5)  # start-up of the two servers (no readiness signal from plain children)
         children.append(subprocess.Popen([*me, "--role", "generator", "--port", str(relay_port),
@@ -146,6 +187,7 @@ def run_mode(mode: str, calls: int, seconds: float) -> dict[str, Any]:
             samples.append((cpu - last_cpu) / (now - last_at) / calls * 1000.0)  # ms per call-second
             last_cpu, last_at = cpu, now
         total_cpu, total_sys = _cpu(relay)
+        window = time.monotonic() - started
         children[-1].wait(timeout=seconds + 30)
     finally:
         for child in children:
@@ -153,13 +195,37 @@ def run_mode(mode: str, calls: int, seconds: float) -> dict[str, Any]:
             child.wait()
     return {
         "mode": mode,
+        "ws": ws,
         "calls": calls,
         "samples": len(samples),
         "cpu_ms_per_call_second_median": round(statistics.median(samples), 3),
         "cpu_ms_per_call_second_p99": round(_quantile(samples, 0.99), 3),
         "cpu_us_per_frame_median": round(statistics.median(samples) * 1000 / 50, 1),
+        # the whole window at once: 1-s samples are quantised to one clock tick (0.2 ms at 50 calls)
+        "cpu_ms_per_call_second_window": round((total_cpu - first_cpu) / window / calls * 1000.0, 3),
         "kernel_share": round((total_sys - first_sys) / max(total_cpu - first_cpu, 1e-9), 3),
     }
+
+
+def _compare(variants: list[str], calls: int, seconds: float, repeat: int) -> int:
+    """Each variant's ``hot`` mode ``repeat`` times, interleaved (v1, v2, ..., v1, v2, ...), so a
+    neighbour's load on the shared machine lands on every variant alike; median of the run medians."""
+    runs: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(repeat):
+        for variant in variants:
+            runs[variant].append(run_mode("hot", calls, seconds, variant)["cpu_ms_per_call_second_window"])
+    base = statistics.median(runs[variants[0]])
+    print(f"\nrelay CPU, hot mode, {calls} calls, {repeat} interleaved run(s) each (ms per call-second)")
+    summary = {}
+    for variant, values in runs.items():
+        median = statistics.median(values)
+        summary[variant] = {"runs": values, "median": round(median, 3), "vs_first": round(median - base, 3)}
+        print(f"  {variant:<10} median {median:6.3f}  runs {values}  delta vs {variants[0]} {median - base:+.3f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench_media_floor_ws_{calls}.json"
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"JSON: {out}")
+    return 0
 
 
 def main() -> int:
@@ -170,14 +236,21 @@ def main() -> int:
     parser.add_argument("--mode", choices=["floor", "hot"], default="floor")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--sink-port", type=int, default=0)
+    parser.add_argument("--ws", default="wsio",
+                        help="comma-separated WebSocket layers of the relay's provider leg: wsio (as committed), "
+                             "wsio-lane (the removed framing fast lane), picows; each run --repeat times, interleaved")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     if args.role != "driver":
         import uvloop
 
-        role = {"sink": lambda: _sink(args.port), "relay": lambda: _relay(args.port, args.sink_port, args.mode),
+        role = {"sink": lambda: _sink(args.port), "relay": lambda: _relay(args.port, args.sink_port, args.mode, args.ws),
                 "generator": lambda: _generator(args.port, args.calls, args.seconds)}[args.role]
         uvloop.run(role())
         return 0
+    variants = args.ws.split(",")
+    if variants != ["wsio"] or args.repeat > 1:
+        return _compare(variants, args.calls, args.seconds, args.repeat)
     results = [run_mode(mode, args.calls, args.seconds) for mode in ("floor", "hot")]
     floor, hot = results
     ratio = round(hot["cpu_ms_per_call_second_median"] / max(floor["cpu_ms_per_call_second_median"], 1e-9), 2)

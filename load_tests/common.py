@@ -68,7 +68,9 @@ def start_realtime_standin(reply_ms: int = 1500, replies: bool = True) -> tuple[
 
 
 def start_gateway(port: int, redis_url: str, realtime_url: str, extra_env: dict[str, str] | None = None,
-                  log_path: Path | None = None, workers: int = 1) -> subprocess.Popen[bytes]:
+                  log_path: Path | None = None, workers: int = 1,
+                  ws_variant: str | None = None) -> subprocess.Popen[bytes]:
+    """``callbridge serve`` as a child; ``ws_variant`` (load_tests/ws_variants.py) swaps its WebSocket layer."""
     env = {
         **os.environ,
         "CALLBRIDGE_REALTIME_PROVIDER": "openai",
@@ -86,6 +88,8 @@ def start_gateway(port: int, redis_url: str, realtime_url: str, extra_env: dict[
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     executable = Path(sys.executable).parent / "callbridge"
     command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
+    if ws_variant is not None:
+        command = [sys.executable, "-m", "load_tests.ws_variants", ws_variant]
     process = subprocess.Popen([*command, "serve", "--host", "127.0.0.1", "--port", str(port),
                                 "--workers", str(workers)], cwd=ROOT, env=env, stdout=out, stderr=out)
     wait_until_http(f"http://127.0.0.1:{port}/healthz")

@@ -110,14 +110,15 @@ _ramp_start_wall = 0.0
 
 
 def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
-        gateway_workers: int = 1, replies: bool = True) -> dict[str, Any]:
+        gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None) -> dict[str, Any]:
     redis = private_redis()
     realtime_proc, realtime_url = start_realtime_standin(replies=replies)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = RESULTS / f"{name}-gateway.log"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path, workers=gateway_workers)
+    gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path, workers=gateway_workers,
+                            ws_variant=ws_variant)
     workers: list[subprocess.Popen[str]] = []
     try:
         idle = sample_tree(gateway.pid)
@@ -183,6 +184,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         "caller_procs": caller_procs,
         "gateway_workers": gateway_workers,
         "bot_replies": replies,
+        "ws_variant": ws_variant or "wsio",
         "ramp_s": ramp_s,
         "steady_s": round(steady, 2),
         "active_calls_at_steady": active_at_steady,
@@ -224,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-replies", action="store_true",
                         help="the model never answers: measures the inbound streaming path alone")
     parser.add_argument("--name", default=None)
+    parser.add_argument("--ws", default=None, choices=["wsio", "wsio-lane", "sansio"],
+                        help="WebSocket layer of the gateway (load_tests/ws_variants.py; default: as committed)")
     options = parser.parse_args(args)
     name = options.name or f"load_calls_{options.calls}"
     result = run(options.calls, options.caller_procs, options.ramp, options.steady, name, options.gateway_workers,
-                 not options.no_replies)
+                 not options.no_replies, options.ws)
     path = write_result(name, result)
     print(f"\ncallbridge load: {options.calls} concurrent calls, {options.caller_procs} caller process(es), "
           f"{options.gateway_workers} gateway worker(s)")

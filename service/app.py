@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.config import Settings
+from service.http_guard import guarded_http_protocol
 from service.wsio import MessageSocket, uvicorn_websocket_protocol
 
 if TYPE_CHECKING:
@@ -200,7 +201,10 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: Any) -> uvic
 
     WebSocket upgrades go to ``service.wsio.ServerWebSocket`` for the app's ``websocket_routes``
     (the media streams: the hot path), not through ASGI; HTTP stays ASGI. Frames up to 1 MiB;
-    keepalive ping every 20 s, 20 s to answer.
+    keepalive ping every 20 s, 20 s to answer. For the gateway, HTTP goes through
+    ``service.http_guard`` (request-head timeout ``CALLBRIDGE_HANDSHAKE_TIMEOUT_S``, at most
+    ``CALLBRIDGE_MAX_CONNECTIONS`` connections, HTTP 503 beyond; docs/security.md,
+    "Unauthenticated connections").
     """
     options: dict[str, Any] = {
         "host": host,
@@ -213,7 +217,15 @@ def uvicorn_config(app: FastAPI, host: str, port: int, **overrides: Any) -> uvic
         "ws_ping_timeout": 20.0,
     }
     routes = getattr(app.state, "websocket_routes", None)
-    if routes is not None:  # the gateway; other apps (e.g. the demo's webhook receiver) keep uvicorn's
-        options["ws"] = uvicorn_websocket_protocol(routes)
+    gateway = getattr(app.state, "gateway", None)
+    if gateway is not None:  # the gateway; other apps (e.g. the demo's webhook receiver) keep uvicorn's
+        settings = gateway.settings
+        limit = settings.max_connections or None
+        options["http"] = guarded_http_protocol(settings.handshake_timeout_s, limit)
+        options["limit_concurrency"] = limit
+    else:
+        limit = None
+    if routes is not None:
+        options["ws"] = uvicorn_websocket_protocol(routes, max_connections=limit)
     options.update(overrides)
     return uvicorn.Config(app, **options)

@@ -78,6 +78,9 @@ def _local_realtime(args: argparse.Namespace) -> int:
 
     settings = exit_on_bad_config()
     configure_logging(settings.log_format, settings.log_level)
+    if args.host not in ("127.0.0.1", "::1", "localhost") and not settings.local_realtime_key.get_secret_value():
+        print(f"callbridge local-realtime: listening on {args.host} without CALLBRIDGE_LOCAL_REALTIME_KEY: "
+              "anyone who reaches it gets engine sessions", file=sys.stderr)
     try:
         asyncio.run(serve_local_realtime(args.host, args.port, settings))
     except KeyboardInterrupt:
@@ -116,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     local = sub.add_parser("local-realtime", help="serve the embedded offline engine at /v1/realtime")
-    local.add_argument("--host", default="127.0.0.1")
+    local.add_argument("--host", default="127.0.0.1",
+                       help="bind address (default 127.0.0.1, this machine only; set CALLBRIDGE_LOCAL_REALTIME_KEY "
+                            "before binding anything reachable from elsewhere)")
     local.add_argument("--port", type=int, default=8765)
     local.set_defaults(func=_local_realtime)
 

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(
         300.0, gt=0, description="Seconds active calls may run after SIGTERM before they are handed off."
     )
+    handshake_timeout_s: float = Field(
+        10.0, gt=0, le=300,
+        description="A connection whose HTTP request head (or WebSocket upgrade) is not complete within this time is closed.",
+    )
+    max_connections: int = Field(
+        1000, ge=0,
+        description="Open HTTP + WebSocket connections per process; more are refused with HTTP 503. 0 = no limit.",
+    )
 
     # --- telephony (Twilio) ---------------------------------------------------------------------
     public_url: str = Field(
@@ -80,6 +88,10 @@ class Settings(BaseSettings):
         "2025-04-01-preview", description="Azure api-version for the preview (beta-dialect) URL."
     )
     realtime_connect_timeout_s: float = Field(10.0, gt=0, description="Realtime WebSocket connect timeout.")
+    model_max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024,
+        description="Largest message accepted from the model server (Realtime client and `callbridge local-realtime`); a larger one closes the session with 1009.",
+    )
     instructions_file: Path | None = Field(
         None, description="File with the persona/system instructions (default: the bundled support persona)."
     )
@@ -100,6 +112,11 @@ class Settings(BaseSettings):
     # --- local engine ----------------------------------------------------------------------------
     local_script: Path | None = Field(
         None, description="Dialogue YAML for the local engine (default: the bundled contact-center script)."
+    )
+
+    local_realtime_key: SecretStr = Field(
+        SecretStr(""),
+        description="`callbridge local-realtime` requires this key (`Authorization: Bearer` or `api-key` header) when set. Empty = no key.",
     )
 
     local_asr_processes: int = Field(

@@ -53,6 +53,24 @@ BARGE_IN_REACTION_SECONDS = Histogram(
     buckets=_FAST_BUCKETS,
 )
 REALTIME_ERRORS = Counter("callbridge_realtime_errors_total", "Realtime error events and failures.", ["kind"])
+#: The ``kind`` labels an ``error`` event from the model server can produce: the codes
+#: docs/models/realtime.md ("Errors") names, the error type when there is no code, and ``other``
+#: for anything else, so a server (or an attacker posing as one) cannot create label series.
+REALTIME_ERROR_CODES = frozenset({
+    "session_expired", "response_cancel_not_active", "conversation_already_has_active_response",
+    "input_audio_buffer_commit_empty", "unknown_parameter", "invalid_value", "missing_required_parameter",
+    "invalid_type", "rate_limit_exceeded", "insufficient_quota", "invalid_api_key", "server_error",
+    "invalid_request_error", "decimal_below_min_value", "integer_above_max_value", "string_above_max_length",
+})
+
+
+def realtime_error_label(code: str | None, error_type: str | None = None) -> str:
+    """A fixed label for ``callbridge_realtime_errors_total{kind}``: the code if known, else the
+    type if known, else ``other`` (unknown strings never become labels)."""
+    for candidate in (code, error_type):
+        if candidate and candidate in REALTIME_ERROR_CODES:
+            return candidate
+    return "other"
 REALTIME_CONNECT_SECONDS = Histogram(
     "callbridge_realtime_connect_seconds", "Time to open and configure a Realtime session.", buckets=_HUMAN_BUCKETS
 )

@@ -1,13 +1,20 @@
 """Lean asyncio WebSocket adapters for the media hot path, over ``websockets``' sans-I/O protocol.
 
 Why: a 20 ms audio frame crosses two WebSockets in the gateway (provider -> gateway -> Realtime).
-Through uvicorn's ASGI WebSocket (a queue of ASGI event dicts, pause/resume of the socket after every
-message) and the ``websockets`` asyncio client (an async context manager and lock per send), the
-framework layers cost several times the audio work itself (``load_tests/load_calls.py``, README
-"Benchmarks"). The framing, masking, UTF-8/close-code checks and handshake validation stay in
-``websockets.protocol.Protocol`` (RFC 6455, the same code the library's own servers use); this module
-only moves bytes between it and an ``asyncio.Transport``, in ``data_received``, with no task switch
-per frame and one ``writelines`` per message sent.
+Through uvicorn's ASGI WebSocket (a queue of ASGI event dicts per message) and the ``websockets``
+asyncio client (an async context manager and lock per send), the framework layers cost more than
+the audio work itself (docs/performance.md, "WebSocket layer"). Every byte is parsed and framed
+by ``websockets.protocol.Protocol`` (RFC 6455: framing, masking, UTF-8/close-code checks,
+handshake validation; the same code the library's own servers use); this module only moves bytes
+between it and an ``asyncio.Transport``, in ``data_received``, with no task switch per frame.
+
+What of ``websockets`` it relies on (version-ranged in pyproject.toml, covered by
+tests/unit/test_wsio_framing.py ``test_websockets_sansio_surface``): the sans-I/O API of
+``websockets.protocol.Protocol`` (``receive_data``, ``receive_eof``, ``events_received``,
+``data_to_send``, ``send_text``, ``send_ping``, ``send_close``, ``fail``, ``close_expected``,
+``state``, ``close_rcvd``, ``handshake_exc``), ``ServerProtocol.accept/reject/send_response``,
+``ClientProtocol.connect/send_request``, ``websockets.frames.Frame/Opcode`` and
+``websockets.uri.parse_uri``. No private attribute is touched.
 
 Guarantees of every ``SansIOWebSocket``:
 
@@ -19,11 +26,19 @@ Guarantees of every ``SansIOWebSocket``:
 * Inbox bounded: reading from the socket pauses while ``inbox_limit`` messages wait (resumes at a
   quarter of it), so a stalled consumer pushes back on the peer through TCP. Messages of a read
   already in memory are still delivered, so the hard bound is the limit plus one socket read. Memory: at most
-  ``inbox_limit`` messages (64 x ~0.4 KB for provider media frames; 16 x up to ~200 KB for Realtime
-  deltas) plus the transport's read buffer.
+  ``inbox_limit`` messages (64 x ~0.4 KB for provider media frames; 16 x up to ``max_size`` for
+  Realtime deltas) plus the transport's read buffer.
+* Outbound bounded, control frames included (server side, where the peer is not yet
+  authenticated): reading also pauses while the transport's write buffer is above its high-water
+  mark (asyncio/uvloop default 64 KiB) and resumes below the low-water mark. The library answers
+  every ping with a pong (and a close with a close) as it parses, so a peer that sends pings and
+  never reads can add at most one socket read of pongs above the high-water mark
+  (docs/security.md, "Unauthenticated connections"). The client side (the Realtime socket) does
+  not do this: a model server that, like ours, stops reading while its own writes are blocked
+  would deadlock with it; its peer is authenticated and its messages are size-bounded.
 * ``send`` is ordered (messages leave in call order, also across tasks) and waits only while the
-  transport's write buffer is above its high-water mark (uvloop/asyncio default 64 KiB): bounded.
-  It raises ``WebSocketClosed`` once the connection is closing or closed.
+  write buffer is above its high-water mark: bounded. It raises ``WebSocketClosed`` once the
+  connection is closing or closed.
 * ``close`` is idempotent and cancel-safe: it sends the close frame, waits at most ``close_timeout``
   for the closing handshake and the TCP close (RFC 6455 section 7.1.1), then aborts.
 * Keepalive (optional): a ping every ``ping_interval`` s; no pong within ``ping_timeout`` s fails the
@@ -35,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, cast
@@ -44,9 +58,9 @@ from typing import Protocol as TypingProtocol
 import structlog
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus
-from websockets.frames import Frame, Opcode, apply_mask
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, Side, State
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
@@ -71,10 +85,10 @@ _BINARY: Final = Opcode.BINARY
 _CONT: Final = Opcode.CONT
 _PONG: Final = Opcode.PONG
 _CLOSE: Final = Opcode.CLOSE
-_HEAD16: Final = struct.Struct("!BBH")
-_HEAD64: Final = struct.Struct("!BBQ")
-_MASK_POOL_BYTES: Final = 4096  # 1024 masking keys per os.urandom call
-_MAX_HEAD: Final = 64 * 1024  # an HTTP head longer than this is left to websockets alone
+# Why reading is paused (a bit set; the socket is read only when none is set).
+_PAUSE_INBOX: Final = 1  # ``inbox_limit`` messages wait for ``recv``
+_PAUSE_CONSUMER: Final = 2  # the push-mode consumer asked (``pause_reading``)
+_PAUSE_WRITES: Final = 4  # the write buffer is above its high-water mark
 
 
 class WebSocketClosed(Exception):
@@ -112,15 +126,17 @@ class SansIOWebSocket(asyncio.Protocol):
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         close_timeout: float = 2.0,
+        bound_writes_by_reads: bool = False,
     ) -> None:
         self._ws = protocol
+        self._bound_writes = bound_writes_by_reads
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._inbox: deque[bytes] = deque()
         self._inbox_limit = inbox_limit
         self._inbox_resume = max(1, inbox_limit // 4)
         self._recv_waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
+        self._paused = 0  # _PAUSE_* bits
         self._fragments: list[bytes] = []
         self._write_paused = False
         self._write_resumed: asyncio.Future[None] | None = None
@@ -136,122 +152,13 @@ class SansIOWebSocket(asyncio.Protocol):
         self._close_timer: asyncio.TimerHandle | None = None
         self._on_message: Callable[[bytes], None] | None = None
         self._on_end: Callable[[], None] | None = None
-        # framing fast lane (``_lane_received``/``send_nowait``)
-        self._lane = False
-        self._lane_possible = True
-        self._head = bytearray()
-        self._rbuf = bytearray()
-        self._fragmented = False
-        is_client = protocol.side is Side.CLIENT
-        self._expect_mask = 0 if is_client else 0x80
-        self._send_mask = 0x80 if is_client else 0
-        self._max_size: int | None = getattr(protocol, "max_message_size", getattr(protocol, "max_size", None))
-        self._mask_pool = b""
-        self._mask_at = 0
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
 
     def data_received(self, data: bytes) -> None:
-        if self._lane:
-            self._lane_received(data)
-            return
-        if self._ws.state is State.CONNECTING and self._lane_possible:
-            # Find the end of the HTTP head: websockets parses the head, our framer everything after
-            # it, so the library's parser is never left holding part of a frame.
-            seen = len(self._head)
-            self._head += data
-            end = self._head.find(b"\r\n\r\n", max(0, seen - 3))
-            if end < 0:
-                if len(self._head) > _MAX_HEAD:
-                    self._lane_possible = False
-                self._slow_received(data)
-                return
-            cut = end + 4 - seen
-            self._lane_possible = False
-            self._head = bytearray()
-            self._slow_received(data[:cut])
-            if self._ws.state is _OPEN:
-                self._lane = True
-                if len(data) > cut:
-                    self._lane_received(data[cut:])
-            elif len(data) > cut:
-                self._slow_received(data[cut:])
-            return
-        self._slow_received(data)
-
-    def _lane_received(self, data: bytes) -> None:
-        """RFC 6455 section 5.2 framing for the common case: whole unfragmented text/binary data
-        frames, masked as the side requires, within ``max_size``, are unmasked and delivered here.
-        Every other frame (control frames, fragments, protocol violations) is handed whole to the
-        ``websockets`` parser, which handles it (ping -> pong, close handshake, fail with 1002/1009);
-        since it only ever receives whole frames, it is always at a frame boundary."""
-        buffer = self._rbuf
-        if buffer:
-            buffer += data
-            view: bytes | bytearray = buffer
-        else:
-            view = data
-        size = len(view)
-        pos = 0
-        expect_mask = self._expect_mask
-        max_size = self._max_size
-        while size - pos >= 2:
-            if self._ws.state is not _OPEN:  # closing: the library discards what follows its close
-                self._lane = False
-                self._slow_received(bytes(view[pos:]))
-                pos = size
-                break
-            first = view[pos]
-            second = view[pos + 1]
-            length = second & 0x7F
-            head = pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = (view[pos + 2] << 8) | view[pos + 3]
-                head = pos + 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(view[pos + 2 : pos + 10], "big")
-                head = pos + 10
-            masked = second & 0x80
-            if masked:
-                head += 4
-            if max_size is not None and length > max_size:  # the library fails it with 1009
-                self._lane = False
-                self._slow_received(bytes(view[pos:]))
-                pos = size
-                break
-            end = head + length
-            if end > size:
-                break
-            if (first == 0x81 or first == 0x82) and masked == expect_mask and not self._fragmented:
-                if masked:
-                    self._deliver(apply_mask(view[head:end], view[head - 4 : head]))
-                else:
-                    self._deliver(bytes(view[head:end]))
-            else:
-                opcode = first & 0x0F
-                if opcode in (1, 2) and not first & 0x80:
-                    self._fragmented = True
-                elif opcode == 0 and first & 0x80:
-                    self._fragmented = False
-                self._slow_received(bytes(view[pos:end]))
-            pos = end
-        if buffer:
-            del buffer[:pos]
-        elif pos < size:
-            self._rbuf = bytearray(view[pos:])
-        if self._ws.state is not _OPEN:  # e.g. a consumer failure failed the connection
-            self._lane = False
-            self._flush()
-            self._after_close_step()
-
-    def _slow_received(self, data: bytes) -> None:
-        """Bytes through the ``websockets`` parser (handshake, control frames, anything unusual)."""
+        """Every byte through the ``websockets`` parser: handshake, data and control frames."""
         ws = self._ws
         ws.receive_data(data)
         for event in ws.events_received():
@@ -276,7 +183,6 @@ class SansIOWebSocket(asyncio.Protocol):
                 self._on_handshake(event)
         self._flush()
         if ws.state is not _OPEN:
-            self._lane = False
             self._after_close_step()
 
     def eof_received(self) -> bool | None:
@@ -300,9 +206,12 @@ class SansIOWebSocket(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self._bound_writes:
+            self._set_paused(_PAUSE_WRITES, True)  # bounds pongs and close frames too (module docstring)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._set_paused(_PAUSE_WRITES, False)
         if self._write_resumed is not None and not self._write_resumed.done():
             self._write_resumed.set_result(None)
 
@@ -341,9 +250,8 @@ class SansIOWebSocket(asyncio.Protocol):
             finally:
                 self._recv_waiter = None
         message = inbox.popleft()
-        if self._reading_paused and len(inbox) <= self._inbox_resume and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
+        if self._paused & _PAUSE_INBOX and len(inbox) <= self._inbox_resume:
+            self._set_paused(_PAUSE_INBOX, False)
         return message
 
     def set_message_handler(self, on_message: Callable[[bytes], None], on_end: Callable[[], None]) -> None:
@@ -356,7 +264,7 @@ class SansIOWebSocket(asyncio.Protocol):
         self._on_end = on_end
         # Before the hand-over (the transport delivers nothing until the loop runs again): a consumer
         # that pauses while it takes the inbox stays paused.
-        self.resume_reading()
+        self._set_paused(_PAUSE_INBOX | _PAUSE_CONSUMER, False)
         while self._inbox and self._on_message is not None:
             self._deliver(self._inbox.popleft())
         self._flush()
@@ -366,14 +274,34 @@ class SansIOWebSocket(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """Stop reading the socket (TCP backpressure to the peer) until ``resume_reading``."""
-        if not self._reading_paused and self._transport is not None and not self._lost.done():
-            self._reading_paused = True
-            self._transport.pause_reading()
+        self._set_paused(_PAUSE_CONSUMER, True)
 
     def resume_reading(self) -> None:
-        if self._reading_paused and self._transport is not None and not self._lost.done():
-            self._reading_paused = False
-            self._transport.resume_reading()
+        """Undo ``pause_reading``; the socket is read again unless another bound still holds it."""
+        self._set_paused(_PAUSE_CONSUMER, False)
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel (what a peer that does not read costs us)."""
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while the socket is not read (inbox full, consumer paused or write buffer full)."""
+        return bool(self._paused)
+
+    def _set_paused(self, reason: int, on: bool) -> None:
+        before = self._paused
+        after = before | reason if on else before & ~reason
+        self._paused = after
+        transport = self._transport
+        if bool(before) is bool(after) or transport is None or self._lost.done():
+            return
+        if after:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def can_send_now(self) -> bool:
         """True if ``send`` would write at once: open, write buffer below its high-water mark, and
@@ -389,34 +317,15 @@ class SansIOWebSocket(asyncio.Protocol):
     def send_nowait(self, text: str) -> None:
         """Write one text message now, regardless of the write buffer (callers that own ordering).
 
-        One unfragmented text frame (RFC 6455 section 5.2), masked with a key from ``os.urandom``
-        when this is the client (section 5.3); written directly, as ``websockets`` would frame it
-        (we never fragment, so its protocol state needs no update)."""
+        Framed (and masked, on the client side) by ``Protocol.send_text``: one unfragmented text
+        frame; the bytes are written before this returns."""
         transport = self._transport
         if self._ws.state is not _OPEN or transport is None or transport.is_closing():
             raise self.closed_error()
-        payload = text.encode()
-        length = len(payload)
-        mask_bit = self._send_mask
-        if length < 126:
-            header = bytes((0x81, mask_bit | length))
-        elif length < 65536:
-            header = _HEAD16.pack(0x81, mask_bit | 126, length)
-        else:
-            header = _HEAD64.pack(0x81, mask_bit | 127, length)
-        if mask_bit:
-            key = self._mask_key()
-            transport.write(header + key + apply_mask(payload, key))
-        else:
-            transport.write(header + payload)
-
-    def _mask_key(self) -> bytes:
-        pool, at = self._mask_pool, self._mask_at
-        if at + 4 > len(pool):
-            pool, at = os.urandom(_MASK_POOL_BYTES), 0
-            self._mask_pool = pool
-        self._mask_at = at + 4
-        return pool[at : at + 4]
+        ws = self._ws
+        ws.send_text(text.encode())
+        for chunk in ws.data_to_send():
+            transport.write(chunk)
 
     async def send(self, text: str) -> None:
         """Send one text message; waits while the write buffer is full. Ordered across callers."""
@@ -475,9 +384,8 @@ class SansIOWebSocket(asyncio.Protocol):
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(inbox) >= self._inbox_limit and not self._reading_paused and self._transport is not None:
-            self._reading_paused = True
-            self._transport.pause_reading()
+        if len(inbox) >= self._inbox_limit and not self._paused & _PAUSE_INBOX:
+            self._set_paused(_PAUSE_INBOX, True)
 
     def _wake_receiver(self) -> None:
         """Nothing more may arrive (close frame, EOF, connection lost) or a message did."""
@@ -566,7 +474,10 @@ class ServerWebSocket(SansIOWebSocket):
 
     The handshake is validated by ``websockets.server.ServerProtocol.accept`` (RFC 6455 section 4.2);
     a path without a route gets 404, a bad upgrade 400/426, and the connection is closed.
-    ``path`` and ``client`` describe the request for logs.
+    Unauthenticated peers are bounded (docs/security.md, "Unauthenticated connections"): a request
+    head not complete within ``handshake_timeout`` s closes the connection, and an upgrade that
+    would make more than ``max_connections`` connections (``connections``, HTTP ones included
+    under uvicorn) is refused with HTTP 503. ``path`` and ``client`` describe the request for logs.
     """
 
     def __init__(
@@ -579,9 +490,12 @@ class ServerWebSocket(SansIOWebSocket):
         inbox_limit: int = 64,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
+        handshake_timeout: float | None = 10.0,
+        max_connections: int | None = None,
     ) -> None:
         super().__init__(
             ServerProtocol(max_size=max_size),
+            bound_writes_by_reads=True,
             inbox_limit=inbox_limit,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -591,6 +505,9 @@ class ServerWebSocket(SansIOWebSocket):
         self._tasks = tasks if tasks is not None else set()
         self.path = ""
         self.client = ""
+        self._handshake_timeout = handshake_timeout
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._max_connections = max_connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -598,22 +515,40 @@ class ServerWebSocket(SansIOWebSocket):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = f"{peer[0]}:{peer[1]}"
+        if self._handshake_timeout is not None:
+            self._handshake_timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._connections.discard(self)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if self._ws.state is State.CONNECTING and self._transport is not None:
+            log.warning("websocket.handshake_timeout", client=self.client, timeout_s=self._handshake_timeout)
+            self._transport.abort()
 
     def _on_handshake(self, event: Request | Response) -> None:
         assert isinstance(self._ws, ServerProtocol) and isinstance(event, Request)
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self.path = event.path.partition("?")[0]
         handler = self._routes.get(self.path)
         if handler is None:
             response = self._ws.reject(404, "Not Found\n")
+        elif self._max_connections is not None and len(self._connections) > self._max_connections:
+            handler = None
+            response = self._ws.reject(503, "Too many connections\n")
         else:
             response = self._ws.accept(event)
         self._ws.send_response(response)
         if response.status_code != 101 or handler is None:
-            log.info("websocket.rejected", path=self.path[:100], status=response.status_code)
+            log.info("websocket.rejected", path=self.path[:100], status=response.status_code,
+                     connections=len(self._connections))
             self._flush()
             if self._transport is not None:
                 self._transport.close()
@@ -644,12 +579,16 @@ class ServerWebSocket(SansIOWebSocket):
             self._transport.close()
 
 
-def uvicorn_websocket_protocol(routes: Mapping[str, Handler]) -> type[asyncio.Protocol]:
+def uvicorn_websocket_protocol(
+    routes: Mapping[str, Handler], *, max_connections: int | None = None
+) -> type[asyncio.Protocol]:
     """A class for ``uvicorn.Config(ws=...)`` that serves ``routes`` with ``ServerWebSocket``.
 
     uvicorn builds it with ``(config, server_state, app_state)`` after an HTTP upgrade request and
     feeds it the transport and the request bytes. Connections and handler tasks are registered in
-    uvicorn's server state, so its shutdown closes them and waits for them.
+    uvicorn's server state, so its shutdown closes them and waits for them, and
+    ``max_connections`` counts uvicorn's HTTP connections too. The request head was already read
+    by uvicorn's HTTP protocol (its header timeout is ``service.http_guard``).
     """
 
     class UvicornServerWebSocket(ServerWebSocket):
@@ -661,6 +600,8 @@ def uvicorn_websocket_protocol(routes: Mapping[str, Handler]) -> type[asyncio.Pr
                 max_size=config.ws_max_size,
                 ping_interval=config.ws_ping_interval,
                 ping_timeout=config.ws_ping_timeout,
+                handshake_timeout=None,
+                max_connections=max_connections,
             )
 
     return UvicornServerWebSocket

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 import structlog
 
 from service import metrics
@@ -76,6 +77,11 @@ _BENIGN_ERRORS = frozenset(
 _HANDOFF_PLAYBACK_GUARD_S = 20.0
 # Turns of conversation kept to re-seed a replacement Realtime session (~20 short strings).
 _HISTORY_TURNS = 20
+# Tool-call state is filled by the model side, so it is bounded (docs/security.md, "Model side"):
+# at most 16 calls in flight by name, 16 responses with calls, 16 calls per response, 64 KiB of
+# arguments per call (a larger one is answered with an error output): <= 16 x 16 x 64 KiB = 16 MiB.
+_MAX_TOOL_STATE = 16
+_MAX_TOOL_ARGUMENTS = 64 * 1024
 
 
 ESCALATION_TOOL_NAME = "escalate_to_human"
@@ -330,7 +336,7 @@ class CallBridge:
         self._immediate = immediate
 
     async def reattach_realtime(self, to_model: SendText, immediate: ImmediateSend | None = None) -> None:
-        """A replacement Realtime session after the old one dropped (docs/models/realtime.md, "Session limits and reconnects": there is
+        """A replacement Realtime session after the old one dropped (docs/models/realtime.md, "Reconnecting": there is
         no resume). Response bookkeeping of the old session is forgotten; the new session gets the
         same configuration plus the conversation so far in its instructions; caller audio is held
         (bounded pre-buffer) until its ``session.update`` is sent; the provider leg never stops.
@@ -401,11 +407,19 @@ class CallBridge:
             await self._response_done(event)
         elif isinstance(event, rt.OutputItemAdded):
             if event.item_type == "function_call":
-                self._tool_names[event.call_id] = event.name
+                _bounded_put(self._tool_names, event.call_id, event.name)
         elif isinstance(event, rt.FunctionCallArgumentsDone):
             name = event.name or self._tool_names.pop(event.call_id, "")
             self._tool_names.pop(event.call_id, None)  # bounded: one entry per call in flight
-            self._tool_calls.setdefault(event.response_id, []).append((event.call_id, name, event.arguments))
+            calls = self._tool_calls.get(event.response_id)
+            if calls is None:
+                calls = []
+                _bounded_put(self._tool_calls, event.response_id, calls)
+            if len(calls) < _MAX_TOOL_STATE:
+                calls.append((event.call_id, name, event.arguments))
+            else:
+                log.warning("realtime.tool_call_dropped", reason="too many calls in one response",
+                            limit=_MAX_TOOL_STATE)
         elif isinstance(event, rt.InputTranscriptionCompleted):
             self._history.append(("caller", event.transcript, event.item_id))
             self._observer.caller_transcript(event.item_id, event.transcript)
@@ -467,7 +481,7 @@ class CallBridge:
         return False
 
     # ------------------------------------------------------------------------------------------------
-    # barge-in (docs/models/realtime.md, "Barge-in"; docs/providers/twilio.md, "Clear and marks")
+    # barge-in (docs/models/realtime.md, "Barge-in"; docs/providers/twilio.md, "Clear")
 
     async def _barge_in(self) -> None:
         now = self._clock()
@@ -516,7 +530,7 @@ class CallBridge:
         self._transition("barge_in")
 
     # ------------------------------------------------------------------------------------------------
-    # responses and tools (docs/models/realtime.md, "Responses and tools")
+    # responses and tools (docs/models/realtime.md, "Function calling")
 
     async def _request_response(self, instructions: str | None) -> None:
         """``response.create`` now, or after the active response's ``response.done``."""
@@ -553,7 +567,16 @@ class CallBridge:
             await self._request_response(instructions or None)
 
     async def _run_tool(self, call_id: str, name: str, arguments: str) -> None:
-        """Answer every tool call with a function_call_output; the escalation tool escalates at once."""
+        """Answer every tool call with a function_call_output; the escalation tool escalates at once.
+        Arguments that are too large or not a JSON object (however deeply nested) get an error
+        output and nothing else: the call goes on (docs/models/realtime.md, "Function calling")."""
+        problem = tool_arguments_problem(arguments)
+        if problem is not None:
+            log.warning("realtime.tool_arguments_invalid", tool=name[:64], problem=problem, size=len(arguments))
+            metrics.REALTIME_ERRORS.labels("tool_arguments").inc()
+            output = json.dumps({"error": f"invalid arguments: {problem}"})
+            await self._send_model(self._rt.function_call_output(call_id, output))
+            return
         output = self._observer.tool_call(name, arguments)
         await self._send_model(self._rt.function_call_output(call_id, output))
         if name == ESCALATION_TOOL_NAME:
@@ -569,11 +592,13 @@ class CallBridge:
             log.info("realtime.benign_error", code=error.code, message=error.message)
             return
         self.stats.errors += 1
-        metrics.REALTIME_ERRORS.labels(error.code or error.type or "error").inc()
-        log.error("realtime.error", type=error.type, code=error.code, message=error.message, param=error.param)
+        metrics.REALTIME_ERRORS.labels(metrics.realtime_error_label(error.code, error.type)).inc()
+        # every field is the server's free text: capped in logs
+        log.error("realtime.error", type=error.type[:64], code=error.code[:64], message=error.message[:300],
+                  param=error.param[:64])
         if self.state is CallState.CONNECTING:
-            await self.fail("realtime error: " + (error.code or error.type))
-        # session_expired is followed by a close (1001); the session reconnects then (docs/models/realtime.md, "Session limits and reconnects")
+            await self.fail("realtime error: " + (error.code or error.type)[:64])
+        # session_expired is followed by a close (1001); the session reconnects then (docs/models/realtime.md, "Reconnecting")
 
     # ------------------------------------------------------------------------------------------------
     # escalation (one step)
@@ -607,7 +632,7 @@ class CallBridge:
         await self._request_response(f'Say this to the caller, in the caller\'s language, and nothing else: "{line}"')
 
     async def _transfer(self) -> None:
-        """End the media stream so the provider runs the transfer TwiML (docs/providers/twilio.md, "After the stream")."""
+        """End the media stream so the provider runs the transfer TwiML (docs/providers/twilio.md, "Transfer")."""
         if self._transfer_started:
             return
         self._transfer_started = True
@@ -680,7 +705,7 @@ class CallBridge:
         return summary
 
     def _shorten_history(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
-        """Keep only the heard share of a truncated bot turn (docs/models/realtime.md, "Barge-in")."""
+        """Keep only the heard share of a truncated bot turn (docs/models/realtime.md, "Reconnecting")."""
         for index, (role, text, item) in enumerate(self._history):
             if item == item_id and role == "assistant":
                 words = text.split()
@@ -721,10 +746,31 @@ def _apology_tone() -> bytes:
     return pcm16_to_ulaw(samples)
 
 
-def parse_tool_arguments(arguments: str) -> dict[str, Any]:
-    """Tool arguments are a JSON string that may be invalid after a cut response."""
+def _bounded_put(table: dict[str, Any], key: str, value: Any, limit: int = _MAX_TOOL_STATE) -> None:
+    """Insert, evicting the oldest entry first when ``limit`` entries are already there."""
+    if key not in table and len(table) >= limit:
+        del table[next(iter(table))]
+        log.warning("realtime.tool_state_evicted", limit=limit)
+    table[key] = value
+
+
+def tool_arguments_problem(arguments: str) -> str | None:
+    """Why ``arguments`` cannot be used (too large, not JSON, too deep, not an object), or None."""
+    if len(arguments) > _MAX_TOOL_ARGUMENTS:
+        return f"larger than {_MAX_TOOL_ARGUMENTS} bytes"
     try:
-        value = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+        value = orjson.loads(arguments or "{}")  # depth-limited (1024): never a RecursionError
+    except (ValueError, RecursionError, TypeError):
+        return "not valid JSON (or nested too deeply)"
+    if not isinstance(value, dict):
+        return "not a JSON object"
+    return None
+
+
+def parse_tool_arguments(arguments: str) -> dict[str, Any]:
+    """Tool arguments are a JSON string that may be invalid after a cut response: {} then.
+    Never raises (a deeply nested value is invalid, not a RecursionError)."""
+    if tool_arguments_problem(arguments) is not None:
         return {}
-    return value if isinstance(value, dict) else {}
+    value: dict[str, Any] = orjson.loads(arguments or "{}")
+    return value

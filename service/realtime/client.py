@@ -1,8 +1,11 @@
 """The asyncio WebSocket adapter for Realtime sessions (OpenAI or Azure OpenAI).
 
 ``connect_realtime(settings)`` opens the socket with the URL and headers from
-``protocol.connection_params`` (realtime-api.md §2.1), the way the SDK does (no frame-size limit, no
-permessage-deflate, §1) and returns a ``RealtimeTransport`` that carries the JSON text frames.
+``protocol.connection_params`` (docs/models/realtime.md, "Connecting"), without permessage-deflate,
+and returns a ``RealtimeTransport`` that carries the JSON text frames. Unlike the SDK, a message
+larger than ``CALLBRIDGE_MODEL_MAX_MESSAGE_BYTES`` (default 16 MiB; the largest real events, audio
+deltas, are ~100 KB) fails the connection with 1009 as soon as its frame header announces it, so a
+misbehaving or hostile server cannot make us buffer it (docs/security.md, "Model side").
 The API key only ever travels in the handshake headers: it is never logged and never part of an
 exception message (logged URLs have their query string removed as well).
 
@@ -12,7 +15,8 @@ in load_tests/load_calls.py) for direct connections, and ``WebSocketTransport`` 
 ``websockets`` asyncio client when the environment configures an HTTP/SOCKS proxy for the Realtime
 host (``HTTPS_PROXY``/``ALL_PROXY``, ``NO_PROXY`` honoured), since only the library speaks proxies.
 
-Memory: at most 16 received messages wait (then reading pauses: backpressure to the server), and
+Memory: at most 16 received messages (each at most the size limit) wait (then reading pauses:
+backpressure to the server), and
 ``send`` waits while the write buffer is above its high-water mark (64 KiB lean, 32 KiB library),
 so the bridge's send path is bounded too.
 """
@@ -36,7 +40,7 @@ __all__ = ["LeanTransport", "RealtimeConnectError", "WebSocketTransport", "conne
 
 log = structlog.get_logger(__name__)
 
-# Handshake statuses worth retrying with backoff (realtime-api.md §9.2); any other HTTP status is
+# Handshake statuses worth retrying with backoff (docs/models/realtime.md, "Errors"); any other HTTP status is
 # final (401/403 bad key, 404 wrong path/deployment/api-version, 400 not a realtime deployment).
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CLOSE_TIMEOUT_S = 2.0
@@ -166,19 +170,20 @@ async def connect_realtime(settings: Settings) -> RealtimeTransport:
     url, headers = connection_params(settings)
     where = redact_url(url)
     timeout = settings.realtime_connect_timeout_s
+    max_size = settings.model_max_message_bytes
     transport: RealtimeTransport
     try:
         proxy = get_proxy(parse_uri(url))
         if proxy is None:
             lean = await connect_websocket(
-                url, list(headers.items()), open_timeout=timeout, max_size=None, close_timeout=CLOSE_TIMEOUT_S
+                url, list(headers.items()), open_timeout=timeout, max_size=max_size, close_timeout=CLOSE_TIMEOUT_S
             )
             transport = LeanTransport(lean)
         else:
             ws = await connect(
                 url,
                 additional_headers=headers,
-                max_size=None,
+                max_size=max_size,
                 compression=None,
                 open_timeout=timeout,
                 close_timeout=CLOSE_TIMEOUT_S,

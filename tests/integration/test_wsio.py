@@ -473,7 +473,7 @@ async def test_push_mode_consumer_pause_during_the_inbox_drain_is_kept() -> None
                 all_pushed.set()
 
         ws.set_message_handler(on_message, lambda: None)
-        after_handover.set_result((list(pushed), ws._reading_paused, transport.is_reading()))
+        after_handover.set_result((list(pushed), ws.reading_paused, transport.is_reading()))
         await resume.wait()
         ws.resume_reading()
         await all_pushed.wait()
@@ -863,7 +863,7 @@ async def test_client_inbox_backpressure_pauses_reading_then_delivers_everything
             await client.send("go")
             # No event is exposed for "the transport stopped reading": bounded poll on its state.
             await wait_until(lambda: not transport.is_reading())
-            assert client._reading_paused
+            assert client.reading_paused
             inbox = len(client._inbox)
             assert 4 <= inbox < count  # bounded: the limit plus what one read had already brought
             assert len(sent) < count and not done.is_set()  # the server's sends are held back
@@ -872,8 +872,79 @@ async def test_client_inbox_backpressure_pauses_reading_then_delivers_everything
                 for _ in range(count):  # bounded
                     messages.append(await client.recv())
                 await done.wait()
-            assert transport.is_reading() and not client._reading_paused
+            assert transport.is_reading() and not client.reading_paused
         finally:
             await client.close()
     assert [int(message[:3]) for message in messages] == list(range(count))
     assert all(len(message) == size for message in messages)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Unauthenticated peers are bounded (docs/security.md, "Unauthenticated connections")
+
+
+async def _raw_upgrade(port: int, path: str, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader,
+                                                                              asyncio.StreamWriter]:
+    """A raw TCP client that did the WebSocket handshake (and then speaks frames by hand)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    client = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}{path}"))
+    client.send_request(client.connect())
+    writer.write(b"".join(client.data_to_send()))
+    async with asyncio.timeout(TIMEOUT):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head[:40]
+    return reader, writer
+
+
+async def test_ping_flood_from_a_peer_that_never_reads_is_bounded_by_the_write_buffer() -> None:
+    """Pongs are written whether or not the peer reads them. A peer that sends pings and never
+    reads must meet TCP backpressure (we stop reading) instead of growing our write buffer."""
+    connected: asyncio.Future[ServerWebSocket] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerWebSocket) -> None:
+        connected.set_result(ws)
+        await asyncio.Event().wait()
+
+    async with uvicorn_ws({"/m": handler}) as server:
+        reader, writer = await _raw_upgrade(server.port, "/m", rcvbuf=4096)
+        ours = await asyncio.wait_for(connected, TIMEOUT)
+        burst = Frame(Opcode.PING, b"x" * 125).serialize(mask=True) * 512  # 67 KB of pings
+        sent, peak = 0, 0
+        while sent < 32 << 20:  # bounded: 32 MiB of pings at most
+            writer.write(burst)
+            try:
+                await asyncio.wait_for(writer.drain(), 1.0)
+            except TimeoutError:
+                break  # the server stopped reading: what the fix does
+            sent += len(burst)
+            peak = max(peak, ours.write_buffer_size)
+        peak = max(peak, ours.write_buffer_size)
+        assert ours.reading_paused
+        print(f"ping flood: {sent} bytes of pings sent, peak {peak} bytes of pongs buffered")  # shown with -s
+        assert peak < 1 << 20, f"{peak} bytes of pongs buffered after {sent} bytes of pings"
+        writer.transport.abort()
+        del reader
+
+
+async def test_server_websocket_closes_a_connection_without_handshake() -> None:
+    async def handler(_ws: ServerWebSocket) -> None:
+        await asyncio.Event().wait()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: ServerWebSocket({"/m": handler}, ping_interval=None,
+                                                              handshake_timeout=0.3), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /m HTTP/1.1\r\nHost: x\r\n")  # never finished
+        started = time.monotonic()
+        async with asyncio.timeout(TIMEOUT):
+            with contextlib.suppress(ConnectionError):
+                assert await reader.read() == b""
+        assert time.monotonic() - started < TIMEOUT
+        writer.close()

@@ -1,4 +1,4 @@
-"""The framing fast lane of ``service.wsio`` against the ``websockets`` library's own framing.
+"""``service.wsio`` against the ``websockets`` library's own framing, and the library surface it uses.
 
 Random message sequences (text and binary, empty to > 64 KiB, some fragmented, pings in between)
 are framed by the library's sans-I/O peer, cut into random chunks and fed to our adapter; it must
@@ -123,7 +123,7 @@ async def _server_side(messages: list[tuple[str, bytes, int, bool]], cuts: list[
     ours.data_received(b"".join(peer.data_to_send()))
     peer.receive_data(wire.take())
     peer.events_received()
-    assert ours.open and ours._lane
+    assert ours.open
     received: list[bytes] = []
     ours.set_message_handler(received.append, lambda: None)
     data, pings = _frames(peer, messages)
@@ -131,7 +131,7 @@ async def _server_side(messages: list[tuple[str, bytes, int, bool]], cuts: list[
         ours.data_received(chunk)
     assert received == _expected(messages)
     assert _pongs(peer, wire) == pings
-    assert not ours._rbuf and ours.open
+    assert ours.open
     for task in list(asyncio.all_tasks()):
         if task is not asyncio.current_task():
             task.cancel()
@@ -154,18 +154,18 @@ async def _client_side(messages: list[tuple[str, bytes, int, bool]], cuts: list[
     received = [await ours.recv() for _ in messages]
     assert received == _expected(messages)
     assert _pongs(peer, wire) == pings
-    assert not ours._rbuf and ours.open
+    assert ours.open
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(message, max_size=12), st.lists(st.integers(min_value=0, max_value=400_000), max_size=8))
-def test_server_lane_delivers_what_the_library_framed(messages: list[Any], cuts: list[int]) -> None:
+def test_server_delivers_what_the_library_framed(messages: list[Any], cuts: list[int]) -> None:
     asyncio.run(_server_side(messages, cuts))
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(message, max_size=12), st.lists(st.integers(min_value=0, max_value=400_000), max_size=8))
-def test_client_lane_delivers_what_the_library_framed(messages: list[Any], cuts: list[int]) -> None:
+def test_client_delivers_what_the_library_framed(messages: list[Any], cuts: list[int]) -> None:
     asyncio.run(_client_side(messages, cuts))
 
 
@@ -190,6 +190,86 @@ def test_unmasked_client_frame_is_a_protocol_error_1002() -> None:
         with pytest.raises(WebSocketClosed) as closed:
             await ours.recv()
         assert closed.value.code == 1006  # the peer never sent a close frame
+        for task in list(asyncio.all_tasks()):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_websockets_sansio_surface() -> None:
+    """Every part of ``websockets`` that ``service.wsio`` names in its docstring exists and behaves
+    as wsio relies on (a major version that renames or changes one fails here, not in production)."""
+    import inspect
+
+    import websockets
+    from websockets.protocol import Protocol, State
+
+    from service import wsio
+
+    for name in ("receive_data", "receive_eof", "events_received", "data_to_send", "send_text", "send_ping",
+                 "send_close", "fail", "close_expected"):
+        assert callable(getattr(Protocol, name)), name
+    assert callable(ServerProtocol.accept) and callable(ServerProtocol.reject)
+    assert callable(ServerProtocol.send_response)
+    assert callable(ClientProtocol.connect) and callable(ClientProtocol.send_request)
+    named = inspect.getdoc(wsio) or ""
+    for name in ("receive_data", "data_to_send", "send_text", "close_rcvd", "handshake_exc", "parse_uri"):
+        assert name in named, name
+    assert int(websockets.version.version.split(".")[0]) >= 13
+
+    def pair(max_size: int | None) -> tuple[ServerProtocol, ClientProtocol]:
+        server = ServerProtocol(max_size=max_size)
+        client = ClientProtocol(parse_uri("ws://test/m"), max_size=None)
+        client.send_request(client.connect())
+        server.receive_data(b"".join(client.data_to_send()))
+        request = server.events_received()[0]
+        server.send_response(server.accept(request))
+        client.receive_data(b"".join(server.data_to_send()))
+        client.events_received()
+        return server, client
+
+    # behaviour: a server frames an unmasked text message, a client masks one; both parse
+    server, client = pair(10)
+    assert server.state is State.OPEN and client.state is State.OPEN and client.handshake_exc is None
+    server.send_text(b"hi")
+    client.receive_data(b"".join(server.data_to_send()))
+    (frame,) = client.events_received()
+    assert frame.opcode is Opcode.TEXT and frame.data == b"hi"
+    client.send_text(b"x" * 11)  # over the server's max_size: it fails the connection with 1009
+    server.receive_data(b"".join(client.data_to_send()))
+    assert server.state is not State.OPEN and server.close_sent is not None and server.close_sent.code == 1009
+    client.receive_data(b"".join(server.data_to_send()))
+    client.events_received()
+    assert client.close_rcvd is not None and client.close_rcvd.code == 1009
+    # a ping is answered by the parser itself (the pong that wsio bounds by pausing reads)
+    server, client = pair(None)
+    client.send_ping(b"p")
+    server.receive_data(b"".join(client.data_to_send()))
+    assert b"".join(server.data_to_send()) == Frame(Opcode.PONG, b"p").serialize(mask=False)
+
+
+def test_reading_pauses_while_the_write_buffer_is_full() -> None:
+    """Pongs go out whether or not the peer reads: above the high-water mark, reading stops."""
+
+    async def scenario() -> None:
+        async def handler(_socket: ServerWebSocket) -> None:
+            await asyncio.Event().wait()
+
+        ours = ServerWebSocket({"/m": handler}, ping_interval=None)
+        wire = Wire()
+        ours.connection_made(wire)  # type: ignore[arg-type]
+        peer = ClientProtocol(parse_uri("ws://test/m"))
+        peer.send_request(peer.connect())
+        ours.data_received(b"".join(peer.data_to_send()))
+        wire.take()
+        ours.pause_writing()  # what the transport says above its high-water mark
+        assert not wire.reading and ours.reading_paused
+        ours.pause_reading()
+        ours.resume_writing()
+        assert not wire.reading  # the consumer's own pause still holds
+        ours.resume_reading()
+        assert wire.reading and not ours.reading_paused
         for task in list(asyncio.all_tasks()):
             if task is not asyncio.current_task():
                 task.cancel()

@@ -155,20 +155,36 @@ class AsgiMessageSocket:
             await self._websocket.close(code=code, reason=reason)
 
 
+#: Before a valid ``start`` the peer is unauthenticated: at most this many messages (``connected``,
+#: ``start``, a malformed one or two), each at most this long (our own ``start`` with its token is
+#: about 1 KB). docs/security.md, "Unauthenticated connections"; docs/providers/twilio.md, "Stream start".
+PRE_START_MAX_MESSAGES = 4
+PRE_START_MAX_BYTES = 4096
+
+
 async def _await_start(
     websocket: MessageSocket, dialect: TwilioDialect, timeout_s: float, max_malformed: int
-) -> StreamStarted | None:
-    """Read until ``start`` (``connected`` may precede it). None on timeout, close, or a flood."""
+) -> StreamStarted | str:
+    """Read until ``start`` (one ``connected`` may precede it). Returns the reason instead on
+    timeout, close, a malformed flood, more than ``PRE_START_MAX_MESSAGES`` messages, a message over
+    ``PRE_START_MAX_BYTES`` or a second ``connected``: the peer's work before ``start`` is bounded."""
     deadline = time.monotonic() + timeout_s
     malformed = 0
+    messages = 0
+    connected = False
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return None
+            return "no valid start in time"
         try:
             data = await asyncio.wait_for(websocket.recv(), timeout=remaining)
         except (TimeoutError, WebSocketClosed):
-            return None
+            return "no valid start in time"
+        messages += 1
+        if messages > PRE_START_MAX_MESSAGES:
+            return "too many messages before start"
+        if len(data) > PRE_START_MAX_BYTES:
+            return "message before start too large"
         try:
             event = dialect.parse(data)
         except ProtocolError as error:
@@ -176,12 +192,14 @@ async def _await_start(
             metrics.MALFORMED_FRAMES.labels(dialect.name).inc()
             log.warning("provider.malformed_frame", error=str(error), phase="before_start")
             if malformed >= max_malformed:
-                return None
+                return "too many malformed frames"
             continue
         if isinstance(event, StreamStarted):
             return event
-        if not isinstance(event, StreamConnected):  # pragma: no cover - the dialect rejects these
-            continue
+        if isinstance(event, StreamConnected):
+            if connected:
+                return "connected repeated"
+            connected = True
 
 
 async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> None:
@@ -194,9 +212,9 @@ async def handle_media_stream(gateway: Gateway, websocket: MessageSocket) -> Non
         return
     dialect = TwilioDialect()
     started = await _await_start(websocket, dialect, settings.stream_start_timeout_s, settings.max_malformed_frames)
-    if started is None:
+    if isinstance(started, str):
         metrics.STREAM_REJECTED.labels("no_start").inc()
-        log.warning("twilio.stream_rejected", reason="no valid start in time")
+        log.warning("twilio.stream_rejected", reason=started)
         await websocket.close(1008, "start required")
         return
     try:

@@ -1,15 +1,21 @@
 """The local engine as a standalone Realtime (GA) WebSocket server at ``/v1/realtime``.
 
-Any OpenAI-Realtime GA client can use it: ``wss?://host:port/v1/realtime?model=...`` with any (or no)
-``Authorization: Bearer`` key; other paths get HTTP 404. One WebSocket = one ``LocalSession``. Text
-frames only, as the cloud (realtime-api.md section 1); a binary frame is answered with an ``error``
-event. No frame size limit and no compression, like the SDK. English only.
+Any OpenAI-Realtime GA client can use it: ``ws://host:port/v1/realtime?model=...``; other paths get
+HTTP 404. One WebSocket = one ``LocalSession``. Text frames only, as the cloud
+(docs/models/realtime.md, "Events"); a binary frame is answered with an ``error`` event. English only.
+
+Bounded for a peer it does not trust (docs/security.md, "Model side"): ``callbridge local-realtime``
+binds 127.0.0.1 unless told otherwise; when ``CALLBRIDGE_LOCAL_REALTIME_KEY`` is set, the upgrade
+must carry it (``Authorization: Bearer <key>`` or ``api-key: <key>``, compared in constant time),
+else HTTP 401; a message over ``CALLBRIDGE_MODEL_MAX_MESSAGE_BYTES`` closes the connection with
+1009 before it is buffered. No compression.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
@@ -30,10 +36,35 @@ log = structlog.get_logger(__name__)
 PATH = "/v1/realtime"
 
 
-def _check_path(connection: ServerConnection, request: Request) -> Response | None:
-    if urlsplit(request.path).path.rstrip("/") != PATH:
-        return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
-    return None
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def _presented_key(request: Request) -> str:
+    authorization = request.headers.get("Authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return request.headers.get("api-key", "")
+
+
+def _request_check(key: str) -> Any:
+    """``process_request`` for ``serve``: 404 off ``PATH``, 401 without the key (when one is set)."""
+    expected = key.encode()
+
+    def check(connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path.rstrip("/") != PATH:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        if expected and not hmac.compare_digest(_presented_key(request).encode(), expected):
+            log.warning("local.server.unauthorized", client=str(connection.remote_address)[:64])
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+        return None
+
+    return check
+
+
+def _settings_key(settings: Any) -> str:
+    secret = getattr(settings, "local_realtime_key", None)
+    return secret.get_secret_value() if secret is not None else ""
 
 
 def _handler(settings: Any, models: LocalModels) -> Any:
@@ -72,15 +103,16 @@ async def start_local_realtime(host: str, port: int, settings: Any = None) -> Se
     """Load the models (in a worker thread) and start listening; returns the running server
     (``server.sockets[0].getsockname()[1]`` is the port when ``port`` is 0)."""
     models = await load_models_async(getattr(settings, "local_script", None))
-    return await serve(_handler(settings, models), host, port, process_request=_check_path,
-                       max_size=None, compression=None)
+    max_size = int(getattr(settings, "model_max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES))
+    return await serve(_handler(settings, models), host, port, process_request=_request_check(_settings_key(settings)),
+                       max_size=max_size, compression=None)
 
 
 async def serve_local_realtime(host: str, port: int, settings: Any = None) -> None:
     """Serve the local engine until cancelled (``callbridge local-realtime --port P``)."""
     server = await start_local_realtime(host, port, settings)
     log.info("local.server.listening", host=host, port=server.sockets[0].getsockname()[1] if server.sockets else port,
-             path=PATH)
+             path=PATH, key_required=bool(_settings_key(settings)))
     try:
         await server.serve_forever()
     finally:
