@@ -53,9 +53,9 @@ async def _sink(port: int) -> None:
 async def _relay(port: int, sink_port: int, mode: str) -> None:
     from service import metrics
     from service.audio.resample import CallerToModel
-    from service.realtime.protocol import GaDialect
     from service.providers.base import MediaReceived
     from service.providers.twilio.dialect import TwilioDialect
+    from service.realtime.protocol import GaDialect
     from service.wsio import ServerWebSocket, connect_websocket
 
     dialect = GaDialect()

@@ -39,14 +39,6 @@ from service import metrics
 from service.audio.resample import CallerToModel, InboundAudio, ModelToCaller, OutboundAudio
 from service.call.observer import CallObserver, EscalationRequest, NullObserver
 from service.call.playback import PlaybackLedger
-from service.realtime import events as rt
-from service.realtime.events import (
-    ImmediateSend,
-    RealtimeClosed,
-    RealtimeDialect,
-    RealtimeProtocolError,
-    SessionConfig,
-)
 from service.providers.base import (
     DtmfReceived,
     MarkEchoed,
@@ -57,6 +49,14 @@ from service.providers.base import (
     StreamStopped,
     TelephonyDialect,
     TelephonyEvent,
+)
+from service.realtime import events as rt
+from service.realtime.events import (
+    ImmediateSend,
+    RealtimeClosed,
+    RealtimeDialect,
+    RealtimeProtocolError,
+    SessionConfig,
 )
 
 log = structlog.get_logger(__name__)

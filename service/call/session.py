@@ -25,9 +25,10 @@ import structlog
 
 from service import metrics
 from service.call.bridge import ESCALATION_TOOL_NAME, CallBridge
-from service.call.pump import ProviderFeed, PushSocket
 from service.call.observer import CallObserver
+from service.call.pump import ProviderFeed, PushSocket
 from service.config import Settings
+from service.providers.base import TelephonyDialect
 from service.realtime.events import (
     FunctionTool,
     ImmediateSend,
@@ -37,7 +38,6 @@ from service.realtime.events import (
 )
 from service.realtime.protocol import dialect_for
 from service.state.store import cancel_and_wait
-from service.providers.base import TelephonyDialect
 from service.wsio import MessageSocket, WebSocketClosed
 
 log = structlog.get_logger(__name__)

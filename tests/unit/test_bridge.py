@@ -15,9 +15,9 @@ import pytest
 
 from service.call.bridge import TRANSITIONS, CallBridge, CallState
 from service.call.observer import EscalationRequest, NullObserver
+from service.providers.twilio.dialect import TwilioDialect
 from service.realtime.events import SessionConfig
 from service.realtime.protocol import GaDialect
-from service.providers.twilio.dialect import TwilioDialect
 
 STREAM = "MZ" + "1" * 32
 CALL = "CA" + "2" * 32

@@ -28,8 +28,8 @@ from service.audio.resample import (
     NumpyCallerToModel,
     NumpyModelToCaller,
 )
-from service.providers.twilio import dialect as twilio_module
 from service.providers.base import MediaReceived, ProtocolError
+from service.providers.twilio import dialect as twilio_module
 from service.providers.twilio.dialect import TwilioDialect
 from tests.unit.test_bridge import STREAM, started_twilio_dialect
 
