@@ -62,6 +62,8 @@ class WireProfile:
     max_bytes: int = 0
     echo_marks_on_clear: bool = True
     new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+    new_call_id: Callable[[], str] | None = None
+    """Call ids, when they differ in shape from stream ids (Telnyx ``v3:...``)."""
 
     @property
     def frame_bytes(self) -> int:
@@ -76,7 +78,7 @@ class CarrierFrames:
     def __init__(self, profile: WireProfile, stream_id: str | None = None, call_id: str | None = None) -> None:
         self.profile = profile
         self.stream_id = stream_id or profile.new_id()
-        self.call_id = call_id or profile.new_id()
+        self.call_id = call_id or (profile.new_call_id or profile.new_id)()
         self._seq = 0
         self._chunk = 0
         self._audio_ms = 0
