@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     exotel_stream_password: SecretStr = Field(
         SecretStr(""), description="Password Exotel presents with HTTP Basic on the media-socket upgrade."
     )
-    exotel_sample_rate: Literal[8000, 16000] = Field(
+    exotel_sample_rate: int = Field(
         8000, description="Rate asked for in the Voicebot applet URL (`?sample-rate=`): 8000 or 16000."
     )
 
@@ -202,6 +202,13 @@ class Settings(BaseSettings):
             missing = needed - set(prices)
             if missing:
                 raise ValueError(f"entry {model!r} lacks {sorted(missing)}")
+        return value
+
+    @field_validator("exotel_sample_rate")
+    @classmethod
+    def _exotel_rate(cls, value: int) -> int:
+        if value not in (8000, 16000):
+            raise ValueError("must be 8000 or 16000")
         return value
 
     @field_validator("telnyx_public_key")

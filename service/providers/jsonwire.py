@@ -72,7 +72,8 @@ def describe(value: object) -> str:
 
 
 def load_object(message: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
-    """Decode one text frame into a JSON object, refusing frames over ``max_bytes`` before parsing."""
+    """Decode one text frame into a JSON object, refusing frames longer than ``max_bytes`` (bytes, or
+    characters for ``str``, so at most 4x that in memory) before parsing."""
     if not isinstance(message, str | bytes):
         raise ProtocolError(f"frame must be text, got {type(message).__name__}")
     if len(message) > max_bytes:
@@ -305,10 +306,10 @@ class JsonStreamDialect:
 
     def _dtmf(self, msg: dict[str, Any]) -> DtmfReceived:
         seq = self._check_stream(msg, "dtmf")
-        digit = string_field(object_field(msg.get("dtmf"), "dtmf"), "digit", "dtmf", max_len=1)
-        if len(digit) != 1 or digit not in DTMF_DIGITS:
-            # The digit itself is never echoed into the message: DTMF may be a card number.
-            raise ProtocolError("dtmf.digit must be one of 0-9 * # A-D")
+        digit = object_field(msg.get("dtmf"), "dtmf").get("digit")
+        if type(digit) is not str or len(digit) != 1 or digit not in DTMF_DIGITS:
+            # The value is never quoted in the message: DTMF may be a card number or a PIN.
+            raise ProtocolError(f"dtmf.digit must be one of 0-9 * # A-D (got a {type(digit).__name__})")
         self._accept(seq)
         return DtmfReceived(digit=digit.upper())
 

@@ -130,7 +130,7 @@ def test_bad_start_is_rejected_and_leaves_the_stream_unstarted(changes: dict[str
         (json.dumps({"event": "media", "stream_sid": "other", "media": {"payload": "AAA="}}), "another stream_sid"),
         (json.dumps({"event": "stop", "stream_sid": SID, "stop": {"call_sid": "zzz"}}), "differs"),
         (json.dumps({"event": "stop", "stream_sid": SID, "stop": {"reason": "call ended; DROP"}}), "plain word"),
-        (json.dumps({"event": "dtmf", "stream_sid": SID, "dtmf": {"digit": 5}}), "must be a string"),
+        (json.dumps({"event": "dtmf", "stream_sid": SID, "dtmf": {"digit": 5}}), "dtmf.digit"),
         (json.dumps({"event": "mark", "stream_sid": SID}), "mark is missing"),
         (json.dumps({"event": "clear", "stream_sid": SID}), "unknown event"),
         (b"\x00\xff", "not valid JSON"),
