@@ -36,8 +36,10 @@ from service.simcaller.twilio_caller import MarkRecord, PlaybackBuffer
 
 __all__ = [
     "CarrierFrames",
+    "StreamMarkup",
     "StreamResult",
     "WireProfile",
+    "parse_stream_markup",
     "run_stream",
     "validate_gateway_frame",
 ]
@@ -281,3 +283,35 @@ async def run_stream(
             pass
         await reading
     return result
+
+
+@dataclass(frozen=True)
+class StreamMarkup:
+    """What a carrier reads from our ``<Connect><Stream>`` answer (cXML / TeXML)."""
+
+    url: str
+    attributes: dict[str, str]
+    parameters: dict[str, str]
+    after: str | None
+    """The ``<Redirect>`` URL run when the stream ends, if any."""
+
+
+def parse_stream_markup(xml_text: str) -> StreamMarkup:
+    """Read ``<Response><Connect><Stream url ...><Parameter/>...</Stream></Connect><Redirect>`` like the
+    carrier does; ``ValueError`` when there is no ``<Connect><Stream>`` (the carrier would not stream)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml_text)
+    if root.tag != "Response":
+        raise ValueError(f"root element is {root.tag!r}, not Response")
+    stream = root.find("Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise ValueError("no <Connect><Stream url=...>")
+    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    redirect = root.find("Redirect")
+    return StreamMarkup(
+        url=stream.get("url", ""),
+        attributes=dict(stream.attrib),
+        parameters=params,
+        after=(redirect.text or "").strip() if redirect is not None else None,
+    )

@@ -13,7 +13,7 @@ from typing import Any
 from service.providers.telnyx.dialect import TelnyxCodec
 from tests.standins.json_stream_caller import CarrierFrames, StreamResult, WireProfile, run_stream
 
-__all__ = ["CarrierFrames", "StreamResult", "new_call_control_id", "profile", "run_stream"]
+__all__ = ["CarrierFrames", "StreamResult", "new_call_control_id", "profile", "run_stream", "voice_webhook"]
 
 USER_ID = "3e6f995f-85f7-4705-9741-53b116d28237"
 _ENCODING_SPELLING = {"PCMU": "PCMU", "PCMA": "PCMA", "L16": "L16"}
@@ -61,3 +61,18 @@ def profile(codec: TelnyxCodec = "PCMU", *, mime_spelling: bool = False) -> Wire
 
 def new_call_control_id() -> str:
     return "v3:" + base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+
+
+def voice_webhook(signer: Any, call_id: str, now: float, *, caller: str = "+13122010094",
+                  callee: str = "+13122123456") -> tuple[bytes, dict[str, str]]:
+    """The TeXML voice webhook Telnyx POSTs (raw form body, headers), signed with ``signer`` (a PyNaCl
+    ``SigningKey`` standing in for Telnyx's key) over ``"<timestamp>|<body>"``. Twilio-style field names
+    (as TeXML uses; the exact set is not needed by the gateway beyond ``CallSid``)."""
+    from urllib.parse import urlencode
+
+    timestamp = str(int(now))
+    body = urlencode({"CallSid": call_id, "AccountSid": USER_ID, "From": caller, "To": callee,
+                      "CallStatus": "ringing", "Direction": "inbound"}).encode()
+    signature = base64.b64encode(signer.sign(timestamp.encode() + b"|" + body).signature).decode()
+    return body, {"telnyx-signature-ed25519": signature, "telnyx-timestamp": timestamp,
+                  "Content-Type": "application/x-www-form-urlencoded"}
