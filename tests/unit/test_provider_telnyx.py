@@ -39,7 +39,12 @@ from service.providers.telnyx.auth import (
     stream_url,
     verify_telnyx_webhook,
 )
-from service.providers.telnyx.dialect import STREAM_TOKEN_PARAMETER, TelnyxCodec, TelnyxDialect
+from service.providers.telnyx.dialect import (
+    STREAM_TOKEN_PARAMETER,
+    MediaReorderer,
+    TelnyxCodec,
+    TelnyxDialect,
+)
 from tests.standins.json_stream_caller import validate_gateway_frame
 from tests.standins.telnyx_caller import CarrierFrames, new_call_control_id, profile, run_stream
 
@@ -397,3 +402,51 @@ async def test_stand_in_speaks_the_dialect_over_a_real_socket_in_l16() -> None:
     assert played.size >= sent.size
     rms = lambda x: 20 * np.log10(np.sqrt(np.mean(x.astype(float) ** 2)))  # noqa: E731
     assert abs(rms(played[-sent.size:]) - rms(sent)) < 0.1
+
+
+# --- reordering (Telnyx does not guarantee frame order) -------------------------------------------------
+
+
+def _frame(chunk: int) -> MediaReceived:
+    return MediaReceived(chunk.to_bytes(2, "big"), 20 * chunk, chunk)
+
+
+def test_reorderer_swaps_back_an_overtaken_frame_and_gives_up_on_a_lost_one() -> None:
+    reorder = MediaReorderer(depth=2)
+    assert [f.chunk for f in reorder.push(_frame(1))] == [1]
+    assert reorder.push(_frame(3)) == []  # 2 is late: hold 3
+    assert [f.chunk for f in reorder.push(_frame(2))] == [2, 3]
+    assert reorder.push(_frame(5)) == [] and reorder.push(_frame(6)) == []
+    assert [f.chunk for f in reorder.push(_frame(7))] == [5, 6, 7]  # 4 never came: given up after 2 held
+    assert reorder.lost == 1
+    assert reorder.push(_frame(4)) == [] and reorder.push(_frame(7)) == [] and reorder.dropped == 2
+    assert reorder.push(_frame(9)) == [] and [f.chunk for f in reorder.flush()] == [9] and reorder.lost == 2
+    unnumbered = MediaReceived(b"\x00", 0, 0)
+    assert reorder.push(unnumbered) == [unnumbered]
+    with pytest.raises(ValueError):
+        MediaReorderer(0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 60), depth=st.integers(1, 4), data=st.data())
+def test_reorderer_restores_any_bounded_displacement_without_loss(n: int, depth: int, data: st.DataObject) -> None:
+    # Shuffle within windows of depth+1 frames: no frame moves more than `depth` places.
+    chunks = list(range(1, n + 1))
+    shuffled: list[int] = []
+    for start in range(0, n, depth + 1):
+        shuffled += data.draw(st.permutations(chunks[start:start + depth + 1]))
+    reorder = MediaReorderer(depth)
+    out = [f.chunk for c in shuffled for f in reorder.push(_frame(c))] + [f.chunk for f in reorder.flush()]
+    assert out == chunks and reorder.lost == 0 and reorder.dropped == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.integers(1, 40), max_size=80), depth=st.integers(1, 4))
+def test_reorderer_output_is_increasing_and_bounded_for_any_input(chunks: list[int], depth: int) -> None:
+    reorder = MediaReorderer(depth)
+    out: list[int] = []
+    for chunk in chunks:
+        out += [f.chunk for f in reorder.push(_frame(chunk))]
+        assert len(reorder._held) <= depth
+    out += [f.chunk for f in reorder.flush()]
+    assert out == sorted(set(out)) and len(out) + reorder.dropped == len(chunks)

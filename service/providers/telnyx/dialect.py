@@ -8,12 +8,14 @@ either as a codec name (``PCMU``) or a MIME-like name (``audio/x-mulaw``) depend
 Telnyx also sends ``error`` messages, reported as ``ProviderErrorReported``. Our outbound ``media``,
 ``mark`` and ``clear`` carry no stream id (one bidirectional stream per call).
 
-Telnyx does not guarantee frame order: ``MediaReceived.chunk`` carries Telnyx's chunk number so that a
-consumer can reorder; the dialect does not hold frames back.
+Telnyx does not guarantee frame order: ``MediaReceived.chunk`` carries Telnyx's chunk number, and
+``MediaReorderer`` (pure, bounded) puts frames back in order for a consumer that wants it; the dialect
+itself never holds frames back.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any, ClassVar, Literal
 
 from service.providers.base import (
@@ -21,6 +23,7 @@ from service.providers.base import (
     ENCODING_L16,
     ENCODING_MULAW,
     MediaFraming,
+    MediaReceived,
     ProtocolError,
     ProviderErrorReported,
     StreamStarted,
@@ -46,6 +49,7 @@ __all__ = [
     "MEDIA_PATH",
     "STREAM_TOKEN_PARAMETER",
     "VOICE_PATH",
+    "MediaReorderer",
     "TelnyxCodec",
     "TelnyxDialect",
 ]
@@ -161,3 +165,53 @@ class TelnyxDialect(JsonStreamDialect):
             title=string_field(details, "title", "error", required=False, max_len=64),
             detail=string_field(details, "detail", "error", required=False, max_len=256),
         )
+
+
+class MediaReorderer:
+    """Restores chunk order of one stream's media when frames overtake each other.
+
+    ``push`` returns the frames now releasable, in ascending ``chunk`` order: the next expected chunk and
+    whatever follows it contiguously; a frame whose predecessor is missing waits until ``depth`` frames
+    are held, then the missing ones are given up as lost. Duplicates and frames older than what was
+    released are dropped (counted in ``dropped``). Frames without a chunk number (0) pass straight
+    through. Memory: at most ``depth`` frames (3 x 20 ms by default, i.e. at most 60 ms of added delay,
+    and only while a frame is missing). Not thread-safe.
+    """
+
+    __slots__ = ("_held", "depth", "dropped", "lost", "next_chunk")
+
+    def __init__(self, depth: int = 3, first_chunk: int = 1) -> None:
+        if depth < 1 or first_chunk < 1:
+            raise ValueError("depth and first_chunk must be at least 1")
+        self.depth = depth
+        self.next_chunk = first_chunk
+        """The chunk number expected next (chunks count from 1, as on Twilio-shaped streams)."""
+        self.dropped = 0
+        self.lost = 0
+        self._held: list[tuple[int, MediaReceived]] = []
+
+    def push(self, frame: MediaReceived) -> list[MediaReceived]:
+        chunk = frame.chunk
+        if chunk == 0:
+            return [frame]
+        if chunk < self.next_chunk or any(held == chunk for held, _ in self._held):
+            self.dropped += 1
+            return []
+        heapq.heappush(self._held, (chunk, frame))
+        released: list[MediaReceived] = []
+        while self._held and (self._held[0][0] == self.next_chunk or len(self._held) > self.depth):
+            chunk, ready = heapq.heappop(self._held)
+            self.lost += chunk - self.next_chunk
+            released.append(ready)
+            self.next_chunk = chunk + 1
+        return released
+
+    def flush(self) -> list[MediaReceived]:
+        """Everything held, in order (the stream ended); gaps count as lost."""
+        released: list[MediaReceived] = []
+        while self._held:
+            chunk, ready = heapq.heappop(self._held)
+            self.lost += chunk - self.next_chunk
+            released.append(ready)
+            self.next_chunk = chunk + 1
+        return released
