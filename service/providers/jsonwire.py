@@ -169,7 +169,8 @@ class JsonStreamDialect:
     stream, one task. Memory: a few short strings, whatever a peer sends.
     """
 
-    name: ClassVar[str] = ""
+    name: str = ""
+    """The carrier's name (metrics label, logs); an instance attribute as ``TelephonyDialect`` declares it."""
     id_key: ClassVar[str] = "streamSid"
     """Key of the stream id on every message."""
     sequence_key: ClassVar[str] = "sequenceNumber"

@@ -14,7 +14,14 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from service.providers.base import ENCODING_PCM16LE, MediaFraming, ProtocolError, StreamStarted, StreamStopped
+from service.providers.base import (
+    ENCODING_PCM16LE,
+    MediaFraming,
+    ProtocolError,
+    StreamStarted,
+    StreamStopped,
+    TelephonyDialect,
+)
 from service.providers.jsonwire import (
     JsonStreamDialect,
     as_count,
@@ -54,7 +61,7 @@ class ExotelDialect(JsonStreamDialect):
     of 320 bytes, at most 100 KB); ``ExotelMediaPacker`` produces such chunks from any audio.
     """
 
-    name: ClassVar[str] = "exotel"
+    name = "exotel"
     id_key: ClassVar[str] = "stream_sid"
     sequence_key: ClassVar[str] = "sequence_number"
     id_pattern = _EXOTEL_ID_RE
@@ -115,6 +122,11 @@ class ExotelDialect(JsonStreamDialect):
             if reason and not _REASON_RE.fullmatch(reason):
                 raise ProtocolError("stop.reason is not a plain word")
         return StreamStopped(call_id=self.call_id or "", reason=reason)
+
+
+def _conforms(dialect: ExotelDialect) -> TelephonyDialect:
+    """Never called: makes mypy check ``ExotelDialect`` against the ``TelephonyDialect`` protocol."""
+    return dialect
 
 
 class ExotelMediaPacker:

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from service.providers.base import ENCODING_MULAW, ProtocolError, StreamStarted, StreamStopped
+from service.providers.base import (
+    ENCODING_MULAW,
+    ProtocolError,
+    StreamStarted,
+    StreamStopped,
+    TelephonyDialect,
+)
 from service.providers.jsonwire import (
     UUID_RE,
     JsonStreamDialect,
@@ -36,7 +42,7 @@ class SignalWireDialect(JsonStreamDialect):
     """SignalWire's dialect for ONE stream (``TelephonyDialect``); see ``JsonStreamDialect`` for the
     state machine. Only mu-law 8 kHz mono is accepted (the only format cXML streams carry)."""
 
-    name: ClassVar[str] = "signalwire"
+    name = "signalwire"
     id_key: ClassVar[str] = "streamSid"
     sequence_key: ClassVar[str] = "sequenceNumber"
     id_pattern = UUID_RE
@@ -80,3 +86,8 @@ class SignalWireDialect(JsonStreamDialect):
             if call_id and call_id != self.call_id:
                 raise ProtocolError("stop.callSid differs from the started call")
         return StreamStopped(call_id=self.call_id or "")
+
+
+def _conforms(dialect: SignalWireDialect) -> TelephonyDialect:
+    """Never called: makes mypy check ``SignalWireDialect`` against the ``TelephonyDialect`` protocol."""
+    return dialect

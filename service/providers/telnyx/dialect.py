@@ -28,6 +28,7 @@ from service.providers.base import (
     ProviderErrorReported,
     StreamStarted,
     StreamStopped,
+    TelephonyDialect,
     TelephonyEvent,
 )
 from service.providers.jsonwire import (
@@ -83,7 +84,7 @@ class TelnyxDialect(JsonStreamDialect):
     any phase but ``stopped`` and never change state.
     """
 
-    name: ClassVar[str] = "telnyx"
+    name = "telnyx"
     id_key: ClassVar[str] = "stream_id"
     sequence_key: ClassVar[str] = "sequence_number"
     id_pattern = UUID_RE
@@ -165,6 +166,11 @@ class TelnyxDialect(JsonStreamDialect):
             title=string_field(details, "title", "error", required=False, max_len=64),
             detail=string_field(details, "detail", "error", required=False, max_len=256),
         )
+
+
+def _conforms(dialect: TelnyxDialect) -> TelephonyDialect:
+    """Never called: makes mypy check ``TelnyxDialect`` against the ``TelephonyDialect`` protocol."""
+    return dialect
 
 
 class MediaReorderer:
