@@ -1,12 +1,12 @@
 """Cost of the carrier dialects on the media path, next to Twilio's, measured in one run.
 
-Frames are ``str`` (what a WebSocket text frame gives), so Twilio runs its orjson path, not the compiled
-recogniser (which only takes ``bytes``). For each dialect: ``parse`` of one inbound media frame (20 ms; Exotel's 100 ms cadence is also shown per
-call-second) and ``build_media`` of 20 ms of outbound audio. Rounds interleave the dialects so that they
-share the machine's noise; each round times a batch of frames and records the per-frame cost. Reports
-the median and p99 over rounds, the ratio of each median to Twilio's measured in the same run, and the
-cost per call-second of caller audio. Writes ``load_tests/results/bench_carrier_dialects.json`` (not
-committed).
+For each dialect: ``parse`` of one inbound media frame (20 ms; Exotel's cadence is 100 ms, which the
+per-call-second figure accounts for) and ``build_media`` of 20 ms of outbound audio (Exotel: one 3.2 KB
+chunk). Frames are ``str``, as a WebSocket text frame arrives, so Twilio runs its orjson path, not the
+compiled recogniser (which takes only ``bytes``). Rounds interleave the dialects so that they share the
+machine's noise; each round times a batch of frames. Reports the median and p99 over rounds, each median's
+ratio to Twilio's from the same run, and the cost per call-second of caller audio. Writes
+``load_tests/results/bench_carrier_dialects.json`` (not committed).
 
     .venv/bin/python -m load_tests.bench_carrier_dialects [--rounds 200] [--batch 200]
 """
