@@ -6,6 +6,8 @@ the variable. Secrets are ``SecretStr`` so they never appear in reprs, logs or t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import sys
 from pathlib import Path
@@ -67,6 +69,32 @@ class Settings(BaseSettings):
     )
     max_malformed_frames: int = Field(
         50, ge=1, description="Malformed provider frames tolerated per stream before it is closed with 1008."
+    )
+
+    # --- other carriers (docs/providers/<carrier>.md) ------------------------------------------------
+    signalwire_signing_key: SecretStr = Field(
+        SecretStr(""),
+        description="SignalWire space Signing Key: validates X-SignalWire-Signature. Empty = reject all SignalWire webhooks.",
+    )
+    telnyx_public_key: SecretStr = Field(
+        SecretStr(""),
+        description="Telnyx account public key (base64, 32-byte Ed25519): validates telnyx-signature-ed25519. "
+        "Empty = reject all Telnyx webhooks.",
+    )
+    telnyx_codec: Literal["PCMU", "PCMA", "L16"] = Field(
+        "PCMU", description="Telnyx stream codec, both directions: `PCMU` or `PCMA` at 8 kHz, `L16` at 16 kHz."
+    )
+    telnyx_signature_tolerance_s: int = Field(
+        300, ge=1, le=3600, description="Telnyx webhooks whose telnyx-timestamp is further than this from now are refused."
+    )
+    exotel_stream_user: str = Field(
+        "", description="User name Exotel presents with HTTP Basic on the media-socket upgrade. Empty = refuse all."
+    )
+    exotel_stream_password: SecretStr = Field(
+        SecretStr(""), description="Password Exotel presents with HTTP Basic on the media-socket upgrade."
+    )
+    exotel_sample_rate: int = Field(
+        8000, description="Rate asked for in the Voicebot applet URL (`?sample-rate=`): 8000 or 16000."
     )
 
     # --- Realtime session -----------------------------------------------------------------------
@@ -205,6 +233,26 @@ class Settings(BaseSettings):
             if missing:
                 raise ValueError(f"entry {model!r} lacks {sorted(missing)}")
         return value
+
+    @field_validator("exotel_sample_rate")
+    @classmethod
+    def _exotel_rate(cls, value: int) -> int:
+        if value not in (8000, 16000):
+            raise ValueError("must be 8000 or 16000")
+        return value
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _telnyx_key(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        if text:
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be base64 (the public key from the Telnyx portal)") from None
+            if len(raw) != 32:
+                raise ValueError("must decode to a 32-byte Ed25519 public key")
+        return SecretStr(text)
 
     @field_validator("public_url")
     @classmethod

@@ -3,12 +3,25 @@
 Sans-I/O: a dialect turns one inbound WebSocket message (``str`` or ``bytes``) into one typed event
 and builds outbound messages; it never touches sockets or asyncio. Adding a provider means adding a
 module that implements ``TelephonyDialect``; the bridge does not change.
+
+Audio on the wire is carried as raw bytes in the encoding and rate ``StreamStarted`` declares (one of
+the ``ENCODING_*`` names below); converting it is the job of ``service/audio/``, never of a dialect.
+Consumers must ignore event types they do not know (new ones may be added, e.g. ``ProviderErrorReported``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
+
+ENCODING_MULAW = "audio/x-mulaw"
+"""G.711 mu-law, one byte per sample."""
+ENCODING_ALAW = "audio/x-alaw"
+"""G.711 A-law, one byte per sample."""
+ENCODING_L16 = "audio/L16"
+"""Signed 16-bit linear PCM in network byte order (big-endian), as the MIME type and RTP define it."""
+ENCODING_PCM16LE = "audio/x-pcm16le"
+"""Signed 16-bit linear PCM, little-endian ("slin"), as Exotel and Vonage send it."""
 
 
 class ProtocolError(ValueError):
@@ -37,7 +50,8 @@ class StreamStarted:
 
 
 class MediaReceived(NamedTuple):
-    """One chunk of caller audio: raw G.711 mu-law bytes at 8 kHz (already base64-decoded).
+    """One chunk of caller audio: raw wire bytes (already base64-decoded) in the encoding and rate the
+    stream's ``StreamStarted`` declared (mu-law 8 kHz for Twilio).
 
     A NamedTuple rather than a frozen dataclass like the other events: it is built 50 times a
     second per call, and a frozen dataclass's ``__init__`` costs ~4x as much. Immutable all the same.
@@ -62,12 +76,50 @@ class MarkEchoed:
 
 @dataclass(frozen=True, slots=True)
 class StreamStopped:
-    """The stream ended on the provider's side (hang-up, or the stream was stopped)."""
+    """The stream ended on the provider's side (hang-up, or the stream was stopped).
+
+    ``reason`` is the carrier's own short reason when it gives one (Exotel ``callended``), else ``""``."""
 
     call_id: str = ""
+    reason: str = ""
 
 
-TelephonyEvent = StreamConnected | StreamStarted | MediaReceived | DtmfReceived | MarkEchoed | StreamStopped
+@dataclass(frozen=True, slots=True)
+class ProviderErrorReported:
+    """The carrier reported an error on the stream (Telnyx ``error``): informational, the stream goes on.
+
+    Fields are bounded and log-safe (the dialect checks them)."""
+
+    code: str
+    title: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFraming:
+    """What the carrier accepts as one outbound media chunk (bytes of wire audio).
+
+    ``multiple_of``: every chunk's length must be a multiple of it; ``min_bytes``: chunks shorter than this
+    play badly (only the last chunk of a reply should be shorter); ``max_bytes``: hard upper bound
+    (0 = none). The default accepts any non-empty chunk, which is Twilio's rule."""
+
+    multiple_of: int = 1
+    min_bytes: int = 1
+    max_bytes: int = 0
+
+
+ANY_FRAMING = MediaFraming()
+
+
+def media_framing(dialect: object) -> MediaFraming:
+    """The dialect's ``media_framing`` attribute, or ``ANY_FRAMING`` for dialects that predate it."""
+    framing = getattr(dialect, "media_framing", None)
+    return framing if isinstance(framing, MediaFraming) else ANY_FRAMING
+
+
+TelephonyEvent = (
+    StreamConnected | StreamStarted | MediaReceived | DtmfReceived | MarkEchoed | StreamStopped | ProviderErrorReported
+)
 
 
 class TelephonyDialect(Protocol):
@@ -75,7 +127,9 @@ class TelephonyDialect(Protocol):
 
     ``parse`` raises ``ProtocolError`` on anything malformed and never any other exception type.
     Builders return the exact text frame to send. They require ``StreamStarted`` to have been parsed
-    first where the provider needs the stream id on outbound messages.
+    first where the provider needs the stream id on outbound messages. ``build_media`` takes wire audio
+    in the stream's encoding; a dialect may also carry a ``media_framing`` (``MediaFraming``) attribute
+    that its ``build_media`` enforces (read it with ``media_framing(dialect)``).
     """
 
     name: str

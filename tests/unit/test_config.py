@@ -110,3 +110,36 @@ def test_webhook_url_without_secret_refuses_to_start() -> None:
     with pytest.raises(ConfigError, match="CALLBRIDGE_ESCALATION_WEBHOOK_SECRET"):
         load_settings(escalation_webhook_url="https://crm.example.com/hook")
     assert load_settings(escalation_webhook_url="https://crm.example.com/hook", escalation_webhook_secret="s")
+def test_carrier_settings_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    settings = load_settings()
+    assert (settings.telnyx_codec, settings.exotel_sample_rate, settings.telnyx_signature_tolerance_s) == ("PCMU", 8000, 300)
+    assert not settings.signalwire_signing_key.get_secret_value() and not settings.exotel_stream_user
+    key = base64.b64encode(bytes(range(32))).decode()
+    monkeypatch.setenv("CALLBRIDGE_TELNYX_PUBLIC_KEY", f" {key} ")
+    monkeypatch.setenv("CALLBRIDGE_TELNYX_CODEC", "L16")
+    monkeypatch.setenv("CALLBRIDGE_EXOTEL_SAMPLE_RATE", "16000")
+    monkeypatch.setenv("CALLBRIDGE_SIGNALWIRE_SIGNING_KEY", "PSKsecret")
+    settings = load_settings()
+    assert settings.telnyx_public_key.get_secret_value() == key
+    assert (settings.telnyx_codec, settings.exotel_sample_rate) == ("L16", 16000)
+    assert "PSKsecret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TELNYX_PUBLIC_KEY", "not base64!", "TELNYX_PUBLIC_KEY: must be base64"),
+        ("TELNYX_PUBLIC_KEY", "c2hvcnQ=", "32-byte"),
+        ("TELNYX_CODEC", "OPUS", "TELNYX_CODEC"),
+        ("EXOTEL_SAMPLE_RATE", "24000", "EXOTEL_SAMPLE_RATE"),
+        ("TELNYX_SIGNATURE_TOLERANCE_S", "0", "TELNYX_SIGNATURE_TOLERANCE_S"),
+    ],
+)
+def test_bad_carrier_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(f"CALLBRIDGE_{name}", value)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()

@@ -1,0 +1,1 @@
+"""SignalWire (cXML, Twilio-compatible media streams): pure dialect and auth; see docs/providers/signalwire.md."""
