@@ -7,12 +7,10 @@ flag). Routes are thin: they validate, then hand over to ``service.call`` or ``s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 import uvicorn
@@ -22,98 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.config import Settings
+from service.gateway import Gateway
 from service.http_guard import guarded_http_protocol
+from service.lifecycle import start_gateway_services, stop_gateway_services
 from service.wsio import MessageSocket, uvicorn_websocket_protocol
 
-if TYPE_CHECKING:
-    from service.call.session import CallSession
-
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class Gateway:
-    """Process-wide state shared by every call on this replica."""
-
-    settings: Settings
-    started_at: float = field(default_factory=time.time)
-    draining: bool = False
-    calls: dict[str, CallSession] = field(default_factory=dict)
-    state_store: Any = None  # service.state.store.StateStore, when Redis is configured
-    outbox: Any = None  # service.escalation.outbox.Outbox
-    delivery_worker: Any = None
-    stream_guard: Any = None  # service.providers.streamguard.StreamGuard, created on the first stream
-    _background: list[asyncio.Task[Any]] = field(default_factory=list)
-    calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    escalated_recently: dict[str, float] = field(default_factory=dict)
-    listeners: list[Any] = field(default_factory=list)  # callables (kind, fields) -> None: demo/tools
-
-    def emit(self, kind: str, **fields: Any) -> None:
-        """Tell in-process listeners (the demo's live transcript) about a call event. Never raises."""
-        for listener in self.listeners:
-            try:
-                listener(kind, fields)
-            except Exception as error:
-                log.warning("gateway.listener_failed", kind=kind, error=repr(error))
-
-    def mark_escalated(self, call_id: str) -> None:
-        """Remember locally (bounded: 10k calls) that a call escalated, for after-stream TwiML."""
-        self.escalated_recently[call_id] = time.time()
-        if len(self.escalated_recently) > 10_000:
-            oldest = sorted(self.escalated_recently, key=self.escalated_recently.__getitem__)[:1000]
-            for key in oldest:
-                self.escalated_recently.pop(key, None)
-
-    async def is_escalated(self, call_id: str) -> bool:
-        """Did this call escalate? Local memory first, then Redis (another replica may have served it)."""
-        if call_id in self.escalated_recently:
-            return True
-        if self.state_store is None or not call_id:
-            return False
-        try:
-            snapshot = await asyncio.wait_for(self.state_store.load_call(call_id), timeout=2.0)
-            status = snapshot.fields.get("escalation_status", "none") if snapshot is not None else "none"
-            return status not in ("", "none")
-        except Exception as error:
-            log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
-            return False
-
-    def prices_for(self, model: str) -> dict[str, float]:
-        """USD per 1M tokens for ``model``: the longest matching prefix in the price table."""
-        table = self.settings.price_table
-        best = max((key for key in table if key != "default" and model.startswith(key)), key=len, default="default")
-        return table.get(best, table["default"])
-
-    async def redis_ok(self) -> bool:
-        if self.state_store is None:
-            return True
-        try:
-            return bool(await asyncio.wait_for(self.state_store.ping(), timeout=1.0))
-        except Exception:
-            return False
-
-    def register(self, call_id: str, session: CallSession) -> None:
-        self.calls[call_id] = session
-        metrics.ACTIVE_CALLS.set(len(self.calls))
-        self.calls_changed.set()
-
-    def unregister(self, call_id: str) -> None:
-        self.calls.pop(call_id, None)
-        metrics.ACTIVE_CALLS.set(len(self.calls))
-        self.calls_changed.set()
-
-    async def start(self) -> None:
-        """Connect Redis and start background workers. Never fails start-up on a Redis outage:
-        calls go on without state and ``/readyz`` reports the outage."""
-        from service.lifecycle import start_gateway_services
-
-        await start_gateway_services(self)
-
-    async def stop(self) -> None:
-        from service.lifecycle import stop_gateway_services
-
-        await stop_gateway_services(self)
 
 
 def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
@@ -123,14 +35,14 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if start_services:
-            await gateway.start()
+            await start_gateway_services(gateway)  # never fails on a Redis outage: /readyz says so
         log.info("gateway.started", replica=settings.replica_id, provider=settings.provider,
                  public_url=settings.public_url)
         try:
             yield
         finally:
             if start_services:
-                await gateway.stop()
+                await stop_gateway_services(gateway)
             log.info("gateway.stopped", replica=settings.replica_id)
 
     app = FastAPI(title="callbridge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

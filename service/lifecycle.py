@@ -9,10 +9,11 @@ import contextlib
 
 import structlog
 
-from service.app import Gateway
+from service.aio import cancel_and_wait
 from service.escalation.outbox import Outbox
 from service.escalation.webhook import DeliveryWorker
-from service.state.store import StateStore, cancel_and_wait
+from service.gateway import Gateway
+from service.state.store import StateStore
 
 log = structlog.get_logger(__name__)
 

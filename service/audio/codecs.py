@@ -56,7 +56,11 @@ __all__ = [
 #: The model side of every path: PCM16 little-endian, mono, 24 kHz.
 MODEL_RATE: Final = 24000
 
-_CANONICAL: Final = {"mulaw": "mulaw", "pcmu": "mulaw", "alaw": "alaw", "pcma": "alaw", "l16": "l16", "l16be": "l16be"}
+_CANONICAL: Final = {
+    "mulaw": "mulaw", "pcmu": "mulaw", "alaw": "alaw", "pcma": "alaw", "l16": "l16", "l16be": "l16be",
+    # the MIME-style names providers declare in ``StreamStarted.encoding`` (service/providers/base.py)
+    "audio/x-mulaw": "mulaw", "audio/x-alaw": "alaw", "audio/l16": "l16be", "audio/x-pcm16le": "l16",
+}
 #: Every accepted spelling (lower case; matching is case-insensitive).
 CODEC_NAMES: Final = tuple(sorted(_CANONICAL))
 _RATES: Final = {"mulaw": (8000,), "alaw": (8000,), "l16": (8000, 16000, 24000), "l16be": (8000, 16000, 24000)}

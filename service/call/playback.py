@@ -2,13 +2,21 @@
 
 Pure (no I/O; the clock is passed in). The bridge sends a mark after every chunk of bot audio; the
 provider echoes a mark when the audio before it has played, or at once for every pending mark when
-we send ``clear`` (telephony-streams.md 1.4). So:
+we send ``clear`` (docs/providers/twilio.md, "Marks and clear"; every carrier's acknowledgement is
+mapped onto the same mark echo by its dialect). So:
 
 - heard position of an item = bytes up to its last mark echoed *before* ``clear`` was sent, plus
   the playback time since that echo, capped at the bytes actually sent for the item
-  (realtime-api.md 6.2: ``audio_end_ms`` is clamped to what was received);
+  (docs/models/realtime.md, "Barge-in": ``audio_end_ms`` is clamped to what was received);
 - echoes that arrive after ``clear`` for marks outstanding at that moment say nothing about playback
   and are ignored.
+
+States (``PlaybackState``; the table is ``PLAYBACK_TRANSITIONS``):
+
+    SILENT --sent--> PLAYING (--sent--> PLAYING, --echo--> PLAYING)
+    PLAYING --drained--> SILENT   (the last outstanding mark was echoed: the caller heard it all)
+    PLAYING --cleared--> SILENT   (we sent the provider's flush)
+    any --stale_echo--> same      (an echo that carries no playback information)
 
 Before an item's first echo, its playback start is estimated from a queue model (audio plays back
 to back from the later of its send time and the end of what was queued before it).
@@ -20,11 +28,31 @@ assistant item of the call (kept for the truncate decision, pruned to the last 3
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
 from dataclasses import dataclass
 
-MULAW_BYTES_PER_MS = 8  # G.711 at 8 kHz (audio.md 1.1)
+from service.call.machine import Machine
+
+MULAW_BYTES_PER_MS = 8  # G.711 at 8 kHz (docs/audio.md)
 _MAX_ITEMS = 32
+
+
+class PlaybackState(enum.Enum):
+    SILENT = "silent"
+    PLAYING = "playing"
+
+
+PLAYBACK_EVENTS = ("sent", "echo", "drained", "cleared", "stale_echo")
+PLAYBACK_TRANSITIONS: dict[tuple[PlaybackState, str], PlaybackState] = {
+    (PlaybackState.SILENT, "sent"): PlaybackState.PLAYING,
+    (PlaybackState.PLAYING, "sent"): PlaybackState.PLAYING,
+    (PlaybackState.PLAYING, "echo"): PlaybackState.PLAYING,
+    (PlaybackState.PLAYING, "drained"): PlaybackState.SILENT,
+    (PlaybackState.PLAYING, "cleared"): PlaybackState.SILENT,
+    (PlaybackState.SILENT, "stale_echo"): PlaybackState.SILENT,
+    (PlaybackState.PLAYING, "stale_echo"): PlaybackState.PLAYING,
+}
 
 
 @dataclass(slots=True)
@@ -55,9 +83,14 @@ class HeardPosition:
 
 
 class PlaybackLedger:
-    """Tracks audio sent to the provider, marks, echoes and ``clear``s for one call."""
+    """Tracks audio sent to the provider, marks, echoes and ``clear``s for one call.
 
-    def __init__(self) -> None:
+    ``bytes_per_ms``: the wire codec's bytes per millisecond of audio (8 for G.711 at 8 kHz, 32 for
+    L16 at 16 kHz); all sizes passed in are wire bytes."""
+
+    def __init__(self, bytes_per_ms: int = MULAW_BYTES_PER_MS) -> None:
+        self.machine: Machine[PlaybackState] = Machine("playback", PlaybackState.SILENT, PLAYBACK_TRANSITIONS)
+        self._bpms = bytes_per_ms
         self._marks: OrderedDict[str, _Mark] = OrderedDict()
         self._cleared_marks: set[str] = set()
         self._items: OrderedDict[str, _ItemPlayback] = OrderedDict()
@@ -66,7 +99,8 @@ class PlaybackLedger:
 
     # --- sending ---------------------------------------------------------------------------------
     def on_audio_sent(self, item_id: str, nbytes: int, now: float) -> str:
-        """Record ``nbytes`` of mu-law sent for ``item_id``; return the name of the mark to send next."""
+        """Record ``nbytes`` of wire audio sent for ``item_id``; return the name of the mark to send next."""
+        self.machine.fire("sent")
         item = self._items.get(item_id)
         if item is None:
             item = _ItemPlayback(item_id=item_id, start_estimate=max(now, self._queue_end))
@@ -74,7 +108,7 @@ class PlaybackLedger:
             while len(self._items) > _MAX_ITEMS:
                 self._items.popitem(last=False)
         item.sent_bytes += nbytes
-        self._queue_end = max(now, self._queue_end) + nbytes / (MULAW_BYTES_PER_MS * 1000.0)
+        self._queue_end = max(now, self._queue_end) + nbytes / (self._bpms * 1000.0)
         self._mark_seq += 1
         name = f"cb{self._mark_seq}"
         self._marks[name] = _Mark(item_id=item_id, end_bytes=item.sent_bytes)
@@ -82,12 +116,15 @@ class PlaybackLedger:
 
     # --- provider feedback --------------------------------------------------------------------------
     def on_mark_echoed(self, name: str, now: float) -> bool:
-        """Apply an echo; return False for echoes that carry no playback information."""
+        """Apply an echo; return False for echoes that carry no playback information. After a
+        True, ``state`` says whether playback drained (SILENT) or goes on (PLAYING)."""
         if name in self._cleared_marks:
             self._cleared_marks.discard(name)
+            self.machine.fire("stale_echo")
             return False
         mark = self._marks.pop(name, None)
         if mark is None:
+            self.machine.fire("stale_echo")
             return False
         # Marks are echoed in order; earlier marks still listed were passed too.
         for older in [n for n, m in self._marks.items() if _is_before(n, name)]:
@@ -98,15 +135,30 @@ class PlaybackLedger:
             item.echoed_at = now
         if not self._marks:
             self._queue_end = min(self._queue_end, now)
+        self.machine.fire("echo" if self._marks else "drained")
         return True
+
+    def clear(self, now: float) -> list[HeardPosition]:
+        """We flush the provider now: what each queued item was heard to (head first; items that
+        never started: 0), then ``on_clear``. Only valid while PLAYING."""
+        queued = self.queued_items()
+        positions = [self.heard(item, now) for item in queued]
+        positions[1:] = [HeardPosition(p.item_id, 0, p.sent_ms) for p in positions[1:]]
+        self.on_clear(now)
+        return positions
 
     def on_clear(self, now: float) -> None:
         """The provider's buffer was emptied: pending marks will echo without meaning."""
+        self.machine.fire("cleared")
         self._cleared_marks.update(self._marks)
         self._marks.clear()
         self._queue_end = now
 
     # --- queries -------------------------------------------------------------------------------------
+    @property
+    def state(self) -> PlaybackState:
+        return self.machine.state
+
     def is_playing(self, now: float) -> bool:
         """True while bot audio is queued or playing at the provider."""
         return bool(self._marks) or self._queue_end > now
@@ -130,11 +182,11 @@ class PlaybackLedger:
         if item is None:
             return HeardPosition(item_id, 0, 0)
         if item.echoed_at is not None:
-            played = item.echoed_bytes + (now - item.echoed_at) * 1000.0 * MULAW_BYTES_PER_MS
+            played = item.echoed_bytes + (now - item.echoed_at) * 1000.0 * self._bpms
         else:
-            played = max(0.0, (now - item.start_estimate) * 1000.0 * MULAW_BYTES_PER_MS)
+            played = max(0.0, (now - item.start_estimate) * 1000.0 * self._bpms)
         played_bytes = min(round(played), item.sent_bytes)
-        return HeardPosition(item_id, played_bytes // MULAW_BYTES_PER_MS, item.sent_bytes // MULAW_BYTES_PER_MS)
+        return HeardPosition(item_id, played_bytes // self._bpms, item.sent_bytes // self._bpms)
 
     @property
     def outstanding_marks(self) -> int:

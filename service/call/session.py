@@ -17,27 +17,24 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from service import metrics
-from service.call.bridge import ESCALATION_TOOL_NAME, CallBridge
+from service.aio import cancel_and_wait
+from service.call.bridge import CallBridge
 from service.call.observer import CallObserver
 from service.call.pump import ProviderFeed, PushSocket
 from service.config import Settings
-from service.providers.base import TelephonyDialect
+from service.providers.base import ENCODING_MULAW, TelephonyDialect
 from service.realtime.events import (
-    FunctionTool,
     ImmediateSend,
     RealtimeClosed,
+    RealtimeDialect,
     RealtimeTransport,
     SessionConfig,
 )
-from service.realtime.protocol import dialect_for
-from service.state.store import cancel_and_wait
 from service.wsio import MessageSocket, WebSocketClosed
 
 log = structlog.get_logger(__name__)
@@ -45,56 +42,6 @@ log = structlog.get_logger(__name__)
 # WebSocket close codes worth a new session (the SDK's list; docs/models/realtime.md, "Errors"); 1000 ends the call.
 _RETRYABLE_CLOSES = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
 _MAX_RECONNECTS = 3
-
-ESCALATION_TOOL = FunctionTool(
-    name=ESCALATION_TOOL_NAME,
-    description=(
-        "Transfer the caller to a human agent. Use it when the caller asks for a person, is clearly angry "
-        "or distressed, or you cannot resolve the request. Tell the caller you are connecting them first."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "reason": {"type": "string", "description": "Why the caller needs a human, in a few words."},
-            "caller_mood": {"type": "string", "enum": ["calm", "confused", "frustrated", "angry"]},
-        },
-        "required": ["reason", "caller_mood"],
-    },
-)
-
-
-def load_instructions(settings: Settings) -> str:
-    """The persona: ``CALLBRIDGE_INSTRUCTIONS_FILE`` or the bundled empathetic support agent."""
-    if settings.instructions_file is not None:
-        return Path(settings.instructions_file).read_text(encoding="utf-8")
-    return resources.files("service.personas").joinpath("support_agent.md").read_text(encoding="utf-8")
-
-
-def session_config_from(settings: Settings) -> SessionConfig:
-    return SessionConfig(
-        instructions=load_instructions(settings),
-        voice=settings.voice,
-        vad_threshold=settings.vad_threshold,
-        vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
-        vad_silence_duration_ms=settings.vad_silence_duration_ms,
-        temperature=settings.temperature,
-        max_output_tokens=settings.max_output_tokens,
-        transcription_model=settings.input_transcription_model,
-        transcription_language=settings.transcription_language,
-        tools=(ESCALATION_TOOL,),
-    )
-
-
-async def open_realtime(settings: Settings) -> RealtimeTransport:
-    """Open the call's own Realtime session: the embedded engine in-process, or a WebSocket."""
-    if settings.provider == "local" and not settings.realtime_url:
-        from service.realtime.local import open_local_session
-
-        return await open_local_session(settings)
-    from service.realtime.client import connect_realtime
-
-    return await connect_realtime(settings)
-
 
 def _immediate(transport: RealtimeTransport) -> ImmediateSend | None:
     return transport if isinstance(transport, ImmediateSend) else None
@@ -112,7 +59,10 @@ class CallSession:
         provider: TelephonyDialect,
         socket: MessageSocket,
         observer: CallObserver,
-        open_session: Callable[[Settings], Awaitable[RealtimeTransport]] = open_realtime,
+        dialect: RealtimeDialect,
+        session_config: SessionConfig,
+        open_session: Callable[[Settings], Awaitable[RealtimeTransport]],
+        codec: tuple[str, int] = (ENCODING_MULAW, 8000),
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.settings = settings
@@ -124,8 +74,8 @@ class CallSession:
         self.bridge = CallBridge(
             call_id=call_id,
             provider=provider,
-            realtime=dialect_for("ga" if settings.provider == "local" else settings.realtime_dialect),
-            session_config=session_config_from(settings),
+            realtime=dialect,
+            session_config=session_config,
             to_provider=self._send_provider,
             close_provider=self._close_provider,
             greeting=settings.greeting,
@@ -133,6 +83,7 @@ class CallSession:
             observer=observer,
             rest_transfer=rest_transfer,
             max_malformed_frames=settings.max_malformed_frames,
+            codec=codec,
         )
 
     async def run(self) -> dict[str, Any]:

@@ -22,8 +22,8 @@ import structlog
 from service import metrics
 from service.audio.features import VoiceBaseline, analyze_turn
 from service.audio.g711 import ulaw_to_pcm16
-from service.call.bridge import ESCALATION_TOOL_NAME, parse_tool_arguments
 from service.call.observer import EscalationRequest
+from service.call.toolargs import ESCALATION_TOOL_NAME, parse_tool_arguments
 from service.escalation.policy import Decision, EscalationPolicy, PolicyConfig, mood_for_score
 from service.escalation.record import build_record
 from service.escalation.sentiment import VoiceTurnFeatures
@@ -31,8 +31,8 @@ from service.providers.base import StreamStarted
 from service.redaction import bounded_free_text
 
 if TYPE_CHECKING:
-    from service.app import Gateway
     from service.call.bridge import CallBridge
+    from service.gateway import Gateway
 
 log = structlog.get_logger(__name__)
 

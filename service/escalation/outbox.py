@@ -22,10 +22,11 @@ from collections import deque
 import structlog
 from redis.asyncio import Redis
 
+from service.aio import cancel_and_wait, check_cancelled, wait_set
 from service.escalation.record import EscalationRecord
 from service.metrics import ESCALATIONS_LOST
 from service.state.keys import STATE_ESCALATED, Keys
-from service.state.store import REDIS_ERRORS, StateStore, cancel_and_wait, check_cancelled, wait_set
+from service.state.store import REDIS_ERRORS, StateStore
 
 log = structlog.get_logger(__name__)
 

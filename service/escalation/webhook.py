@@ -39,10 +39,11 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from service.aio import cancel_and_wait, check_cancelled
 from service.escalation.outbox import local_pending
 from service.metrics import OUTBOX_PENDING, WEBHOOK_DELIVERIES, WEBHOOK_DELIVERY_SECONDS
 from service.state.keys import OUTBOX_GROUP, Keys
-from service.state.store import REDIS_ERRORS, cancel_and_wait, ceil_ms, check_cancelled
+from service.state.store import REDIS_ERRORS, ceil_ms
 
 if TYPE_CHECKING:
     from service.config import Settings

@@ -164,6 +164,12 @@ class RealtimeError:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputYielded:
+    """A full-duplex model stopped its own output because the caller talked over it (it has no
+    response to cancel and nothing to truncate): audio still queued at the provider is stale."""
+
+
+@dataclass(frozen=True, slots=True)
 class OtherEvent:
     """A valid event the bridge does not act on (rate_limits.updated, content parts, ...)."""
 
@@ -189,6 +195,7 @@ ServerEvent = (
     | ResponseDone
     | ItemTruncated
     | RealtimeError
+    | OutputYielded
     | OtherEvent
 )
 
@@ -198,13 +205,21 @@ class RealtimeProtocolError(ValueError):
 
 
 class RealtimeDialect(Protocol):
-    """One wire dialect (GA or beta). Pure: dicts/strings in and out, no I/O.
+    """One model wire dialect (Realtime GA or beta; a full-duplex dialect implements the same
+    interface and simply never emits the turn events). Pure: dicts/strings in and out, no I/O.
 
     Builders return JSON text ready to send. ``audio_append``/``audio_append_b64`` are on the
     per-frame hot path and must be cheap (no dict building + json.dumps per frame).
     """
 
-    name: Literal["ga", "beta"]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def client_speaks_first(self) -> bool:
+        """Who opens the session: False = the server sends ``session.created`` and we answer with
+        the configuration (Realtime); True = the configuration is our first message (GPT-Live)."""
+        ...
 
     def session_update(self, config: SessionConfig) -> str: ...
 

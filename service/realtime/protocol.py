@@ -343,6 +343,7 @@ class _DialectBase:
     """Builders shared by both dialects (client event names are identical, spec §4)."""
 
     name: Literal["ga", "beta"]
+    client_speaks_first = False  # the server opens with session.created
     _parsers: dict[str, _Parser]
 
     def __init__(self) -> None:

@@ -148,7 +148,7 @@ class _CountingOpen:
 async def test_stream_without_valid_token_is_closed_1008_without_realtime(
     token_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import service.call.session as session_module
+    import service.realtime.sessions as session_module
 
     opener = _CountingOpen()
     monkeypatch.setattr(session_module, "open_realtime", opener)
@@ -178,7 +178,7 @@ async def test_stream_without_start_is_closed_1008_after_timeout() -> None:
 async def test_without_any_secret_every_stream_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression (issue 12.1): with no auth token and no stream secret the key used to be a public
     constant, so anyone could mint a token; now the stream is closed 1008 and nothing opens."""
-    import service.call.session as session_module
+    import service.realtime.sessions as session_module
 
     opener = _CountingOpen()
     monkeypatch.setattr(session_module, "open_realtime", opener)

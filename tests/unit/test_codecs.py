@@ -60,7 +60,8 @@ def resampler(rate: int, inbound: bool) -> resample.Resampler | None:
 def test_names_are_case_insensitive_and_documented() -> None:
     for name, canonical in ALIASES.items():
         assert codec_spec(name, 8000).codec == canonical
-    assert set(CODEC_NAMES) == {"mulaw", "pcmu", "alaw", "pcma", "l16", "l16be"}
+    assert set(CODEC_NAMES) == {"mulaw", "pcmu", "alaw", "pcma", "l16", "l16be",
+                                "audio/x-mulaw", "audio/x-alaw", "audio/l16", "audio/x-pcm16le"}
 
 
 @pytest.mark.parametrize(("codec", "rate", "match"), [

@@ -41,10 +41,11 @@ from service.providers.twilio.dialect import (
 )
 from service.providers.twilio.rest import update_call_twiml
 from service.providers.webform import FormRefused, read_webhook_form
+from service.realtime import sessions as model_sessions
 from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:
-    from service.app import Gateway
+    from service.gateway import Gateway
 
 log = structlog.get_logger(__name__)
 _XML = "application/xml"
@@ -267,8 +268,13 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Tw
                 twiml=after_stream_twiml(True, settings.transfer_queue, settings.transfer_number),
             )
 
+    model = model_sessions.model_side(settings)
     session = CallSession(
         settings=settings,
+        dialect=model.dialect,
+        session_config=model.config,
+        open_session=model.open,
+        codec=(started.encoding, started.sample_rate),
         call_id=started.call_id,
         stream_id=started.stream_id,
         provider=dialect,
