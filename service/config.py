@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.escalation import defaults
+
 RealtimeProvider = Literal["openai", "azure", "local"]
 RealtimeDialectName = Literal["ga", "beta"]
 
@@ -167,17 +169,16 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: float = Field(15.0, gt=0, description="A replica is dead once its heartbeat is this old.")
 
     # --- sentiment & escalation -------------------------------------------------------------------
-    escalation_threshold: float = Field(0.7, gt=0, le=1, description="Frustration score that escalates.")
+    escalation_threshold: float = Field(defaults.THRESHOLD, gt=0, le=1, description="Frustration score that escalates.")
     escalation_reset_threshold: float = Field(
-        0.45, ge=0, lt=1, description="Score below which the escalation policy re-arms (hysteresis)."
+        defaults.RESET_THRESHOLD, ge=0, lt=1, description="Score below which the escalation policy re-arms (hysteresis)."
     )
-    escalation_min_turns: int = Field(2, ge=0, description="Caller turns before a sentiment-only escalation.")
+    escalation_min_turns: int = Field(defaults.MIN_TURNS, ge=0, description="Caller turns before a sentiment-only escalation.")
     sentiment_decay_per_turn: float = Field(
-        0.15, ge=0, le=1, description="Fraction of the frustration score that decays per calm caller turn."
+        defaults.DECAY_PER_TURN, ge=0, le=1, description="Fraction of the frustration score that decays per calm caller turn."
     )
     handoff_line: str = Field(
-        "I understand. Let me connect you with a member of our team who can help you further. Please hold.",
-        description="What the bot says before a hand-off.",
+        defaults.HANDOFF_LINE, description="What the bot says before a hand-off."
     )
     escalation_webhook_url: str = Field(
         "", description="Where escalation records are POSTed (an http:// or https:// URL). Empty = not delivered."
@@ -201,7 +202,7 @@ class Settings(BaseSettings):
         description="`logs`: card numbers, national ids (SSN, My Number), e-mails and phone numbers are redacted in logs; "
         "`all`: also in transcripts stored in Redis and sent in escalation webhooks.",
     )
-    transfer_queue: str = Field("support", description="Twilio <Enqueue> queue for escalated calls.")
+    transfer_queue: str = Field(defaults.TRANSFER_QUEUE, description="Twilio <Enqueue> queue for escalated calls.")
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
     transfer_via_rest: bool = Field(
         False,

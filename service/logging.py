@@ -18,9 +18,8 @@ from typing import Any
 
 import structlog
 
-from service.redaction import LOG_FIELD_MAX_CHARS, cap_text, redact_pii
+from service.redaction import LOG_FIELD_MAX_CHARS, cap_text, mask_phone_number, redact_pii
 
-_PHONE = re.compile(r"(?<![\w])\+?\d[\d\-\s().]{6,}\d(?![\w])")
 _SECRETISH = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"
     r"|\bv1\.\d{9,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]{16,}|\b[a-f0-9]{32,}\b)"
@@ -30,20 +29,6 @@ _SAFE_KEYS = frozenset({"event", "level", "logger", "timestamp", "call_id", "str
 REDACTED = "[redacted]"
 _SAFE_MAX_CHARS = 80  # ids are validated (34 chars); the cap is a second line of defence
 _EXCEPTION_MAX_CHARS = 8192
-
-
-def mask_phone_number(text: str) -> str:
-    """Mask every phone-number-like run in ``text``, keeping the last 4 digits (``+1******4567``)."""
-
-    def _mask(match: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", match.group(0))
-        # E.164 with "+" has >= 8 digits; bare national numbers >= 10 (dates like 2026-11-27 have 8).
-        if len(digits) < (8 if match.group(0).startswith("+") else 10):
-            return match.group(0)
-        prefix = "+" if match.group(0).startswith("+") else ""
-        return prefix + "*" * (len(digits) - 4) + digits[-4:]
-
-    return _PHONE.sub(_mask, text)
 
 
 def _redact_value(key: str, value: Any) -> Any:

@@ -128,3 +128,43 @@ def redact_pii(text: str, *, phones: bool = True) -> str:
     if phones:
         out = _PHONE.sub(_phone, out)
     return out
+
+
+# --- phone numbers: the one masker ---------------------------------------------------------------
+_FORMATTING = str.maketrans("", "", "+-(). ")
+
+
+def mask_number(value: str | None) -> str:
+    """Mask a phone number or SIP address for logs: ``"+15551234567" -> "*******4567"``.
+
+    Phone numbers (>= 7 digits) keep only their last 4 digits, one ``*`` per other digit; shorter
+    digit strings are masked whole; ``sip:user@host`` keeps the host (``"sip:***@host"``); anything
+    else (``"anonymous"``, ``client:name``) becomes ``"***"``. Empty/None gives ``""``."""
+    if not value:
+        return ""
+    lowered = value.lower()
+    if lowered.startswith(("sip:", "sips:")):
+        scheme, _, rest = value.partition(":")
+        _, at, host = rest.rpartition("@")
+        return f"{scheme}:***@{host.split(';')[0]}" if at else f"{scheme}:***"
+    digits = value.translate(_FORMATTING)
+    if not (digits.isascii() and digits.isdigit()):
+        return "***"
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return "*" * (len(digits) - 4) + digits[-4:]
+
+
+def mask_phone_number(text: str) -> str:
+    """Mask every phone-number-like run in free ``text`` as ``mask_number`` masks a field (keeping
+    the last 4 digits, ``+`` kept): E.164 with ``+`` has >= 8 digits, bare national numbers >= 10
+    (so dates such as 2026-11-27 stay)."""
+
+    def _mask(match: re.Match[str]) -> str:
+        found = match.group(0)
+        digits = _digits(found)
+        if len(digits) < (8 if found.startswith("+") else 10):
+            return found
+        return ("+" if found.startswith("+") else "") + mask_number(digits)
+
+    return _PHONE.sub(_mask, text)

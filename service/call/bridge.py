@@ -50,6 +50,7 @@ from service.call.playback import PlaybackLedger, PlaybackState
 from service.call.stats import CallStats
 from service.call.toolargs import ESCALATION_TOOL_NAME, parse_tool_arguments, tool_arguments_problem
 from service.call.turns import ReplyState, ReplyTracker
+from service.escalation import defaults as escalation_defaults
 from service.providers import base as pv
 from service.realtime import events as rt
 from service.redaction import bounded_free_text
@@ -504,7 +505,7 @@ class CallBridge:
             await self._speak_handoff()
 
     async def _speak_handoff(self) -> None:
-        line = self._handoff_line or "Let me connect you with a colleague. Please hold."
+        line = self._handoff_line or escalation_defaults.HANDOFF_LINE
         self.handoff.speak()
         self.replies.pending = None
         await self._request_response(f'Say this to the caller, in the caller\'s language, and nothing else: "{line}"')

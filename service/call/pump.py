@@ -3,7 +3,7 @@ socket's receive callback (and mark echoes, which only update the playback ledge
 
 Why: a call's caller leg is 50 frames a second. Waking a reader task for each one costs more than
 the audio work (load_tests/load_calls.py). With a push socket (``service.wsio.ServerWebSocket``),
-``ProviderFeed.on_message`` runs straight from ``data_received``: a media frame with nothing
+``ProviderPump.on_message`` runs straight from ``data_received``: a media frame with nothing
 queued ahead of it is decoded, resampled and written to the Realtime socket right there
 (``CallBridge.forward_media_now``), when the model leg can take it without waiting.
 
@@ -33,7 +33,7 @@ from service.providers.base import MarkEchoed, MediaReceived, ProtocolError, Tel
 if TYPE_CHECKING:
     from service.call.bridge import CallBridge
 
-__all__ = ["ProviderFeed", "PushSocket"]
+__all__ = ["ProviderPump", "PushSocket"]
 
 
 @runtime_checkable
@@ -47,7 +47,7 @@ class PushSocket(Protocol):
     def resume_reading(self) -> None: ...
 
 
-class ProviderFeed:
+class ProviderPump:
     """One call's provider frames -> ``CallBridge`` (see the module docstring)."""
 
     def __init__(self, bridge: CallBridge, socket: PushSocket, limit: int = 64) -> None:

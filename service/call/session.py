@@ -5,7 +5,7 @@ Tasks per call (all cancelled when the call ends, whichever side ends it):
 - the provider reader: media-stream frames -> the bridge, in order. On a push socket
   (``service.wsio.ServerWebSocket``, what ``callbridge serve`` uses) caller audio is forwarded
   straight from the socket callback and only the rest goes through the task
-  (``service.call.pump.ProviderFeed``); on any other socket, every frame goes through the task;
+  (``service.call.pump.ProviderPump``); on any other socket, every frame goes through the task;
 - the Realtime reader: session events -> ``CallBridge.on_realtime_message`` (in order).
 Sends happen inline from those; nothing else runs on the frame path.
 """
@@ -25,7 +25,7 @@ from service import metrics
 from service.aio import cancel_and_wait
 from service.call.bridge import CallBridge
 from service.call.observer import CallObserver
-from service.call.pump import ProviderFeed, PushSocket
+from service.call.pump import ProviderPump, PushSocket
 from service.config import Settings
 from service.providers.base import ENCODING_MULAW, TelephonyDialect
 from service.realtime.events import (
@@ -134,7 +134,7 @@ class CallSession:
     async def _provider_reader(self) -> None:
         try:
             if isinstance(self._socket, PushSocket):
-                await ProviderFeed(self.bridge, self._socket).run()
+                await ProviderPump(self.bridge, self._socket).run()
             else:
                 while True:
                     try:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from service.escalation import defaults
 from service.escalation.sentiment import (
     CALLER_MOODS,
     DEFAULT_SCORER,
@@ -54,10 +55,10 @@ TRAJECTORY_MAX = 500
 class PolicyConfig:
     """Every tunable of the policy. ``from_settings`` maps the CALLBRIDGE_ESCALATION_* settings."""
 
-    threshold: float = 0.7
-    reset_threshold: float = 0.45
-    min_turns: int = 2
-    decay_per_turn: float = 0.15
+    threshold: float = defaults.THRESHOLD
+    reset_threshold: float = defaults.RESET_THRESHOLD
+    min_turns: int = defaults.MIN_TURNS
+    decay_per_turn: float = defaults.DECAY_PER_TURN
     rise_rate: float = 0.85
     voice_weight: float = 0.5
     streak_signal: float = 0.35

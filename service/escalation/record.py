@@ -16,8 +16,7 @@ from typing import Any, Protocol
 
 from service.escalation.policy import Decision
 from service.escalation.summary import summarize
-from service.logging import mask_phone_number
-from service.redaction import redact_pii
+from service.redaction import mask_phone_number, redact_pii
 from service.state.model import SentimentPoint, TranscriptTurn
 
 PAYLOAD_TYPE = "callbridge.escalation"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from service.logging import mask_phone_number
+from service.redaction import mask_phone_number
 from service.state.model import TranscriptTurn
 
 _ISSUE_WORDS = re.compile(

@@ -29,7 +29,6 @@ __all__ = [
     "StreamTokenError",
     "TokenFailure",
     "VerifiedStreamToken",
-    "mask_number",
     "mint_stream_token",
     "verify_stream_token",
 ]
@@ -40,7 +39,6 @@ _VERSION = "v1"
 _NONCE_BYTES = 12
 _TAG_BYTES = 12
 _MAX_TOKEN_LEN = 128
-_FORMATTING = str.maketrans("", "", "+-(). ")
 _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -127,24 +125,3 @@ def verify_stream_token(
     if current >= int(expiry_text):
         raise StreamTokenError("expired")
     return VerifiedStreamToken(token_id=nonce, expires_at=int(expiry_text))
-
-
-def mask_number(value: str | None) -> str:
-    """Mask a phone number or SIP address for logs: ``"+15551234567" -> "*******4567"``.
-
-    Phone numbers (>= 7 digits) keep only their last 4 digits, one ``*`` per other digit; shorter
-    digit strings are masked whole; ``sip:user@host`` keeps the host (``"sip:***@host"``); anything
-    else (``"anonymous"``, ``client:name``) becomes ``"***"``. Empty/None gives ``""``."""
-    if not value:
-        return ""
-    lowered = value.lower()
-    if lowered.startswith(("sip:", "sips:")):
-        scheme, _, rest = value.partition(":")
-        _, at, host = rest.rpartition("@")
-        return f"{scheme}:***@{host.split(';')[0]}" if at else f"{scheme}:***"
-    digits = value.translate(_FORMATTING)
-    if not (digits.isascii() and digits.isdigit()):
-        return "***"
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return "*" * (len(digits) - 4) + digits[-4:]

@@ -45,9 +45,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from service.aio import cancel_and_wait, check_cancelled, wait_set
-from service.logging import mask_phone_number
 from service.metrics import REDIS_UP, STATE_QUEUE_DEPTH, STATE_WRITE_FAILURES, STATE_WRITES_DROPPED
-from service.redaction import cap_text, redact_pii
+from service.redaction import cap_text, mask_phone_number, redact_pii
 from service.state import keys as k
 from service.state.keys import Keys
 from service.state.model import CallSnapshot, Role, SentimentPoint, TranscriptTurn

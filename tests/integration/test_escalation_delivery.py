@@ -18,6 +18,7 @@ from service.escalation.webhook import DeliveryWorker, verify_signature
 from service.state.keys import OUTBOX_GROUP
 from service.state.store import StateStore
 from tests.conftest import RedisServer
+from tests.poll import wait_until
 from tests.standins.webhook_receiver import Reply, Request, WebhookReceiver
 
 SECRET = "whsec_integration"
@@ -32,14 +33,6 @@ ANGRY = [
 def deliveries(outcome: str) -> float:
     return REGISTRY.get_sample_value("callbridge_escalation_deliveries_total", {"outcome": outcome}) or 0.0
 
-
-async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll an external condition (Redis state) until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import RedisServer, free_port
+from tests.poll import wait_until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,10 +87,8 @@ def test_health_ready_metrics_and_clean_sigterm(
     assert httpx.get(base + "/healthz").status_code == 200  # liveness is not readiness
 
     redis_server.start()
-    deadline = time.monotonic() + 10
-    while httpx.get(base + "/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "readiness did not recover after Redis came back"
-        time.sleep(0.1)  # polling the recovery of an external dependency
+    wait_until_sync(lambda: httpx.get(base + "/readyz").status_code == 200, timeout=10,
+                    what="readiness after Redis came back")
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0

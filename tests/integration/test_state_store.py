@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,12 @@ from prometheus_client import REGISTRY
 from service.state.model import SentimentPoint
 from service.state.store import StateStore, connect_redis, parse_sentinel_url
 from tests.conftest import RedisServer, free_port
+from tests.poll import wait_until
 
 
 def metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
-
-async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll an external condition (Redis state) until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -152,7 +145,7 @@ async def test_heartbeat_and_reaping_dead_replica(redis_server: RedisServer) -> 
 
         task.cancel()  # replica a "dies": its heartbeat stops and expires on its own
         await asyncio.gather(task, return_exceptions=True)
-        await wait_until(lambda: _gone(b, "r-a"), within=5)
+        await wait_until(lambda: _gone(b, "r-a"), timeout=5)
         assert sorted(await b.reap_dead_replicas()) == ["CA-a1", "CA-a2"]
         assert await b.active_calls() == ["CA-b1"]
         snap = await b.load_call("CA-a1")  # enough for b to pick the call up
@@ -188,15 +181,14 @@ async def test_sentinel_url_reaches_the_primary(redis_server: RedisServer, tmp_p
                                                 stderr=subprocess.DEVNULL)
     try:
         client = connect_redis(f"redis+sentinel://127.0.0.1:{port}/cbmaster/0", socket_timeout_s=1)
-        deadline = time.monotonic() + 10
-        while True:
+
+        async def sentinel_serves() -> bool:  # the sentinel needs a moment to learn the primary
             try:
-                await client.set("via-sentinel", "yes")
-                break
+                return bool(await client.set("via-sentinel", "yes"))
             except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)  # the sentinel needs a moment to learn the primary
+                return False
+
+        await wait_until(sentinel_serves, timeout=10, what="a write through the sentinel")
         direct = connect_redis(redis_server.url)
         assert await direct.get("via-sentinel") == b"yes"
         await client.aclose()

@@ -228,12 +228,10 @@ async def test_tokens_are_single_use_and_a_live_call_takes_no_second_stream(
     """Regression (issue 12.3): one token used to open 3 concurrent sessions, and a replayed signed voice
     webhook minted a fresh token that attached a parallel stream to a live call. Real Redis; with two
     gateways sharing it, the second replica is the one attacked."""
-    import functools
-
-    import service.providers.twilio.routes as routes_module
+    import service.realtime.sessions as session_module
 
     opener = _HangingOpen()
-    monkeypatch.setattr(routes_module, "CallSession", functools.partial(routes_module.CallSession, open_session=opener))
+    monkeypatch.setattr(session_module, "open_realtime", opener)
     common = {"start_services": True, "redis_url": redis_server.url, "stream_token_secret": "shared-secret"}
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(run_gateway(replica_id="r1", **common))

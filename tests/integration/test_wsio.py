@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -40,15 +40,10 @@ from service.wsio import (
 )
 from tests.conftest import free_port
 from tests.integration.conftest import wait_started
+from tests.poll import wait_until
 
 TIMEOUT = 5.0
 
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Bounded poll, only for states that expose no event (transport flags, inbox length)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -452,7 +447,7 @@ async def test_push_mode_drains_the_inbox_first_then_delivers_in_order_and_ends_
 
 async def test_push_mode_consumer_pause_during_the_inbox_drain_is_kept() -> None:
     """A consumer that reaches its own limit while the inbox is handed over pauses the socket; the
-    hand-over must not resume it behind the consumer's back (ProviderFeed's queue bound relies on it)."""
+    hand-over must not resume it behind the consumer's back (ProviderPump's queue bound relies on it)."""
     loop = asyncio.get_running_loop()
     after_handover: asyncio.Future[tuple[list[bytes], bool, bool]] = loop.create_future()
     resume = asyncio.Event()

@@ -7,7 +7,8 @@ import sys
 import pytest
 import structlog
 
-from service.logging import bind_call_context, clear_call_context, configure_logging, mask_phone_number
+from service.logging import bind_call_context, clear_call_context, configure_logging
+from service.redaction import mask_phone_number
 
 
 @pytest.fixture

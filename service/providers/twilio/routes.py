@@ -21,13 +21,13 @@ from fastapi import Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service import metrics
+from service.call.recorder import build_observer
 from service.call.session import CallSession
-from service.call.sidework import build_observer
 from service.logging import bind_call_context, clear_call_context
 from service.providers.base import ProtocolError, StreamConnected, StreamStarted
 from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
 from service.providers.streamguard import stream_guard_for
-from service.providers.tokens import StreamTokenError, mask_number, mint_stream_token, verify_stream_token
+from service.providers.tokens import StreamTokenError, mint_stream_token, verify_stream_token
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
     SIGNATURE_HEADER,
@@ -42,6 +42,7 @@ from service.providers.twilio.dialect import (
 from service.providers.twilio.rest import update_call_twiml
 from service.providers.webform import FormRefused, read_webhook_form
 from service.realtime import sessions as model_sessions
+from service.redaction import mask_number
 from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""``ProviderFeed`` with a real ``CallBridge`` (Twilio and GA dialects): the synchronous hot path for
+"""``ProviderPump`` with a real ``CallBridge`` (Twilio and GA dialects): the synchronous hot path for
 media and mark echoes, the queue for everything else, order across both paths, pause/resume of the
 socket at the queue limit, the end of the stream, and failures raised from ``run``.
 
@@ -20,7 +20,7 @@ import pytest
 
 from service.audio.resample import CallerToModel
 from service.call.bridge import CallBridge, CallState
-from service.call.pump import ProviderFeed, PushSocket
+from service.call.pump import ProviderPump, PushSocket
 from service.realtime.events import SessionConfig
 from service.realtime.protocol import GaDialect
 from tests.unit.test_bridge import CALL, STREAM, started_twilio_dialect
@@ -121,7 +121,7 @@ def caller_payload(i: int) -> bytes:
 
 
 class Call:
-    """A real CallBridge for one Twilio stream, its ProviderFeed, and the recorded far ends."""
+    """A real CallBridge for one Twilio stream, its ProviderPump, and the recorded far ends."""
 
     def __init__(self, limit: int = 64) -> None:
         self.twilio = started_twilio_dialect()
@@ -137,7 +137,7 @@ class Call:
         )
         self.socket = PushSocketStandIn()
         assert isinstance(self.socket, PushSocket)
-        self.feed = ProviderFeed(self.bridge, self.socket, limit=limit)
+        self.feed = ProviderPump(self.bridge, self.socket, limit=limit)
         self.run: asyncio.Task[None] | None = None
 
     async def _send_twilio(self, text: str) -> None:

@@ -80,7 +80,7 @@ def _voice_features(mulaw: bytes, baseline: VoiceBaseline) -> VoiceTurnFeatures:
     return VoiceTurnFeatures(loudness_delta_db=delta.loudness_delta_db, pitch_ratio=delta.pitch_ratio)
 
 
-class CallSideWork:
+class CallRecorder:
     """The per-call ``CallObserver``."""
 
     def __init__(self, gateway: Gateway, started: StreamStarted, provider: str) -> None:
@@ -239,5 +239,5 @@ class CallSideWork:
             self._state.ended(str(summary.get("outcome", "completed")))
 
 
-def build_observer(gateway: Gateway, started: StreamStarted, provider: str) -> CallSideWork:
-    return CallSideWork(gateway, started, provider)
+def build_observer(gateway: Gateway, started: StreamStarted, provider: str) -> CallRecorder:
+    return CallRecorder(gateway, started, provider)
