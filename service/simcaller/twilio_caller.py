@@ -233,6 +233,10 @@ class PlaybackBuffer:
         self._consumed += discarded
         self.discarded_total += discarded
         self._pending.clear()
+        # Nothing is queued now: stream positions up to here are reached at `now` (the discarded bytes
+        # never play), so a mark queued next on the idle buffer is due at once, not after them.
+        self._run_time = now
+        self._run_pos = self._consumed
         flushed = list(self._pending_marks)
         self._pending_marks.clear()
         for mark in flushed:

@@ -497,3 +497,16 @@ def test_missing_espeak_fails_with_install_hint(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(speech_module.shutil, "which", lambda _name: None)
     with pytest.raises(speech_module.SpeechUnavailable, match="apt-get install -y espeak-ng"):
         synthesize("never cached before")
+
+
+def test_mark_after_clear_on_an_idle_buffer_is_due_at_once() -> None:
+    """Regression (found by hypothesis): positions of cleared bytes must not delay the next mark."""
+    buf = PlaybackBuffer(origin=0.0)
+    buf.add_media(0.0, b"\x01\x02")
+    buf.clear(0.0)
+    (first,) = buf.add_mark(0.0, "after-clear")
+    assert first.due_at == 0.0 and first.played_total == 0
+    buf.add_media(0.0, b"\x03")
+    assert buf.add_mark(0.0, "after-one-byte") == []
+    (second,) = buf.clear(100.0)
+    assert second.due_at is not None and second.due_at >= first.due_at
