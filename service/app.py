@@ -1,8 +1,9 @@
-"""FastAPI application factory: HTTP routes, the Twilio media WebSocket, and the process lifespan.
+"""FastAPI application factory: health, readiness and metrics, every registered provider's routes
+(``service.providers.registry``), and the process lifespan.
 
-The ``Gateway`` object owns everything that lives as long as the process (settings, the Redis state
-store, the escalation outbox and its delivery worker, the registry of active calls, the draining
-flag). Routes are thin: they validate, then hand over to ``service.call`` or ``service.providers``.
+Process-wide state is the ``service.gateway.Gateway``; start-up and shut-down of its Redis store and
+workers are in ``service.lifecycle``. Routes are thin: they validate, then hand over to the
+provider packages, which hand calls to ``service.call``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -23,7 +24,8 @@ from service.config import Settings
 from service.gateway import Gateway
 from service.http_guard import guarded_http_protocol
 from service.lifecycle import start_gateway_services, stop_gateway_services
-from service.wsio import MessageSocket, uvicorn_websocket_protocol
+from service.providers.registry import MediaHandler, registered
+from service.wsio import uvicorn_websocket_protocol
 
 log = structlog.get_logger(__name__)
 
@@ -72,33 +74,12 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(metrics.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/twilio/voice")
-    async def twilio_voice(request: Request) -> Response:
-        from service.providers.twilio.routes import handle_voice_webhook
-
-        return await handle_voice_webhook(gateway, request)
-
-    @app.post("/twilio/after-stream")
-    async def twilio_after_stream(request: Request) -> Response:
-        from service.providers.twilio.routes import handle_after_stream
-
-        return await handle_after_stream(gateway, request)
-
-    async def twilio_media_stream(socket: MessageSocket) -> None:
-        from service.providers.twilio.routes import handle_media_stream
-
-        await handle_media_stream(gateway, socket)
-
+    media_routes: dict[str, MediaHandler] = {}
+    for provider in registered():
+        provider.install(app, gateway, media_routes)
     # Served by ``service.wsio.ServerWebSocket`` under ``callbridge serve`` (see ``uvicorn_config``);
-    # the ASGI route below serves the same handler under any other ASGI server.
-    app.state.websocket_routes = {"/twilio/media": twilio_media_stream}
-
-    @app.websocket("/twilio/media")
-    async def twilio_media(websocket: WebSocket) -> None:
-        from service.providers.twilio.routes import AsgiMessageSocket
-
-        await websocket.accept()
-        await twilio_media_stream(AsgiMessageSocket(websocket))
+    # each provider also mounts the same handlers as ASGI routes for any other server.
+    app.state.websocket_routes = media_routes
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> PlainTextResponse:

@@ -1,7 +1,7 @@
 """Dialect-neutral typed Realtime server events, the session configuration, and the dialect interface.
 
 Both wire dialects (GA ``openai.types.realtime`` and beta ``openai.types.beta.realtime``) parse into
-these events, named after the GA event they come from (realtime-api.md section 5). The call bridge
+these events, named after the GA event they come from (docs/models/realtime.md, section 5). The call bridge
 only ever sees these types.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 # ---------------------------------------------------------------------------------------------------
-# Session configuration (realtime-api.md section 3)
+# Session configuration (docs/models/realtime.md, section 3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 events in as the typed events of ``service.realtime.events``, and the URL/headers per provider.
 
 Everything here is pure (no sockets, no asyncio, no logging) and follows
-``/work/shared/reference/realtime-api.md`` (cited as "spec §N"):
+``docs/models/realtime.md`` (cited as "spec §N": its numbered sections):
 
 - ``GaDialect`` speaks ``openai.types.realtime`` (OpenAI without ``OpenAI-Beta``, Azure
   ``/openai/v1/realtime``); ``BetaDialect`` speaks ``openai.types.beta.realtime`` (OpenAI with

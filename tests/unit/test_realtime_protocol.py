@@ -1,7 +1,7 @@
 """Unit tests of service.realtime.protocol: every built client event is checked against the openai
 package's own client event types (strictly: no unknown fields, nothing coerced), server events are
 built from the openai package's server event models, and connection parameters follow
-realtime-api.md §2.1."""
+docs/models/realtime.md §2.1."""
 
 from __future__ import annotations
 

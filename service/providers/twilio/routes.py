@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 import structlog
-from fastapi import Request, Response, WebSocket
+from fastapi import FastAPI, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service import metrics
@@ -26,10 +26,12 @@ from service.call.session import CallSession
 from service.logging import bind_call_context, clear_call_context
 from service.providers.base import ProtocolError, StreamConnected, StreamStarted
 from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
+from service.providers.provider import MediaHandler, Provider
 from service.providers.streamguard import stream_guard_for
 from service.providers.tokens import StreamTokenError, mint_stream_token, verify_stream_token
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
+    MEDIA_PATH,
     SIGNATURE_HEADER,
     STREAM_TOKEN_PARAMETER,
     VOICE_PATH,
@@ -291,3 +293,28 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Tw
     finally:
         gateway.unregister(started.call_id)
         clear_call_context()
+
+
+def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
+    """Twilio's routes: the two signed webhooks and the media stream (also as an ASGI route)."""
+
+    @app.post(VOICE_PATH)
+    async def twilio_voice(request: Request) -> Response:
+        return await handle_voice_webhook(gateway, request)
+
+    @app.post(AFTER_STREAM_PATH)
+    async def twilio_after_stream(request: Request) -> Response:
+        return await handle_after_stream(gateway, request)
+
+    async def twilio_media_stream(socket: MessageSocket) -> None:
+        await handle_media_stream(gateway, socket)
+
+    media_routes[MEDIA_PATH] = twilio_media_stream
+
+    @app.websocket(MEDIA_PATH)
+    async def twilio_media(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await twilio_media_stream(AsgiMessageSocket(websocket))
+
+
+PROVIDER = Provider("twilio", install)
