@@ -75,6 +75,12 @@ class MarkEchoed:
 
 
 @dataclass(frozen=True, slots=True)
+class ClearAcknowledged:
+    """The carrier confirmed a flush (Plivo ``clearedAudio``, Vonage ``websocket:cleared``): the audio
+    queued before our clear will not play. Carriers without an acknowledgement never send it."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStopped:
     """The stream ended on the provider's side (hang-up, or the stream was stopped).
 
@@ -118,8 +124,27 @@ def media_framing(dialect: object) -> MediaFraming:
 
 
 TelephonyEvent = (
-    StreamConnected | StreamStarted | MediaReceived | DtmfReceived | MarkEchoed | StreamStopped | ProviderErrorReported
+    StreamConnected
+    | StreamStarted
+    | MediaReceived
+    | DtmfReceived
+    | MarkEchoed
+    | StreamStopped
+    | ProviderErrorReported
+    | ClearAcknowledged
 )
+
+
+def build_media_frame(dialect: object, audio: bytes) -> str | bytes:
+    """One outbound media frame: the dialect's ``build_media_frame`` when it has one (carriers whose
+    media is BINARY, e.g. Vonage, return ``bytes`` there and refuse ``build_media``), else its
+    ``build_media`` (a text frame). An I/O adapter sends ``bytes`` as a binary frame, ``str`` as text."""
+    binary = getattr(dialect, "build_media_frame", None)
+    if binary is not None:
+        frame: str | bytes = binary(audio)
+        return frame
+    text: str = dialect.build_media(audio)  # type: ignore[attr-defined]
+    return text
 
 
 class TelephonyDialect(Protocol):
