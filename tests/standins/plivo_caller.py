@@ -128,7 +128,6 @@ class PlivoResult:
 
     bot_audio: bytearray = field(default_factory=bytearray)
     gateway_frames: list[dict[str, Any]] = field(default_factory=list)
-    marks: list[MarkRecord] = field(default_factory=list)
     echoed: list[str] = field(default_factory=list)
     clears: int = 0
     close_code: int | None = None
@@ -199,5 +198,4 @@ async def run_stream(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         result.close_code = ws.close_code
-        result.marks = list(getattr(buffer, "marks", []))
     return result

@@ -337,7 +337,7 @@ async def test_standin_framing_against_the_dialect_on_a_real_socket() -> None:
                 await ws.send(dialect.build_media(b"\x7f" * 800))
                 await ws.send(dialect.build_mark("reply-1"))
             if isinstance(event, DtmfReceived):
-                await ws.send(dialect.build_media(b"\x7f" * 8000))
+                await ws.send(dialect.build_media(b"\x7f" * 16000))
                 await ws.send(dialect.build_mark("never"))
                 await ws.send(dialect.build_clear())
         closed = dialect.connection_closed()
@@ -353,6 +353,6 @@ async def test_standin_framing_against_the_dialect_on_a_real_socket() -> None:
     assert DtmfReceived("7") in events and MarkEchoed("reply-1") in events
     assert ClearAcknowledged() in events and MarkEchoed("never") not in events
     assert result.echoed == ["reply-1"] and result.clears == 1
-    assert len(result.bot_audio) == 8800
+    assert len(result.bot_audio) == 16800
     assert isinstance(events[-1], StreamStopped)
     assert isinstance(events[0], StreamStarted) and events[0].encoding == ENCODING_MULAW
