@@ -91,17 +91,18 @@ class Settings(BaseSettings):
         SecretStr(""),
         description="Plivo account auth token: validates X-Plivo-Signature-V3. Empty = reject all Plivo webhooks.",
     )
-    plivo_content_type: Literal["audio/x-mulaw;rate=8000", "audio/x-l16;rate=8000", "audio/x-l16;rate=16000"] = Field(
-        "audio/x-mulaw;rate=8000",
-        description="Plivo `<Stream contentType>`, both directions: mu-law 8 kHz, or L16 at 8 or 16 kHz.",
+    plivo_content_type: Literal["mulaw", "l16-8k", "l16-16k"] = Field(
+        "mulaw",
+        description="Plivo stream audio, both directions: `mulaw` (8 kHz), `l16-8k` or `l16-16k` "
+        "(the `<Stream contentType>` we ask for).",
     )
     vonage_signature_secret: SecretStr = Field(
         SecretStr(""),
         description="Vonage account signature secret: validates the HS256 JWT on signed webhooks. "
         "Empty = reject all Vonage webhooks.",
     )
-    vonage_sample_rate: int = Field(
-        16000, description="Rate of the Vonage websocket's L16 audio (`content-type` in the NCCO): 8000, 16000 or 24000."
+    vonage_rate: int = Field(
+        16000, description="Rate of the Vonage websocket's L16 audio (`content-type` in the NCCO): 16000 or 8000."
     )
     exotel_stream_user: str = Field(
         "", description="User name Exotel presents with HTTP Basic on the media-socket upgrade. Empty = refuse all."
@@ -257,11 +258,11 @@ class Settings(BaseSettings):
             raise ValueError("must be 8000 or 16000")
         return value
 
-    @field_validator("vonage_sample_rate")
+    @field_validator("vonage_rate")
     @classmethod
     def _vonage_rate(cls, value: int) -> int:
-        if value not in (8000, 16000, 24000):
-            raise ValueError("must be 8000, 16000 or 24000")
+        if value not in (8000, 16000):
+            raise ValueError("must be 16000 or 8000")
         return value
 
     @field_validator("telnyx_public_key")

@@ -255,7 +255,7 @@ def test_signed_webhook_vectors() -> None:
 def test_connect_ncco() -> None:
     ncco = connect_ncco("https://gw.example.com/cb", "v1.tok", CALL, 24000, {"tenant": "acme"})
     assert ncco == [{
-        "action": "connect", "eventType": "synchronous", "eventUrl": ["https://gw.example.com/cb/vonage/websocket-event"],
+        "action": "connect", "eventType": "synchronous", "eventUrl": ["https://gw.example.com/cb/vonage/event"],
         "endpoint": [{"type": "websocket", "uri": "wss://gw.example.com/cb/vonage/media", "content-type": "audio/l16;rate=24000",
                       "headers": {STREAM_TOKEN_HEADER: "v1.tok", CALL_UUID_HEADER: CALL, "tenant": "acme"}}],
     }]

@@ -49,6 +49,7 @@ from service.providers.jsonwire import (
 __all__ = [
     "CONTENT_TYPES",
     "MEDIA_PATH",
+    "SETTING_CONTENT_TYPES",
     "PlivoContentType",
     "PlivoDialect",
     "parse_extra_headers",
@@ -64,6 +65,12 @@ CONTENT_TYPES: dict[str, tuple[str, str, int]] = {
 """``<Stream contentType>`` -> (Plivo's encoding name on the wire, our encoding name, rate). Plivo's
 L16 is taken in network byte order, as the MIME type defines it (docs/providers/plivo.md, "Open
 questions": confirm on a live account)."""
+SETTING_CONTENT_TYPES: dict[str, PlivoContentType] = {
+    "mulaw": "audio/x-mulaw;rate=8000",
+    "l16-8k": "audio/x-l16;rate=8000",
+    "l16-16k": "audio/x-l16;rate=16000",
+}
+"""``CALLBRIDGE_PLIVO_CONTENT_TYPE`` value -> the ``contentType`` it stands for."""
 
 MAX_EXTRA_HEADERS = 512
 """Plivo's own limit on ``extraHeaders`` (bytes)."""

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 ANSWER_PATH = "/vonage/answer"
-EVENT_PATH = "/vonage/websocket-event"
+EVENT_PATH = "/vonage/event"
 MAX_HEADER_BYTES = 512
 _MAX_AUTHORIZATION = 4096
 
