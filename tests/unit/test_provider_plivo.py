@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 
 from service.providers.base import (
-    ENCODING_L16,
     ENCODING_MULAW,
+    ENCODING_PCM16LE,
     ClearAcknowledged,
     DtmfReceived,
     MarkEchoed,
@@ -64,7 +64,7 @@ def test_start_declares_format_ids_and_headers() -> None:
     event = dialect.parse(frames.start())
     assert event == StreamStarted(
         stream_id=frames.stream_id, call_id=frames.call_id, account_id="MAODZKMDFJMJU3MTEYNG",
-        custom_parameters={"callbridgeToken": "ab12", "tenant": "acme"}, encoding=ENCODING_L16, sample_rate=16000,
+        custom_parameters={"callbridgeToken": "ab12", "tenant": "acme"}, encoding=ENCODING_PCM16LE, sample_rate=16000,
     )
     assert dialect.phase is StreamPhase.STREAMING
 
@@ -172,7 +172,7 @@ def test_odd_l16_media_and_out_of_order_events() -> None:
 def test_outbound_messages_and_framing() -> None:
     dialect, frames = started(CT_L16_16)
     assert media_framing(dialect).multiple_of == 2
-    pcm = np.arange(-320, 320, dtype=">i2").tobytes()
+    pcm = np.arange(-320, 320, dtype="<i2").tobytes()
     frame = build_media_frame(dialect, pcm)
     assert isinstance(frame, str)
     msg = validate_gateway_frame(frame, frames)

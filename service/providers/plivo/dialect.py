@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Literal
 import orjson
 
 from service.providers.base import (
-    ENCODING_L16,
     ENCODING_MULAW,
+    ENCODING_PCM16LE,
     ClearAcknowledged,
     MarkEchoed,
     MediaFraming,
@@ -59,12 +59,12 @@ MEDIA_PATH = "/plivo/media"
 PlivoContentType = Literal["audio/x-mulaw;rate=8000", "audio/x-l16;rate=8000", "audio/x-l16;rate=16000"]
 CONTENT_TYPES: dict[str, tuple[str, str, int]] = {
     "audio/x-mulaw;rate=8000": ("audio/x-mulaw", ENCODING_MULAW, 8000),
-    "audio/x-l16;rate=8000": ("audio/x-l16", ENCODING_L16, 8000),
-    "audio/x-l16;rate=16000": ("audio/x-l16", ENCODING_L16, 16000),
+    "audio/x-l16;rate=8000": ("audio/x-l16", ENCODING_PCM16LE, 8000),
+    "audio/x-l16;rate=16000": ("audio/x-l16", ENCODING_PCM16LE, 16000),
 }
 """``<Stream contentType>`` -> (Plivo's encoding name on the wire, our encoding name, rate). Plivo's
-L16 is taken in network byte order, as the MIME type defines it (docs/providers/plivo.md, "Open
-questions": confirm on a live account)."""
+``audio/x-l16`` is little-endian PCM, unlike RTP's L16 (docs/audio.md, "L16 framing"; confirm on a
+live account: docs/providers/plivo.md, "Open questions")."""
 SETTING_CONTENT_TYPES: dict[str, PlivoContentType] = {
     "mulaw": "audio/x-mulaw;rate=8000",
     "l16-8k": "audio/x-l16;rate=8000",
@@ -121,7 +121,7 @@ class PlivoDialect(JsonStreamDialect):
             raise ValueError(f"unsupported Plivo contentType {content_type!r} ({', '.join(CONTENT_TYPES)})")
         self.content_type = content_type
         self.wire_encoding, self.encoding, self.sample_rate = CONTENT_TYPES[content_type]
-        self.width = 2 if self.encoding == ENCODING_L16 else 1
+        self.width = 2 if self.encoding == ENCODING_PCM16LE else 1
         per_second = self.sample_rate * self.width
         # playAudio is queued and played in order; any whole number of samples, at most 10 s per message.
         self.media_framing = MediaFraming(multiple_of=self.width, min_bytes=self.width, max_bytes=per_second * _MAX_PAYLOAD_SECONDS)
