@@ -39,6 +39,7 @@ from service.providers.plivo.auth import (
     stream_xml,
     token_from_header,
     token_to_header,
+    transfer_request,
     transfer_xml,
     verify_plivo_webhook,
 )
@@ -317,6 +318,11 @@ def test_transfer_xml() -> None:
                 {"sip_uri": "sip:a b@c"}, {"conference": "a b"}, {"number": "+4915112345678", "timeout_s": 0}):
         with pytest.raises(ValueError):
             transfer_xml(**bad)  # type: ignore[arg-type]
+    assert transfer_request("https://gw.example.com/plivo/after-stream") == {
+        "legs": "aleg", "aleg_url": "https://gw.example.com/plivo/after-stream", "aleg_method": "POST"}
+    for url in ("ftp://x/y", "/relative", "https://x/y#frag"):
+        with pytest.raises(ValueError):
+            transfer_request(url)
 
 
 # --- the stand-in over a real socket ---------------------------------------------------------------

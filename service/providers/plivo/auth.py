@@ -40,6 +40,7 @@ __all__ = [
     "stream_xml",
     "token_from_header",
     "token_to_header",
+    "transfer_request",
     "transfer_xml",
     "verify_plivo_webhook",
 ]
@@ -193,3 +194,13 @@ def transfer_xml(
         dial.add(plivoxml.UserElement(sip_uri))
     response.add(dial)
     return str(response.to_string(pretty=False))
+
+
+def transfer_request(after_stream_url: str) -> dict[str, str]:
+    """Form body of ``POST /v1/Account/{auth_id}/Call/{call_uuid}/`` (HTTP Basic ``auth_id:auth_token``)
+    that moves the caller's leg of a live call to ``after_stream_url``, which answers ``transfer_xml``:
+    the REST alternative to waiting for the stream to end."""
+    parts = urlsplit(after_stream_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+        raise ValueError("after_stream_url must be an absolute http(s) URL")
+    return {"legs": "aleg", "aleg_url": after_stream_url, "aleg_method": "POST"}
