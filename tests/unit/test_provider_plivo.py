@@ -96,6 +96,12 @@ def test_acks_without_stream_id_are_accepted_but_a_wrong_one_is_not() -> None:
         dialect.parse(json.dumps({"event": "media", "media": {"payload": "AAAA"}}))
 
 
+def test_dtmf_and_stop_without_stream_id() -> None:
+    dialect, frames = started()
+    assert dialect.parse(json.dumps({"event": "dtmf", "dtmf": {"digit": "#"}})) == DtmfReceived("#")
+    assert dialect.parse(json.dumps({"event": "stop"})) == StreamStopped(call_id=frames.call_id)
+
+
 def test_close_without_stop_is_the_end() -> None:
     dialect, frames = started()
     assert dialect.connection_closed() == StreamStopped(call_id=frames.call_id, reason="closed")
@@ -201,11 +207,11 @@ def test_conforms_and_rejects_unknown_content_type() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400) | st.text(max_size=200))
 def test_random_input_only_ever_raises_protocol_error(data: bytes | str) -> None:
-    dialect, _ = started()
-    try:
-        dialect.parse(data)
-    except ProtocolError:
-        pass
+    for dialect in (PlivoDialect(), started()[0]):
+        try:
+            dialect.parse(data)
+        except ProtocolError:
+            pass
 
 
 @settings(max_examples=100, deadline=None)
