@@ -155,6 +155,12 @@ class TelephonyDialect(Protocol):
     first where the provider needs the stream id on outbound messages. ``build_media`` takes wire audio
     in the stream's encoding; a dialect may also carry a ``media_framing`` (``MediaFraming``) attribute
     that its ``build_media`` enforces (read it with ``media_framing(dialect)``).
+
+    Optional extensions (read through the helpers below, so older dialects keep working):
+    ``build_media_frame(audio) -> str | bytes`` for carriers whose media is binary (Vonage; send it with
+    ``build_media_frame(dialect, audio)``), and ``connection_closed() -> StreamStopped | None`` for
+    carriers that end a stream by closing the socket without a stop message (Plivo, Vonage; call
+    ``stream_closed(dialect)`` when the socket closes).
     """
 
     name: str
@@ -166,3 +172,13 @@ class TelephonyDialect(Protocol):
     def build_mark(self, name: str) -> str: ...
 
     def build_clear(self) -> str: ...
+
+
+def stream_closed(dialect: object) -> StreamStopped | None:
+    """The socket closed: the ``StreamStopped`` to deliver when the dialect has ``connection_closed`` and
+    its stream was still running (the carrier sent no stop), else None."""
+    closed = getattr(dialect, "connection_closed", None)
+    if closed is None:
+        return None
+    event: StreamStopped | None = closed()
+    return event

@@ -31,6 +31,7 @@ from service.providers.base import (
     TelephonyDialect,
     build_media_frame,
     media_framing,
+    stream_closed,
 )
 from service.providers.jsonwire import StreamPhase
 from service.providers.plivo.auth import (
@@ -197,6 +198,12 @@ def test_outbound_messages_and_framing() -> None:
         dialect.build_media(pcm)
 
 
+def test_stream_closed_helper_ignores_dialects_without_it() -> None:
+    assert stream_closed(object()) is None
+    dialect, frames = started()
+    assert stream_closed(dialect) == StreamStopped(call_id=frames.call_id, reason="closed")
+
+
 def test_conforms_and_rejects_unknown_content_type() -> None:
     dialect: TelephonyDialect = PlivoDialect()
     assert dialect.name == "plivo"
@@ -352,7 +359,7 @@ async def test_standin_framing_against_the_dialect_on_a_real_socket() -> None:
                 await ws.send(dialect.build_media(b"\x7f" * 16000))
                 await ws.send(dialect.build_mark("never"))
                 await ws.send(dialect.build_clear())
-        closed = dialect.connection_closed()
+        closed = stream_closed(dialect)
         if closed is not None:
             events.append(closed)
 

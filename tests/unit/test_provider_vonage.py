@@ -33,6 +33,7 @@ from service.providers.base import (
     TelephonyDialect,
     build_media_frame,
     media_framing,
+    stream_closed,
 )
 from service.providers.jsonwire import StreamPhase
 from service.providers.vonage.auth import (
@@ -310,7 +311,7 @@ async def test_standin_against_the_dialect_on_a_real_socket() -> None:
                         await ws.send(dialect.build_media_frame(chunk))
                     await ws.send(dialect.build_mark("never"))
                     await ws.send(dialect.build_clear())
-        closed = dialect.connection_closed()
+        closed = stream_closed(dialect)
         if closed is not None:
             events.append(closed)
 
