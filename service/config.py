@@ -89,6 +89,23 @@ class Settings(BaseSettings):
     telnyx_signature_tolerance_s: int = Field(
         300, ge=1, le=3600, description="Telnyx webhooks whose telnyx-timestamp is further than this from now are refused."
     )
+    plivo_auth_token: SecretStr = Field(
+        SecretStr(""),
+        description="Plivo account auth token: validates X-Plivo-Signature-V3. Empty = reject all Plivo webhooks.",
+    )
+    plivo_content_type: Literal["mulaw", "l16-8k", "l16-16k"] = Field(
+        "mulaw",
+        description="Plivo stream audio, both directions: `mulaw` (8 kHz), `l16-8k` or `l16-16k` "
+        "(the `<Stream contentType>` we ask for).",
+    )
+    vonage_signature_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Vonage account signature secret: validates the HS256 JWT on signed webhooks. "
+        "Empty = reject all Vonage webhooks.",
+    )
+    vonage_rate: int = Field(
+        16000, description="Rate of the Vonage websocket's L16 audio (`content-type` in the NCCO): 16000 or 8000."
+    )
     exotel_stream_user: str = Field(
         "", description="User name Exotel presents with HTTP Basic on the media-socket upgrade. Empty = refuse all."
     )
@@ -240,6 +257,13 @@ class Settings(BaseSettings):
     def _exotel_rate(cls, value: int) -> int:
         if value not in (8000, 16000):
             raise ValueError("must be 8000 or 16000")
+        return value
+
+    @field_validator("vonage_rate")
+    @classmethod
+    def _vonage_rate(cls, value: int) -> int:
+        if value not in (8000, 16000):
+            raise ValueError("must be 16000 or 8000")
         return value
 
     @field_validator("telnyx_public_key")

@@ -75,6 +75,12 @@ class MarkEchoed:
 
 
 @dataclass(frozen=True, slots=True)
+class ClearAcknowledged:
+    """The carrier confirmed a flush (Plivo ``clearedAudio``, Vonage ``websocket:cleared``): the audio
+    queued before our clear will not play. Carriers without an acknowledgement never send it."""
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStopped:
     """The stream ended on the provider's side (hang-up, or the stream was stopped).
 
@@ -118,8 +124,27 @@ def media_framing(dialect: object) -> MediaFraming:
 
 
 TelephonyEvent = (
-    StreamConnected | StreamStarted | MediaReceived | DtmfReceived | MarkEchoed | StreamStopped | ProviderErrorReported
+    StreamConnected
+    | StreamStarted
+    | MediaReceived
+    | DtmfReceived
+    | MarkEchoed
+    | StreamStopped
+    | ProviderErrorReported
+    | ClearAcknowledged
 )
+
+
+def build_media_frame(dialect: object, audio: bytes) -> str | bytes:
+    """One outbound media frame: the dialect's ``build_media_frame`` when it has one (carriers whose
+    media is BINARY, e.g. Vonage, return ``bytes`` there and refuse ``build_media``), else its
+    ``build_media`` (a text frame). An I/O adapter sends ``bytes`` as a binary frame, ``str`` as text."""
+    binary = getattr(dialect, "build_media_frame", None)
+    if binary is not None:
+        frame: str | bytes = binary(audio)
+        return frame
+    text: str = dialect.build_media(audio)  # type: ignore[attr-defined]
+    return text
 
 
 class TelephonyDialect(Protocol):
@@ -130,6 +155,12 @@ class TelephonyDialect(Protocol):
     first where the provider needs the stream id on outbound messages. ``build_media`` takes wire audio
     in the stream's encoding; a dialect may also carry a ``media_framing`` (``MediaFraming``) attribute
     that its ``build_media`` enforces (read it with ``media_framing(dialect)``).
+
+    Optional extensions (read through the helpers below, so older dialects keep working):
+    ``build_media_frame(audio) -> str | bytes`` for carriers whose media is binary (Vonage; send it with
+    ``build_media_frame(dialect, audio)``), and ``connection_closed() -> StreamStopped | None`` for
+    carriers that end a stream by closing the socket without a stop message (Plivo, Vonage; call
+    ``stream_closed(dialect)`` when the socket closes).
     """
 
     name: str
@@ -141,3 +172,13 @@ class TelephonyDialect(Protocol):
     def build_mark(self, name: str) -> str: ...
 
     def build_clear(self) -> str: ...
+
+
+def stream_closed(dialect: object) -> StreamStopped | None:
+    """The socket closed: the ``StreamStopped`` to deliver when the dialect has ``connection_closed`` and
+    its stream was still running (the carrier sent no stop), else None."""
+    closed = getattr(dialect, "connection_closed", None)
+    if closed is None:
+        return None
+    event: StreamStopped | None = closed()
+    return event

@@ -127,6 +127,24 @@ def test_carrier_settings_defaults_and_validation(monkeypatch: pytest.MonkeyPatc
     assert "PSKsecret" not in repr(settings)
 
 
+def test_plivo_and_vonage_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.providers.plivo.dialect import SETTING_CONTENT_TYPES, PlivoDialect
+    from service.providers.vonage.dialect import VonageDialect
+
+    settings = load_settings()
+    assert (settings.plivo_content_type, settings.vonage_rate) == ("mulaw", 16000)
+    assert not settings.plivo_auth_token.get_secret_value() and not settings.vonage_signature_secret.get_secret_value()
+    monkeypatch.setenv("CALLBRIDGE_PLIVO_AUTH_TOKEN", "plivo-secret-token")
+    monkeypatch.setenv("CALLBRIDGE_VONAGE_SIGNATURE_SECRET", "vonage-secret")
+    monkeypatch.setenv("CALLBRIDGE_VONAGE_RATE", "8000")
+    for choice, content_type in SETTING_CONTENT_TYPES.items():
+        monkeypatch.setenv("CALLBRIDGE_PLIVO_CONTENT_TYPE", choice)
+        settings = load_settings()
+        assert PlivoDialect(SETTING_CONTENT_TYPES[settings.plivo_content_type]).content_type == content_type
+    assert VonageDialect(settings.vonage_rate).frame_bytes == 320
+    assert "plivo-secret-token" not in repr(settings) and "vonage-secret" not in repr(settings)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
@@ -135,6 +153,8 @@ def test_carrier_settings_defaults_and_validation(monkeypatch: pytest.MonkeyPatc
         ("TELNYX_CODEC", "OPUS", "TELNYX_CODEC"),
         ("EXOTEL_SAMPLE_RATE", "24000", "EXOTEL_SAMPLE_RATE"),
         ("TELNYX_SIGNATURE_TOLERANCE_S", "0", "TELNYX_SIGNATURE_TOLERANCE_S"),
+        ("PLIVO_CONTENT_TYPE", "audio/x-alaw", "PLIVO_CONTENT_TYPE"),
+        ("VONAGE_RATE", "24000", "VONAGE_RATE"),
     ],
 )
 def test_bad_carrier_settings_name_the_variable(

@@ -1,0 +1,1 @@
+"""Plivo (Audio Streams, bidirectional): pure dialect and auth; see docs/providers/plivo.md."""
