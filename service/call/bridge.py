@@ -38,15 +38,14 @@ from typing import Any
 import structlog
 
 from service import metrics
-from service.audio.codecs import codec_spec, make_inbound, make_outbound
 from service.audio.tones import apology_pcm16
 from service.call.handoff import Handoff, HandoffState
 from service.call.history import ConversationHistory
+from service.call.legs import BotLeg, CallerLeg
 from service.call.link import LinkState, ModelLink, SendText
 from service.call.machine import InvalidTransition
 from service.call.observer import CallObserver, EscalationRequest, NullObserver
 from service.call.phase import TRANSITIONS, CallState, call_phase
-from service.call.playback import PlaybackLedger, PlaybackState
 from service.call.stats import CallStats
 from service.call.toolargs import ESCALATION_TOOL_NAME, parse_tool_arguments, tool_arguments_problem
 from service.call.turns import ReplyState, ReplyTracker
@@ -59,8 +58,6 @@ __all__ = ["ESCALATION_TOOL_NAME", "TRANSITIONS", "CallBridge", "CallState", "Ca
 
 log = structlog.get_logger(__name__)
 
-# callbridge_frames_in_total is added to once a second of audio per call, not per frame.
-_FRAMES_IN_REPORT_EVERY = 50
 # Error codes that are expected races, not failures (docs/models/realtime.md, "Errors").
 _BENIGN_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
@@ -103,16 +100,13 @@ class CallBridge:
         self._rest_transfer = rest_transfer
         self._max_malformed = max_malformed_frames
         self._clock = clock
-        spec = codec_spec(*codec)
-        self._wire_bytes_per_ms = spec.rate * spec.bytes_per_sample // 1000
-        self._inbound, self._outbound = make_inbound(*codec), make_outbound(*codec)
         self.phase = call_phase(lambda new, old: self._observer.state_changed(new.value, old.value))
         self.link = ModelLink()
         self.replies = ReplyTracker()
-        self.ledger = PlaybackLedger(self._wire_bytes_per_ms)
         self.handoff = Handoff()
+        self.caller = CallerLeg(codec, self.link, realtime, self.stats, self._observer, self.realtime_lost)
+        self.bot = BotLeg(codec, provider, to_provider, self.stats, clock)
         self._handoff_guard: asyncio.TimerHandle | None = None
-        self._frames_in_reported = 0
         self._speech_stopped_at: float | None = None
         self._history = ConversationHistory()
 
@@ -144,20 +138,9 @@ class CallBridge:
             return error
 
     def forward_media_now(self, payload: bytes, received: float) -> bool:
-        """Inbound hot path without a task switch: forward one caller frame at once if the model
-        leg can take it without waiting. False: nothing done, use ``on_provider_event``. Callers
-        guarantee order (nothing received earlier is still waiting)."""
-        sender = self.link.audio_now
-        if sender is None or not sender.can_send_now():
-            return False
-        self._count_frame_in()
-        try:
-            sender.send_now(self._rt.audio_append_b64(self._inbound.process_b64(payload)))
-        except rt.RealtimeClosed:
-            self.realtime_lost()  # the model reader replaces the session; this frame is lost
-            return True
-        self._frame_forwarded(payload, received)
-        return True
+        """Inbound hot path without a task switch (``CallerLeg.forward_now``). Callers guarantee
+        order: nothing received earlier is still waiting."""
+        return self.caller.forward_now(payload, received)
 
     def mark_echoed_now(self, name: str) -> bool:
         """A playback marker echo handled without awaiting (same ordering contract as
@@ -187,16 +170,7 @@ class CallBridge:
 
     async def _provider_event(self, event: pv.TelephonyEvent | pv.ProtocolError, received: float) -> None:
         if isinstance(event, pv.MediaReceived):
-            self._count_frame_in()
-            if self.link.audio_send is None:
-                self.link.prebuffer.append(event.payload)  # session not configured yet (bounded: 1 s)
-                return
-            try:
-                await self.link.audio_send(self._rt.audio_append_b64(self._inbound.process_b64(event.payload)))
-            except rt.RealtimeClosed:
-                self.realtime_lost()
-                return
-            self._frame_forwarded(event.payload, received)
+            await self.caller.forward(event.payload, received)
         elif isinstance(event, pv.MarkEchoed):
             if self._mark_echoed(event.name) and self.handoff.state is HandoffState.SPOKEN:
                 await self._transfer()  # the hand-off line has been heard: transfer now
@@ -217,19 +191,9 @@ class CallBridge:
         else:  # a second handshake, or a provider notice the core does not act on
             log.warning("provider.unexpected_event", event_type=type(event).__name__)
 
-    def _count_frame_in(self) -> None:
-        self.stats.frames_in += 1
-        if self.stats.frames_in - self._frames_in_reported >= _FRAMES_IN_REPORT_EVERY:
-            self._report_frames_in()
-
-    def _frame_forwarded(self, payload: bytes, received: float) -> None:
-        if received >= self.link.live_since:  # frames held while the session was set up are not "live"
-            metrics.FRAME_FORWARD.observe(time.perf_counter() - received)
-        self._observer.caller_audio(payload)
-
     def _mark_echoed(self, name: str) -> bool:
         """Apply an echo to the ledger; True if it drained playback (the caller heard everything)."""
-        if self.ledger.on_mark_echoed(name, self._clock()) and self.ledger.state is PlaybackState.SILENT:
+        if self.bot.echoed(name):
             self.phase.fire("playback_done")
             return True
         return False
@@ -266,9 +230,7 @@ class CallBridge:
         """Send the configuration, then the held caller audio in order, then let audio flow live."""
         await self._send_model(self._rt.session_update(self._config_for_session()))
         self.link.configure()
-        while self.link.prebuffer and self.link.send is not None:
-            await self._send_model(self._rt.audio_append_b64(self._inbound.process_b64(self.link.prebuffer.popleft())))
-        self.link.open_audio()
+        await self.caller.send_held(self._send_model)
 
     def _config_for_session(self) -> rt.SessionConfig:
         """A replacement session's instructions carry the conversation so far (docs/models/realtime.md,
@@ -329,17 +291,10 @@ class CallBridge:
         if self.replies.is_dropped(delta.response_id):
             self.stats.dropped_deltas += 1
             return
-        wire = self._outbound.process(delta.audio)
-        if not wire:
+        if not await self.bot.play(delta.item_id, delta.audio):
             return
-        now = self._clock()
-        await self._to_provider(self._provider.build_media(wire))
-        await self._to_provider(self._provider.build_mark(self.ledger.on_audio_sent(delta.item_id, len(wire), now)))
-        self.stats.frames_out += 1
-        self.stats.bot_audio_ms += len(wire) / self._wire_bytes_per_ms
-        metrics.FRAMES_OUT.inc()
         if self._speech_stopped_at is not None:
-            latency, self._speech_stopped_at = now - self._speech_stopped_at, None
+            latency, self._speech_stopped_at = self._clock() - self._speech_stopped_at, None
             self.stats.response_latencies_ms.append(latency * 1000)
             metrics.FIRST_AUDIO_SECONDS.observe(latency)
         self.phase.fire("bot_audio")
@@ -355,10 +310,8 @@ class CallBridge:
     async def _output_yielded(self, _event: rt.OutputYielded) -> None:
         """A full-duplex model stopped talking because the caller talked over it: whatever is still
         queued at the provider is stale, so flush it. No cancel or truncate (the model did that)."""
-        if self.ledger.state is PlaybackState.PLAYING:
-            await self._to_provider(self._provider.build_clear())
-            self.ledger.on_clear(self._clock())
-            self._outbound.reset()
+        if self.bot.playing:
+            await self.bot.flush()
             self.phase.fire("barge_in")
 
     async def _response_created(self, event: rt.ResponseCreated) -> None:
@@ -392,32 +345,26 @@ class CallBridge:
     # barge-in (docs/models/realtime.md, "Barge-in"; docs/providers/twilio.md, "Marks and clear")
 
     async def _barge_in(self) -> None:
-        """Clear the provider first, then cancel the reply and truncate each item at what was heard.
+        """Flush the provider first, then cancel the reply and truncate each item at what was heard.
         With nothing playing, only a reply still generating is cancelled (its deltas dropped)."""
-        now = self._clock()
-        playing = self.ledger.state is PlaybackState.PLAYING
-        if playing:
-            await self._to_provider(self._provider.build_clear())
-        cleared_at = self._clock()
-        positions = self.ledger.clear(cleared_at) if playing else []
+        started = self._clock()
+        positions = await self.bot.flush() if self.bot.playing else None
+        reaction = self._clock() - started
         if (response := self.replies.drop_active()) is not None:
             await self._send_model(self._rt.response_cancel(response))
-        if not playing:
+        if positions is None:
             return
-        self._outbound.reset()
         for cut in (p for p in positions if p.cut):
             await self._send_model(self._rt.item_truncate(cut.item_id, cut.heard_ms))
             self.stats.truncates += 1
             self._observer.bot_truncated(cut.item_id, cut.heard_ms, cut.sent_ms)
             self._history.shorten(cut.item_id, cut.heard_ms, cut.sent_ms)
-        reaction = cleared_at - now
         self.stats.barge_ins += 1
         self.stats.barge_in_reactions_ms.append(reaction * 1000)
         metrics.BARGE_INS.inc()
         metrics.BARGE_IN_REACTION_SECONDS.observe(reaction)
-        head = positions[0]
-        log.info("call.barge_in", item_id=head.item_id, heard_ms=head.heard_ms, sent_ms=head.sent_ms,
-                 reaction_ms=round(reaction * 1000, 3))
+        log.info("call.barge_in", item_id=positions[0].item_id, heard_ms=positions[0].heard_ms,
+                 sent_ms=positions[0].sent_ms, reaction_ms=round(reaction * 1000, 3))
         self.phase.fire("barge_in")
 
     # ------------------------------------------------------------------------------------------------
@@ -443,7 +390,7 @@ class CallBridge:
             if tool_calls and self.handoff.state is HandoffState.NONE and self.replies.pending is None:
                 self.replies.pending = ""  # a function output never triggers a response by itself
         if self.handoff.response_done(done.response_id):  # the hand-off line has been generated
-            if self.ledger.state is PlaybackState.SILENT:
+            if not self.bot.playing:
                 await self._transfer()
             return
         if self.handoff.state is HandoffState.PENDING:
@@ -546,10 +493,7 @@ class CallBridge:
         self.stats.errors += 1
         log.error("call.failed", reason=reason)
         try:
-            self._outbound.reset()
-            tone = self._outbound.process(apology_pcm16())
-            await self._to_provider(self._provider.build_media(tone))
-            await asyncio.sleep(len(tone) / self._wire_bytes_per_ms / 1000)  # let it play (no event to wait on)
+            await asyncio.sleep(await self.bot.play_tone(apology_pcm16()))  # let it play (no event to wait on)
         except Exception as error:  # the stream may already be gone
             log.info("call.apology_not_played", error=repr(error)[:300])
         await self.end(reason, close_code=1011)
@@ -568,13 +512,9 @@ class CallBridge:
             log.debug("provider.close_failed", error=repr(error)[:300])
         self.ended.set()
 
-    def _report_frames_in(self) -> None:
-        metrics.FRAMES_IN.inc(self.stats.frames_in - self._frames_in_reported)
-        self._frames_in_reported = self.stats.frames_in
-
     def finish(self) -> dict[str, Any]:
         """Mark ENDED, close the link and produce the call summary (logged once by the session)."""
-        self._report_frames_in()
+        self.caller.report()
         if self.phase.state is CallState.ENDING:
             self.phase.fire("closed")
         self.link.close()
