@@ -1,7 +1,8 @@
 """Run the protocol-exact Realtime stand-in in its own process for load scenarios; prints its URL.
 
 Appends are not strictly re-validated (``validate_appends=False``: the append builder is validated
-by the unit tests) and not recorded, so the stand-in is not the bottleneck. Stops on SIGTERM.
+by the unit tests) and not recorded, so the stand-in is not the bottleneck. Stops on SIGTERM. SIGUSR1
+drops every open session with close code 1011 (a model-side fault; the fault suite uses it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ async def main(reply_ms: int, replies: bool) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     async with RealtimeStandIn(behaviour) as server:
+
+        closing: set[asyncio.Task[None]] = set()
+
+        def drop_all() -> None:
+            for session in list(server.sessions):
+                if not session.closed:
+                    task = loop.create_task(session.close(1011, "fault injected"))
+                    closing.add(task)
+                    task.add_done_callback(closing.discard)
+
+        loop.add_signal_handler(signal.SIGUSR1, drop_all)
         print(server.url, flush=True)
         await stop.wait()
         print(f"violations={len(server.violations)}", flush=True)
