@@ -283,7 +283,7 @@ class JsonStreamDialect:
         except (binascii.Error, ValueError):
             raise ProtocolError("media.payload is not valid base64") from None
         track = media.get("track")
-        if track is not None and track not in self.media_tracks:
+        if track is not None and (type(track) is not str or track not in self.media_tracks):
             raise ProtocolError(f"media.track must be one of {sorted(self.media_tracks)}, got {describe(track)}")
         self._check_audio(audio)
         chunk = media.get("chunk")

@@ -87,3 +87,22 @@ def test_dialects_without_framing_rules_accept_any_chunk() -> None:
     assert media_framing(TwilioDialect()) is ANY_FRAMING
     assert media_framing(object()) is ANY_FRAMING
     assert media_framing(SignalWireDialect()) == ANY_FRAMING
+
+
+def test_media_track_of_a_wrong_type_is_a_protocol_error() -> None:
+    """Regression (found by tests/fuzz): a list as ``media.track`` raised TypeError (unhashable)."""
+    import json as _json
+
+    from service.providers.base import ProtocolError as _ProtocolError
+    from service.providers.signalwire.dialect import SignalWireDialect
+    from tests.standins.json_stream_caller import CarrierFrames
+    from tests.standins.signalwire_caller import PROFILE
+
+    frames = CarrierFrames(PROFILE)
+    dialect = SignalWireDialect()
+    dialect.parse(frames.connected())
+    dialect.parse(frames.start({"stream_token": "t"}))
+    media = _json.loads(frames.media(bytes(160)))
+    media["media"]["track"] = ["inbound"]
+    with pytest.raises(_ProtocolError, match=r"media\.track"):
+        dialect.parse(_json.dumps(media))
