@@ -197,6 +197,14 @@ class Settings(BaseSettings):
     handoff_line: str = Field(
         defaults.HANDOFF_LINE, description="What the bot says before a hand-off."
     )
+    resume_calls: bool = Field(
+        True, description="Resume a call on any replica when its media stream dropped (replica crash, broken socket)."
+    )
+    max_resumes: int = Field(3, ge=1, le=20, description="Resumptions allowed per call (then the call ends).")
+    resume_line: str = Field(
+        "Sorry, we had a brief interruption on the line. I'm still here.",
+        description="What the bot says first on a resumed call (in the caller's language).",
+    )
     escalation_webhook_url: str = Field(
         "", description="Where escalation records are POSTed (an http:// or https:// URL). Empty = not delivered."
     )

@@ -25,6 +25,9 @@ ACTIVE_CALLS = Gauge(
     "callbridge_active_calls", "Calls currently bridged by this replica.", multiprocess_mode="livesum"
 )
 CALLS_STARTED = Counter("callbridge_calls_started_total", "Calls whose media stream was accepted.", ["provider"])
+CALLS_RESUMED = Counter(
+    "callbridge_calls_resumed_total", "Dropped media streams answered with a fresh stream (the call resumes on any replica)."
+)
 CALLS_ENDED = Counter(
     "callbridge_calls_ended_total", "Calls ended, by outcome.", ["outcome"]
 )  # completed | escalated | error

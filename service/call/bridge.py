@@ -86,6 +86,7 @@ class CallBridge:
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
         max_malformed_frames: int = 50,
         codec: tuple[str, int] = (pv.ENCODING_MULAW, 8000),
+        resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.call_id = call_id
@@ -109,6 +110,10 @@ class CallBridge:
         self._handoff_guard: asyncio.TimerHandle | None = None
         self._speech_stopped_at: float | None = None
         self._history = ConversationHistory()
+        # A call resumed on this replica after its stream dropped: (conversation so far, first line).
+        self._resume_line = resume[1] if resume else ""
+        for role, text in resume[0] if resume else ():
+            self._history.add(role, text, "")
 
     @property
     def state(self) -> CallState:
@@ -235,7 +240,7 @@ class CallBridge:
     def _config_for_session(self) -> rt.SessionConfig:
         """A replacement session's instructions carry the conversation so far (docs/models/realtime.md,
         "Reconnecting": seeding it as items risks text-only replies)."""
-        note = self._history.seed_note() if self.link.replaced else ""
+        note = self._history.seed_note() if self.link.replaced or self._resume_line else ""
         return replace(self._config, instructions=self._config.instructions + note) if note else self._config
 
     async def _send_model(self, text: str) -> None:
@@ -281,8 +286,11 @@ class CallBridge:
         self.link.ready()
         if self.phase.state is CallState.CONNECTING:
             self.phase.fire("session_ready")
-            log.info("call.session_ready")
-            if self._greeting:
+            log.info("call.session_ready", resumed=bool(self._resume_line))
+            if self._resume_line:  # the caller heard the line go quiet: say so first
+                await self._request_response(
+                    f'Say this to the caller, in the caller\'s language, then continue the conversation: "{self._resume_line}"')
+            elif self._greeting:
                 await self._request_response(None)
         elif self.handoff.state is HandoffState.PENDING and not self.replies.busy:
             await self._speak_handoff()  # the replacement session says the hand-off line

@@ -83,7 +83,7 @@ def _voice_features(mulaw: bytes, baseline: VoiceBaseline) -> VoiceTurnFeatures:
 class CallRecorder:
     """The per-call ``CallObserver``."""
 
-    def __init__(self, gateway: Gateway, started: StreamStarted, provider: str) -> None:
+    def __init__(self, gateway: Gateway, started: StreamStarted, provider: str, started_at: str = "") -> None:
         self._gateway = gateway
         self._settings = gateway.settings
         self.call_id = started.call_id
@@ -111,6 +111,7 @@ class CallRecorder:
                 "from": started.custom_parameters.get("from", ""),
                 "to": started.custom_parameters.get("to", ""),
                 "realtime_provider": self._settings.provider,
+                **({"started_at": started_at} if started_at else {}),  # a resumed call keeps its start
             })
 
     def attach(self, bridge: CallBridge) -> None:
@@ -236,8 +237,9 @@ class CallRecorder:
         if self._voice is not None:
             self._voice.cancel()
         if self._state is not None:  # leaves the active index; escalation_status is kept
+            self._state.set_fields({"end_reason": str(summary.get("end_reason", ""))[:120]})
             self._state.ended(str(summary.get("outcome", "completed")))
 
 
-def build_observer(gateway: Gateway, started: StreamStarted, provider: str) -> CallRecorder:
-    return CallRecorder(gateway, started, provider)
+def build_observer(gateway: Gateway, started: StreamStarted, provider: str, started_at: str = "") -> CallRecorder:
+    return CallRecorder(gateway, started, provider, started_at)

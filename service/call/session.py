@@ -63,6 +63,7 @@ class CallSession:
         session_config: SessionConfig,
         open_session: Callable[[Settings], Awaitable[RealtimeTransport]],
         codec: tuple[str, int] = (ENCODING_MULAW, 8000),
+        resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.settings = settings
@@ -84,6 +85,7 @@ class CallSession:
             rest_transfer=rest_transfer,
             max_malformed_frames=settings.max_malformed_frames,
             codec=codec,
+            resume=resume,
         )
 
     async def run(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class CallStats:
     barge_in_reactions_ms: list[float] = field(default_factory=list)
     errors: int = 0
     invalid_transitions: int = 0  # peer events a state object refused (logged, skipped)
+    resumed: int = 0  # times this call resumed on a replica after its stream dropped
     dtmf: int = 0  # keys pressed: a count only, never the digits (docs/security.md, "Personal data")
 
     def summary(self) -> dict[str, Any]:
@@ -44,4 +45,5 @@ class CallStats:
             "errors": self.errors,
             "invalid_transitions": self.invalid_transitions,
             "dtmf_count": self.dtmf,
+            "resumed": self.resumed,
         }

@@ -466,15 +466,39 @@ class TwilioCallerStandIn:
         form = self.call_form(call_sid, from_, to)
         form.update(extra_form or {})
         response = await self.post_signed(self.public_url + VOICE_PATH, form, signature=signature)
+        return await self._connect_from(
+            response.status_code, response.text, call_sid=call_sid, from_=from_, to=to,
+            parameter_overrides=parameter_overrides, start_call_sid=start_call_sid, send_connected=send_connected,
+            send_start=send_start, continuous_media=continuous_media, follow_redirect=follow_redirect,
+            upgrade_signature=upgrade_signature, open_timeout=open_timeout)
+
+    async def follow(self, handle: CallHandle, open_timeout: float = 10.0) -> CallHandle | None:
+        """What Twilio does when the after-stream TwiML of ``handle`` (its stream ended, the call is up)
+        holds a new ``<Connect><Stream>``: open that stream for the same call. None otherwise."""
+        twiml = handle.after_stream_twiml
+        if handle.after_stream_status != 200 or not twiml or "<Connect" not in twiml:
+            return None
+        return await self._connect_from(
+            200, twiml, call_sid=handle.call_sid, from_=handle.from_, to=handle.to, parameter_overrides=None,
+            start_call_sid=None, send_connected=True, send_start=True, continuous_media=handle.continuous_media,
+            follow_redirect=handle.follow_redirect, upgrade_signature=True, open_timeout=open_timeout)
+
+    async def _connect_from(
+        self, status: int, text: str, *, call_sid: str, from_: str, to: str,
+        parameter_overrides: Mapping[str, str | None] | None, start_call_sid: str | None, send_connected: bool,
+        send_start: bool, continuous_media: bool, follow_redirect: bool, upgrade_signature: bool,
+        open_timeout: float,
+    ) -> CallHandle:
+        """Obey TwiML holding ``<Connect><Stream>``: open the stream (``CallRejected`` otherwise)."""
         verbs: list[TwimlVerb] | None = None
         with contextlib.suppress(ValueError):
-            verbs = parse_twiml(response.text)
+            verbs = parse_twiml(text)
         connect_at = next((i for i, v in enumerate(verbs or []) if v.name == "Connect"), None)
         stream = None
         if verbs is not None and connect_at is not None:
             stream = next((c for c in verbs[connect_at].children if c.name == "Stream"), None)
-        if response.status_code != 200 or verbs is None or connect_at is None or stream is None:
-            raise CallRejected(response.status_code, response.text, verbs)
+        if status != 200 or verbs is None or connect_at is None or stream is None:
+            raise CallRejected(status, text, verbs)
         assert verbs is not None and connect_at is not None
         parameters = {p.attrs.get("name", ""): p.attrs.get("value", "") for p in stream.children
                       if p.name == "Parameter"}
@@ -485,7 +509,7 @@ class TwilioCallerStandIn:
                 parameters[name] = value
         after = verbs[connect_at + 1:]
         handle = CallHandle(
-            self, call_sid=call_sid, from_=from_, to=to, twiml=response.text, verbs=verbs,
+            self, call_sid=call_sid, from_=from_, to=to, twiml=text, verbs=verbs,
             stream_url=stream.attrs.get("url", ""), parameters=parameters,
             after_connect=after, continuous_media=continuous_media, follow_redirect=follow_redirect,
         )
@@ -732,12 +756,18 @@ class CallHandle:
             redirect = next((v for v in self.after_connect if v.name == "Redirect"), None)
             if redirect is not None and redirect.text:
                 form = self.standin.call_form(self.call_sid, self.from_, self.to, status="in-progress")
-                try:
-                    response = await self.standin.post_signed(redirect.text, form)
-                    self.after_stream_status = response.status_code
-                    self.after_stream_twiml = response.text
-                except httpx.HTTPError as error:
-                    self.violations.append(f"after-stream redirect failed: {error!r}")
+                for attempt in (1, 2, 3):  # a webhook whose connection failed is retried
+                    try:
+                        response = await self.standin.post_signed(redirect.text, form)
+                        self.after_stream_status = response.status_code
+                        self.after_stream_twiml = response.text
+                        break
+                    except httpx.TransportError as error:
+                        if attempt == 3:
+                            self.violations.append(f"after-stream redirect failed: {error!r}")
+                    except (httpx.HTTPError, RuntimeError) as error:  # RuntimeError: the stand-in was closed
+                        self.violations.append(f"after-stream redirect failed: {error!r}")
+                        break
         self._finished.set()
         await self._notify()
 

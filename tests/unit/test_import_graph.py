@@ -125,5 +125,5 @@ def test_audio_imports_only_audio(module: str) -> None:
 
 def test_graph_sees_the_imports() -> None:
     """The graph is not vacuous: known edges are found (including one inside a function)."""
-    assert "service.call.bridge" in GRAPH and "service.call.playback" in GRAPH["service.call.bridge"]
+    assert "service.call.bridge" in GRAPH and "service.call.legs" in GRAPH["service.call.bridge"]
     assert "service.providers.base" in GRAPH["service.providers.twilio.dialect"]

@@ -44,7 +44,8 @@ from service.providers.twilio.dialect import (
 from service.providers.twilio.rest import update_call_twiml
 from service.providers.webform import FormRefused, read_webhook_form
 from service.realtime import sessions as model_sessions
-from service.redaction import mask_number
+from service.redaction import cap_text, mask_number
+from service.state.resume import ResumeSeed, claim_resume, take_resume_seed
 from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:
@@ -124,10 +125,35 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         call_sid = ""  # never a Redis key or a log value; an unknown call is not escalated
     escalated = await gateway.is_escalated(call_sid)
     settings = gateway.settings
-    log.info("twilio.after_stream", call_id=call_sid, escalated=escalated)
+    if not escalated and call_sid and await _resumable(gateway, call_sid):
+        # The stream dropped with the call still up: a fresh stream (new single-use token) that any
+        # replica can take; it re-seeds the conversation from Redis (docs/resume.md).
+        token = mint_stream_token(settings.effective_stream_token_secret(), call_sid, settings.stream_token_ttl_s)
+        twiml = connect_stream_twiml(settings.public_url, token,
+                                     {"from": params.get("From", ""), "to": params.get("To", "")}, AFTER_STREAM_PATH)
+        metrics.CALLS_RESUMED.inc()
+        log.info("twilio.after_stream", call_id=call_sid, escalated=False, resumed=True)
+        return Response(twiml, media_type=_XML)
+    log.info("twilio.after_stream", call_id=call_sid, escalated=escalated, resumed=False)
     return Response(
         after_stream_twiml(escalated, settings.transfer_queue, settings.transfer_number), media_type=_XML
     )
+
+
+async def _resumable(gateway: Gateway, call_sid: str) -> bool:
+    """Claim the resumption of a dropped stream in Redis (atomic; see ``service.state.resume``)."""
+    store = gateway.state_store
+    if not gateway.settings.resume_calls or store is None or gateway.draining:
+        return False
+    try:
+        verdict = await asyncio.wait_for(
+            claim_resume(store.redis, store.keys, call_sid, gateway.settings.max_resumes), timeout=3.0)
+    except Exception as error:  # Redis down: no resumption (the call is hung up as before)
+        log.warning("call.resume_check_failed", call_id=call_sid, error=cap_text(repr(error), 200))
+        return False
+    if verdict == "too_many":
+        log.warning("call.resume_refused", call_id=call_sid, reason="too many resumptions")
+    return verdict == "resume"
 
 
 class AsgiMessageSocket:
@@ -259,7 +285,8 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Tw
         realtime_provider=settings.provider,
     )
 
-    observer = build_observer(gateway, started, "twilio")
+    seed = await _resume_seed(gateway, started.call_id)
+    observer = build_observer(gateway, started, "twilio", seed.started_at if seed else "")
     rest_transfer = None
     if settings.transfer_via_rest and settings.twilio_account_sid:
         account_sid, call_sid = settings.twilio_account_sid, started.call_id
@@ -284,7 +311,11 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Tw
         socket=websocket,
         observer=observer,
         rest_transfer=rest_transfer,
+        resume=(seed.turns, settings.resume_line) if seed else None,
     )
+    if seed is not None:
+        session.bridge.stats.resumed = seed.resumes
+        log.info("call.resumed", resumes=seed.resumes, turns=len(seed.turns))
     observer.attach(session.bridge)
     gateway.register(started.call_id, session)
     try:
@@ -293,6 +324,17 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Tw
     finally:
         gateway.unregister(started.call_id)
         clear_call_context()
+
+
+async def _resume_seed(gateway: Gateway, call_id: str) -> ResumeSeed | None:
+    """The conversation so far if this stream resumes a dropped one (marked by after-stream)."""
+    if gateway.state_store is None:
+        return None
+    try:
+        return await asyncio.wait_for(take_resume_seed(gateway.state_store, call_id), timeout=2.0)
+    except Exception as error:  # Redis down: the call goes on as a new conversation
+        log.warning("call.resume_seed_failed", error=cap_text(repr(error), 200))
+        return None
 
 
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
