@@ -15,7 +15,11 @@ up. Scenarios:
 - ``webhook_down``: the receiver is down for ``--webhook-down-s`` seconds while the escalations
   happen (the records wait in the Redis stream and are delivered when it is back);
 - ``replica_kill_delivery``: two replicas; the receiver is down; the replica holding half of the
-  escalations is SIGKILLed with its deliveries pending; the other replica claims them (XAUTOCLAIM).
+  escalations is SIGKILLed with its deliveries pending; the other replica claims them (XAUTOCLAIM);
+- ``replica_kill_call``: two replicas behind a load-balancer stand-in; one is SIGKILLed mid-call;
+  its callers' streams drop, Twilio's after-stream gets a fresh stream and the calls resume on the
+  other replica (docs/resume.md), then escalate as usual. Reports calls resumed and the resume gaps
+  (from the drop to the first bot audio on the new stream).
 
 Per scenario: calls placed, calls dropped (closed by the gateway other than by the transfer, or
 cut by a killed replica), escalations expected (callers who pressed 0 on a live replica), delivered
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,7 +63,8 @@ UTTERANCE = "Hello, I am calling about my order, it has not arrived yet."
 class Rig:
     """One scenario's processes; ``close`` ends every one of them (idempotent)."""
 
-    def __init__(self, replicas: int, receiver: WebhookReceiver, name: str) -> None:
+    def __init__(self, replicas: int, receiver: WebhookReceiver, name: str, ports: list[int] | None = None,
+                 public_url: str | None = None) -> None:
         self.redis = private_redis()
         self.realtime, realtime_url = start_realtime_standin(reply_ms=1200)
         env = {
@@ -70,7 +76,9 @@ class Rig:
             "CALLBRIDGE_HEARTBEAT_TTL_S": "3",
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
-        self.ports = [free_port() for _ in range(replicas)]
+        self.ports = ports or [free_port() for _ in range(replicas)]
+        if public_url:
+            env["CALLBRIDGE_PUBLIC_URL"] = public_url
         self.gateways = [
             start_gateway(port, self.redis.url, realtime_url, {**env, "CALLBRIDGE_REPLICA_ID": f"r{n}"},
                           log_path=RESULTS / f"fault_{name}_r{n}.log")
@@ -241,6 +249,71 @@ async def replica_kill_delivery(calls: int, _options: argparse.Namespace) -> dic
             rig.close()
 
 
+async def _resuming_caller(base_url: str, index: int, press_at: float, outcome: dict[str, Any], speech: bytes,
+                           silence: Callable[[int], bytes]) -> None:
+    """A caller whose stream may drop: it does what Twilio does (after-stream, then the new stream)."""
+    from tests.standins.twilio_caller import TwilioCallerStandIn
+
+    loop = asyncio.get_running_loop()
+    outcome.update(index=index, base=base_url, pressed=False, code=None, error=None, resumed=0, gaps=[])
+    try:
+        async with TwilioCallerStandIn(base_url, AUTH_TOKEN) as caller:
+            call = await caller.place_call(from_=f"+1555{index:07d}")
+            outcome["call_id"] = call.call_sid
+            while True:
+                with contextlib.suppress(ConnectionError):  # the stream dropped mid-utterance
+                    while loop.time() < press_at and not call.closed:
+                        await call.send_audio(speech, silence(1200))
+                if not call.closed:
+                    break
+                dropped_at = loop.time()
+                await call.wait_closed(timeout_s=15)
+                follow = await caller.follow(call)
+                if follow is None:
+                    outcome["code"] = call.close_code
+                    return
+                call = follow
+                outcome["resumed"] += 1
+                await call.wait_for(lambda c=call: any(r.event == "media" for r in c.received), timeout_s=15)
+                outcome["gaps"].append(round(loop.time() - dropped_at, 2))
+            await call.send_dtmf("0")
+            outcome["pressed"] = True
+            outcome["code"] = await call.wait_closed(timeout_s=60)
+    except Exception as error:
+        outcome["error"] = f"{type(error).__name__}: {error}"[:200]
+
+
+async def replica_kill_call(calls: int, _options: argparse.Namespace) -> dict[str, Any]:
+    """Two replicas behind a balancer; replica 0 is SIGKILLed mid-call; its callers resume on replica 1."""
+    from tests.standins.balancer import Balancer
+    from tests.standins.speech import silence, synthesize
+
+    ports = [free_port(), free_port()]
+    async with _receiver() as receiver, Balancer(ports, rotate=True) as balancer:
+        rig = Rig(2, receiver, "replica_kill_call", ports=ports, public_url=balancer.url)
+        try:
+            started = time.time()
+            speech = synthesize(UTTERANCE)
+            loop = asyncio.get_running_loop()
+            outcomes: list[dict[str, Any]] = [{} for _ in range(calls)]
+            press_at = loop.time() + 10
+            tasks = [asyncio.create_task(_resuming_caller(balancer.url, i, press_at + 0.05 * i, outcomes[i], speech,
+                                                          silence)) for i in range(calls)]
+            await asyncio.sleep(4)
+            rig.gateways[0].kill()
+            rig.gateways[0].wait(timeout=10)
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout=150)
+            await _wait_delivered(receiver, outcomes, 60)
+            figures = _figures(outcomes, receiver, started)
+            gaps = sorted(g for o in outcomes for g in o.get("gaps", []))
+            figures.update(calls_resumed=sum(1 for o in outcomes if o.get("resumed")),
+                           resume_gap_s_median=gaps[len(gaps) // 2] if gaps else None,
+                           resume_gap_s_max=gaps[-1] if gaps else None)
+            return figures
+        finally:
+            rig.close()
+
+
 class _receiver:
     async def __aenter__(self) -> WebhookReceiver:
         self.receiver = WebhookReceiver(SECRET, port=free_port())
@@ -256,6 +329,7 @@ SCENARIOS: dict[str, Callable[[int, argparse.Namespace], Awaitable[dict[str, Any
     "model_drop": model_drop,
     "webhook_down": webhook_down,
     "replica_kill_delivery": replica_kill_delivery,
+    "replica_kill_call": replica_kill_call,
 }
 
 
@@ -277,7 +351,7 @@ def main() -> int:
         print_table([(key, str(r.get(key, "-"))) for key in (
             "calls", "calls_dropped", "calls_on_killed_replica", "escalations_expected", "escalations_delivered",
             "escalations_lost", "escalations_from_killed_replica_delivered", "duplicates_at_receiver",
-            "last_delivery_s", "error")])
+            "last_delivery_s", "calls_resumed", "resume_gap_s_median", "resume_gap_s_max", "error")])
     path = write_result("fault_suite", {"calls": options.calls, "scenarios": results})
     print(f"JSON: {path}")
     failed = any(r.get("error") or r.get("escalations_lost") or r.get("calls_dropped") for r in results.values())

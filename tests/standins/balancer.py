@@ -1,5 +1,6 @@
 """A TCP load balancer stand-in on 127.0.0.1: every new connection goes to the first backend that
-accepts it (fail-over in order), bytes are relayed both ways until either side closes. What a
+accepts it (fail-over in order; with ``rotate`` the order starts one backend further for each new
+connection), bytes are relayed both ways until either side closes. What a
 deployment's load balancer does for the gateway's public URL, enough for multi-replica tests."""
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import contextlib
 
 
 class Balancer:
-    def __init__(self, backends: list[int], port: int = 0) -> None:
-        self.backends = backends  # ports, tried in order
+    def __init__(self, backends: list[int], port: int = 0, rotate: bool = False) -> None:
+        self.backends = backends  # ports, tried in order (starting one further per connection if rotate)
         self.port = port
+        self.rotate = rotate
+        self._next = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -32,7 +35,9 @@ class Balancer:
         return f"http://127.0.0.1:{self.port}"
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        for port in self.backends:
+        start = self._next % len(self.backends) if self.rotate else 0
+        self._next += 1
+        for port in self.backends[start:] + self.backends[:start]:
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 break
