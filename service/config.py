@@ -197,6 +197,17 @@ class Settings(BaseSettings):
     handoff_line: str = Field(
         defaults.HANDOFF_LINE, description="What the bot says before a hand-off."
     )
+    max_model_sessions: int = Field(
+        0, ge=0, description="Concurrent model sessions allowed across all replicas (counted in Redis); 0 = no cap."
+    )
+    model_unavailable_action: Literal["human", "message"] = Field(
+        "human", description="A caller with no model session (cap reached, connect or quota failure): `human` "
+        "(escalation with trigger model_unavailable, then the transfer) or `message` (the overflow message, then hang up).",
+    )
+    overflow_message: str = Field(
+        "We're sorry, all of our assistants are busy right now. Please call again in a few minutes.",
+        description="What the caller hears when no model session is available and the action is `message`.",
+    )
     resume_calls: bool = Field(
         True, description="Resume a call on any replica when its media stream dropped (replica crash, broken socket)."
     )

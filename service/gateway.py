@@ -35,6 +35,8 @@ class Gateway:
     outbox: Any = None  # service.escalation.outbox.Outbox
     delivery_worker: Any = None
     stream_guard: Any = None  # service.providers.streamguard.StreamGuard, created on the first stream
+    model_leases: Any = None  # service.state.model_leases.ModelLeases, created on the first call
+    overflowed_recently: dict[str, float] = field(default_factory=dict)  # calls told "try later" (bounded)
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
     calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -56,6 +58,26 @@ class Gateway:
             oldest = sorted(self.escalated_recently, key=self.escalated_recently.__getitem__)[:1000]
             for key in oldest:
                 self.escalated_recently.pop(key, None)
+
+    def mark_overflowed(self, call_id: str) -> None:
+        """Remember locally (bounded: 10k calls) that a call found no model, for its after-stream answer."""
+        self.overflowed_recently[call_id] = time.time()
+        if len(self.overflowed_recently) > 10_000:
+            for key in sorted(self.overflowed_recently, key=self.overflowed_recently.__getitem__)[:1000]:
+                self.overflowed_recently.pop(key, None)
+
+    async def is_overflowed(self, call_id: str) -> bool:
+        """Did this call end for want of a model session (outcome ``overflow``)? Local memory, then Redis."""
+        if call_id in self.overflowed_recently:
+            return True
+        if self.state_store is None or not call_id:
+            return False
+        try:
+            snapshot = await asyncio.wait_for(self.state_store.load_call(call_id), timeout=2.0)
+            return snapshot is not None and snapshot.fields.get("outcome") == "overflow"
+        except Exception as error:
+            log.warning("state.overflow_lookup_failed", call_id=call_id, error=repr(error)[:200])
+            return False
 
     async def is_escalated(self, call_id: str) -> bool:
         """Did this call escalate? Local memory first, then Redis (another replica may have served it)."""

@@ -28,6 +28,10 @@ CALLS_STARTED = Counter("callbridge_calls_started_total", "Calls whose media str
 CALLS_RESUMED = Counter(
     "callbridge_calls_resumed_total", "Dropped media streams answered with a fresh stream (the call resumes on any replica)."
 )
+MODEL_UNAVAILABLE = Counter(
+    "callbridge_model_unavailable_total", "Calls that found no model session, by reason.", ["reason"]
+)  # cap | connect_failed | quota | reconnect_failed
+MODEL_UNAVAILABLE_REASONS = ("cap", "connect_failed", "quota", "reconnect_failed")
 CALLS_ENDED = Counter(
     "callbridge_calls_ended_total", "Calls ended, by outcome.", ["outcome"]
 )  # completed | escalated | error

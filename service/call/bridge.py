@@ -54,7 +54,7 @@ from service.providers import base as pv
 from service.realtime import events as rt
 from service.redaction import bounded_free_text
 
-__all__ = ["ESCALATION_TOOL_NAME", "TRANSITIONS", "CallBridge", "CallState", "CallStats", "InvalidTransition"]
+__all__ = ["ESCALATION_TOOL_NAME", "QUOTA_CODES", "TRANSITIONS", "CallBridge", "CallState", "CallStats", "InvalidTransition"]
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,8 @@ _BENIGN_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
 )
 _HANDOFF_PLAYBACK_GUARD_S = 20.0
+# Model error codes that mean "no capacity for this call", not a bug (docs/models/realtime.md, "Errors").
+QUOTA_CODES = frozenset({"insufficient_quota", "rate_limit_exceeded", "session_limit_reached"})
 
 
 class CallBridge:
@@ -85,6 +87,7 @@ class CallBridge:
         observer: CallObserver | None = None,
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
         max_malformed_frames: int = 50,
+        model_unavailable_action: str = "human",
         codec: tuple[str, int] = (pv.ENCODING_MULAW, 8000),
         resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -100,6 +103,7 @@ class CallBridge:
         self._observer: CallObserver = observer or NullObserver()
         self._rest_transfer = rest_transfer
         self._max_malformed = max_malformed_frames
+        self._unavailable_action = model_unavailable_action
         self._clock = clock
         self.phase = call_phase(lambda new, old: self._observer.state_changed(new.value, old.value))
         self.link = ModelLink()
@@ -432,7 +436,9 @@ class CallBridge:
         metrics.REALTIME_ERRORS.labels(metrics.realtime_error_label(error.code, error.type)).inc()
         log.error("realtime.error", type=error.type[:64], code=error.code[:64], message=error.message[:300],
                   param=error.param[:64])  # the server's free text: capped
-        if self.phase.state is CallState.CONNECTING:
+        if self.phase.state is CallState.CONNECTING and error.code in QUOTA_CODES:
+            await self.model_unavailable("quota", self._unavailable_action)
+        elif self.phase.state is CallState.CONNECTING:
             await self.fail("realtime error: " + (error.code or error.type)[:64])
         # session_expired is followed by a close (1001): the session is replaced then
 
@@ -489,6 +495,23 @@ class CallBridge:
             await self._transfer()
         else:  # the hand-off line plays first; the guard timer bounds the wait
             await self.escalate(EscalationRequest(trigger="drain", reason=reason))
+
+    async def model_unavailable(self, reason: str, action: str) -> None:
+        """No model session for this call (``reason``: cap, connect_failed, quota, reconnect_failed). The
+        caller is never just dropped: ``human`` escalates (trigger ``model_unavailable``; with no model
+        to say a hand-off line the transfer starts at once), ``message`` ends the stream with outcome
+        ``overflow`` so the provider plays the overflow message."""
+        if self._closing:
+            return
+        metrics.MODEL_UNAVAILABLE.labels(reason).inc()
+        log.warning("call.model_unavailable", reason=reason, action=action)
+        self.realtime_lost()
+        if action == "human":
+            await self.escalate(EscalationRequest(trigger="model_unavailable", reason=f"no model session ({reason})"))
+            await self._transfer()  # at once: escalate() only waits for a line a model would say
+        else:
+            self.outcome = "overflow"
+            await self.end("model unavailable", close_code=1000)
 
     # ------------------------------------------------------------------------------------------------
     # ending

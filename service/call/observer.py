@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class EscalationRequest:
-    """Why a call should go to a human: trigger is explicit_request | dtmf | model_tool | sentiment | drain."""
+    """Why a call should go to a human: trigger is explicit_request | dtmf | model_tool | sentiment | drain | model_unavailable."""
 
     trigger: str
     reason: str

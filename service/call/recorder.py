@@ -236,6 +236,8 @@ class CallRecorder:
             task.cancel()
         if self._voice is not None:
             self._voice.cancel()
+        if summary.get("outcome") == "overflow":  # the provider's after-stream plays the overflow message
+            self._gateway.mark_overflowed(self.call_id)
         if self._state is not None:  # leaves the active index; escalation_status is kept
             self._state.set_fields({"end_reason": str(summary.get("end_reason", ""))[:120]})
             self._state.ended(str(summary.get("outcome", "completed")))

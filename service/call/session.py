@@ -17,13 +17,13 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from service import metrics
 from service.aio import cancel_and_wait
-from service.call.bridge import CallBridge
+from service.call.bridge import QUOTA_CODES, CallBridge
 from service.call.observer import CallObserver
 from service.call.pump import ProviderPump, PushSocket
 from service.config import Settings
@@ -47,6 +47,14 @@ def _immediate(transport: RealtimeTransport) -> ImmediateSend | None:
     return transport if isinstance(transport, ImmediateSend) else None
 
 
+class ModelSlots(Protocol):
+    """The fleet-wide cap on model sessions (``service.state.model_leases.ModelLeases``)."""
+
+    async def acquire(self, call_id: str) -> bool: ...
+
+    async def release(self, call_id: str) -> None: ...
+
+
 class CallSession:
     """One bridged call. ``run`` returns when the call has ended and everything is closed."""
 
@@ -64,6 +72,7 @@ class CallSession:
         open_session: Callable[[Settings], Awaitable[RealtimeTransport]],
         codec: tuple[str, int] = (ENCODING_MULAW, 8000),
         resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
+        model_slots: ModelSlots | None = None,
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.settings = settings
@@ -72,6 +81,7 @@ class CallSession:
         self._socket = socket
         self._open_session = open_session
         self._transport: RealtimeTransport | None = None
+        self._slots = model_slots
         self.bridge = CallBridge(
             call_id=call_id,
             provider=provider,
@@ -84,6 +94,7 @@ class CallSession:
             observer=observer,
             rest_transfer=rest_transfer,
             max_malformed_frames=settings.max_malformed_frames,
+            model_unavailable_action=settings.model_unavailable_action,
             codec=codec,
             resume=resume,
         )
@@ -92,20 +103,26 @@ class CallSession:
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._provider_reader(), name="provider-reader")]
         try:
             opened = time.perf_counter()
-            try:
-                self._transport = await asyncio.wait_for(
-                    self._open_session(self.settings), timeout=self.settings.realtime_connect_timeout_s
-                )
-            except Exception as error:
-                metrics.REALTIME_ERRORS.labels("connect").inc()
-                log.error("realtime.connect_failed", error=_short(error))
-                await self.bridge.fail("realtime connect failed")
+            if self._slots is not None and not await self._slots.acquire(self.call_id):
+                await self.bridge.model_unavailable("cap", self.settings.model_unavailable_action)
             else:
-                metrics.REALTIME_CONNECT_SECONDS.observe(time.perf_counter() - opened)
-                await self.bridge.attach_realtime(self._transport.send, _immediate(self._transport))
-                tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
+                try:
+                    self._transport = await asyncio.wait_for(
+                        self._open_session(self.settings), timeout=self.settings.realtime_connect_timeout_s
+                    )
+                except Exception as error:
+                    metrics.REALTIME_ERRORS.labels("connect").inc()
+                    log.error("realtime.connect_failed", error=_short(error))
+                    reason = "quota" if any(code in str(error) for code in QUOTA_CODES) else "connect_failed"
+                    await self.bridge.model_unavailable(reason, self.settings.model_unavailable_action)
+                else:
+                    metrics.REALTIME_CONNECT_SECONDS.observe(time.perf_counter() - opened)
+                    await self.bridge.attach_realtime(self._transport.send, _immediate(self._transport))
+                    tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
             await self.bridge.ended.wait()
         finally:
+            if self._slots is not None:
+                await self._slots.release(self.call_id)  # every exit path, idempotent
             for task in tasks:  # re-cancels if a cancel is swallowed (3.11 wait_for); bounded
                 with contextlib.suppress(Exception):
                     await cancel_and_wait(task)
@@ -169,6 +186,9 @@ class CallSession:
                         if replacement is not None:
                             transport = replacement
                             continue
+                        # the model stays unreachable: the caller is not dropped
+                        await self.bridge.model_unavailable("reconnect_failed", self.settings.model_unavailable_action)
+                        return
                     if closed.code == 1000:
                         log.info("realtime.closed", code=closed.code, reason=closed.reason)
                         await self.bridge.end("realtime session closed")

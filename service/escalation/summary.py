@@ -27,6 +27,7 @@ TRIGGER_TEXT = {
     "explicit_request": "caller asked for a person",
     "dtmf": "caller pressed 0",
     "model_tool": "the assistant requested a hand-off",
+    "model_unavailable": "no assistant was available for the call",
     "sentiment": "caller frustration crossed the threshold",
 }
 

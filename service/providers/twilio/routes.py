@@ -39,12 +39,14 @@ from service.providers.twilio.dialect import (
     after_stream_twiml,
     connect_stream_twiml,
     redirect_twiml,
+    reject_twiml,
     validate_twilio_request,
 )
 from service.providers.twilio.rest import update_call_twiml
 from service.providers.webform import FormRefused, read_webhook_form
 from service.realtime import sessions as model_sessions
 from service.redaction import cap_text, mask_number
+from service.state.model_leases import model_leases_for
 from service.state.resume import ResumeSeed, claim_resume, take_resume_seed
 from service.wsio import MessageSocket, WebSocketClosed
 
@@ -125,6 +127,9 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         call_sid = ""  # never a Redis key or a log value; an unknown call is not escalated
     escalated = await gateway.is_escalated(call_sid)
     settings = gateway.settings
+    if not escalated and call_sid and await gateway.is_overflowed(call_sid):
+        log.info("twilio.after_stream", call_id=call_sid, escalated=False, resumed=False, overflow=True)
+        return Response(reject_twiml(settings.overflow_message), media_type=_XML)
     if not escalated and call_sid and await _resumable(gateway, call_sid):
         # The stream dropped with the call still up: a fresh stream (new single-use token) that any
         # replica can take; it re-seeds the conversation from Redis (docs/resume.md).
@@ -312,6 +317,7 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Tw
         observer=observer,
         rest_transfer=rest_transfer,
         resume=(seed.turns, settings.resume_line) if seed else None,
+        model_slots=model_leases_for(gateway) if settings.max_model_sessions else None,
     )
     if seed is not None:
         session.bridge.stats.resumed = seed.resumes
