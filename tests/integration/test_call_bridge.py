@@ -193,14 +193,28 @@ async def test_realtime_close_ends_the_stream_and_twilio_hangs_up() -> None:
         await wait_call_count(gw, 0)
 
 
-async def test_realtime_connect_failure_plays_apology_and_ends_cleanly() -> None:
+async def test_realtime_connect_failure_hands_the_caller_to_a_human() -> None:
+    """A model session that cannot be opened (here: 401) never drops the caller (issue 12.12): the call
+    is escalated with trigger model_unavailable and transferred (stream closed 1000, then <Enqueue>)."""
     async with bridged(ScriptedBehaviour(), reject_status=401) as (gw, _realtime, caller):
         call = await caller.place_call()
         code = await call.wait_closed(timeout_s=15)
-        assert code == 1011
-        assert call.events("media"), "the caller heard the apology tone"
+        assert code == 1000
+        assert "<Enqueue" in (call.after_stream_twiml or "")
         await wait_call_count(gw, 0)
         assert call.violations == []
+
+
+async def test_an_internal_failure_plays_the_apology_tone_and_ends_1011() -> None:
+    """A failure of the call itself (not of the model's availability) ends cleanly with the apology tone."""
+    async with bridged(ScriptedBehaviour()) as (gw, realtime, caller):
+        call = await caller.place_call()
+        await realtime.wait_for_session()
+        session = gw.gateway.calls[call.call_sid]
+        await session.bridge.fail("test: internal failure")  # type: ignore[attr-defined]
+        assert await call.wait_closed(timeout_s=15) == 1011
+        assert call.events("media"), "the caller heard the apology tone"
+        await wait_call_count(gw, 0)
 
 
 async def test_malformed_frames_are_skipped_then_a_flood_closes_1008() -> None:
