@@ -87,7 +87,7 @@ async def test_redis_restart_mid_call_writes_land_in_order(store: StateStore, re
         call.transcript("caller" if i % 2 else "bot", f"during outage {i}")
     call.set_state("escalating")
     enqueue_s = time.perf_counter() - started
-    assert enqueue_s < 0.05, f"15 enqueues took {enqueue_s * 1000:.1f} ms"
+    assert enqueue_s < 1.0, f"15 enqueues took {enqueue_s * 1000:.1f} ms"  # never waits for Redis (2 s timeout)
     assert not await store.flush(0.5)  # cannot drain while Redis is down
     assert not await store.ping(0.5)
     assert not store.healthy and metric("callbridge_redis_up") == 0.0
