@@ -29,6 +29,8 @@ from service.providers.plivo.dialect import (
     PlivoContentType,
     parse_extra_headers,
 )
+from service.providers.urls import media_stream_url
+from service.providers.urls import public_parts as _public_parts
 
 __all__ = [
     "AFTER_STREAM_PATH",
@@ -96,19 +98,9 @@ def token_from_header(value: str | None) -> str | None:
     return raw.decode("ascii") if raw.isascii() and raw.decode("ascii").isprintable() else None
 
 
-def _public_parts(public_url: str) -> tuple[str, str, str]:
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("public_url must be an absolute http(s) URL")
-    if parts.query or parts.fragment:
-        raise ValueError("public_url must not carry a query or fragment")
-    return parts.scheme, parts.netloc, parts.path.rstrip("/")
-
-
 def stream_url(public_url: str, media_path: str = MEDIA_PATH) -> str:
     """The ``<Stream>`` text: http->ws, https->wss on the public host, keeping port and path prefix."""
-    scheme, netloc, prefix = _public_parts(public_url)
-    return urlunsplit(("wss" if scheme == "https" else "ws", netloc, prefix + media_path, "", ""))
+    return media_stream_url(public_url, media_path)
 
 
 def _http_url(public_url: str, path: str) -> str:

@@ -31,6 +31,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 from service.providers.signalwire.dialect import AFTER_STREAM_PATH, MEDIA_PATH, STREAM_TOKEN_PARAMETER
+from service.providers.urls import public_parts as _public_parts
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -46,15 +47,6 @@ SIGNATURE_HEADER = "X-SignalWire-Signature"
 TWILIO_COMPAT_SIGNATURE_HEADER = "X-Twilio-Signature"
 _MAX_SIGNATURE = 128
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def _public_parts(public_url: str) -> tuple[str, str, str]:
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("public_url must be an absolute http(s) URL")
-    if parts.query or parts.fragment:
-        raise ValueError("public_url must not carry a query or fragment")
-    return parts.scheme, parts.netloc, parts.path.rstrip("/")
 
 
 def stream_url(public_url: str, media_path: str = MEDIA_PATH) -> str:

@@ -18,7 +18,7 @@ import binascii
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.signing import VerifyKey
@@ -30,6 +30,8 @@ from service.providers.telnyx.dialect import (
     STREAM_TOKEN_PARAMETER,
     TelnyxCodec,
 )
+from service.providers.urls import media_stream_url
+from service.providers.urls import public_parts as _public_parts
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -75,19 +77,9 @@ def verify_telnyx_webhook(
         return False
 
 
-def _public_parts(public_url: str) -> tuple[str, str, str]:
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("public_url must be an absolute http(s) URL")
-    if parts.query or parts.fragment:
-        raise ValueError("public_url must not carry a query or fragment")
-    return parts.scheme, parts.netloc, parts.path.rstrip("/")
-
-
 def stream_url(public_url: str, media_path: str = MEDIA_PATH) -> str:
     """The ``<Stream url>``: http->ws, https->wss on the public host, keeping port and path prefix."""
-    scheme, netloc, prefix = _public_parts(public_url)
-    return urlunsplit(("wss" if scheme == "https" else "ws", netloc, prefix + media_path, "", ""))
+    return media_stream_url(public_url, media_path)
 
 
 def _xml(root: ET.Element) -> str:

@@ -16,7 +16,7 @@ import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import orjson
 from twilio import request_validator as _rv
@@ -34,6 +34,8 @@ from service.providers.base import (
     TelephonyEvent,
 )
 from service.providers.ids import TWILIO_ACCOUNT_SID, TWILIO_CALL_SID, TWILIO_STREAM_SID, is_twilio_sid
+from service.providers.urls import media_stream_url
+from service.providers.urls import public_parts as _public_parts
 
 __all__ = [
     "AFTER_STREAM_PATH",
@@ -331,19 +333,9 @@ class TwilioDialect:
 # --- TwiML ---------------------------------------------------------------------------------------
 
 
-def _public_parts(public_url: str) -> tuple[str, str, str]:
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("public_url must be an absolute http(s) URL")
-    if parts.query or parts.fragment:
-        raise ValueError("public_url must not carry a query or fragment")
-    return parts.scheme, parts.netloc, parts.path.rstrip("/")
-
-
 def stream_url(public_url: str, media_path: str = MEDIA_PATH) -> str:
     """The ``<Stream url>``: http->ws, https->wss on the public host, keeping port and path prefix (docs/providers/twilio.md#call-setup)."""
-    scheme, netloc, prefix = _public_parts(public_url)
-    return urlunsplit(("wss" if scheme == "https" else "ws", netloc, prefix + media_path, "", ""))
+    return media_stream_url(public_url, media_path)
 
 
 def connect_stream_twiml(

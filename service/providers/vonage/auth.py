@@ -16,13 +16,15 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlunsplit
 
 import jwt
 from vonage_jwt import verify_signature
 from vonage_jwt.errors import VonageVerifyJwtError
 
 from service.providers.jsonwire import UUID_RE
+from service.providers.urls import media_stream_url
+from service.providers.urls import public_parts as _public_parts
 from service.providers.vonage.dialect import CALL_UUID_HEADER, MEDIA_PATH, STREAM_TOKEN_HEADER, content_type
 
 __all__ = [
@@ -64,19 +66,9 @@ def verify_vonage_webhook(signature_secret: str, authorization: str | None, raw_
     return hmac.compare_digest(expected.lower(), hashlib.sha256(bytes(raw_body)).hexdigest())
 
 
-def _public_parts(public_url: str) -> tuple[str, str, str]:
-    parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("public_url must be an absolute http(s) URL")
-    if parts.query or parts.fragment:
-        raise ValueError("public_url must not carry a query or fragment")
-    return parts.scheme, parts.netloc, parts.path.rstrip("/")
-
-
 def stream_url(public_url: str, media_path: str = MEDIA_PATH) -> str:
     """The websocket endpoint ``uri``: http->ws, https->wss on the public host, keeping port and prefix."""
-    scheme, netloc, prefix = _public_parts(public_url)
-    return urlunsplit(("wss" if scheme == "https" else "ws", netloc, prefix + media_path, "", ""))
+    return media_stream_url(public_url, media_path)
 
 
 def connect_ncco(
