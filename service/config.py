@@ -126,7 +126,11 @@ class Settings(BaseSettings):
     )
     realtime_dialect: RealtimeDialectName = Field("ga", description="Realtime event dialect: `ga` or `beta`.")
     realtime_model: str = Field(
-        "gpt-realtime", description="Model name (OpenAI) or deployment name (Azure)."
+        "gpt-realtime-2.1", description="Model name (OpenAI; `gpt-realtime-2.1-mini` is the low-cost choice) or "
+        "deployment name (Azure).",
+    )
+    realtime_reasoning_effort: Literal["", "minimal", "low", "medium", "high", "xhigh"] = Field(
+        "", description="Reasoning effort for reasoning-capable Realtime models (GA dialect; empty = the model's default)."
     )
     azure_endpoint: str = Field(
         "", description="Azure resource endpoint https://<res>.openai.azure.com (falls back to AZURE_OPENAI_ENDPOINT)."
@@ -151,7 +155,7 @@ class Settings(BaseSettings):
         1024, description="Max output tokens per response (1-4096 or `inf`)."
     )
     input_transcription_model: str = Field(
-        "whisper-1", description="Input transcription model (Azure: a transcription deployment name). Empty = off."
+        "gpt-4o-transcribe", description="Input transcription model (Azure: a transcription deployment name). Empty = off."
     )
     transcription_language: str = Field("", description="Caller language hint for transcription (e.g. `en`, `ja`).")
     greeting: bool = Field(True, description="The bot speaks first after the session is configured.")
@@ -248,27 +252,19 @@ class Settings(BaseSettings):
     twilio_api_base: str = Field("https://api.twilio.com", description="Twilio REST API base URL (regional edge, test server).")
 
     # --- cost ----------------------------------------------------------------------------------------
-    price_table: dict[str, dict[str, float]] = Field(
-        default_factory=lambda: {
-            "default": {"text_in": 5.0, "text_out": 20.0, "cached_in": 2.5, "audio_in": 40.0, "audio_out": 80.0},
-            "gpt-4o-mini": {"text_in": 0.6, "text_out": 2.4, "cached_in": 0.3, "audio_in": 10.0, "audio_out": 20.0},
-            "gpt-realtime-mini": {"text_in": 0.6, "text_out": 2.4, "cached_in": 0.3, "audio_in": 10.0, "audio_out": 20.0},
-            "local": {"text_in": 0.0, "text_out": 0.0, "cached_in": 0.0, "audio_in": 0.0, "audio_out": 0.0},
-        },
-        description="JSON: model-name prefix -> USD per 1M tokens (text_in, text_out, cached_in, audio_in, audio_out); "
-        "defaults to the published GPT-4o Realtime / mini prices.",
+    prices_file: Path | None = Field(
+        None, description="JSON file of model prices laid over the bundled public list prices (negotiated or "
+        "Azure prices, deployment names): model-name prefix -> USD per 1M tokens (text_in, text_cached_in, text_out, "
+        "audio_in, audio_cached_in, audio_out) or usd_per_minute. A model with no entry is not priced (logged once).",
     )
 
-    @field_validator("price_table")
+    @field_validator("prices_file")
     @classmethod
-    def _price_table(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        needed = {"text_in", "text_out", "cached_in", "audio_in", "audio_out"}
-        if "default" not in value:
-            raise ValueError("needs a 'default' entry")
-        for model, prices in value.items():
-            missing = needed - set(prices)
-            if missing:
-                raise ValueError(f"entry {model!r} lacks {sorted(missing)}")
+    def _prices_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from service.realtime.prices import load_prices
+
+            load_prices(value)  # PriceTableError (a ValueError) names the file and the problem
         return value
 
     @field_validator("exotel_sample_rate")

@@ -13,6 +13,7 @@ import structlog
 
 from service import metrics
 from service.config import Settings
+from service.realtime.prices import load_prices, prices_for, usage_cost_usd
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +38,7 @@ class Gateway:
     stream_guard: Any = None  # service.providers.streamguard.StreamGuard, created on the first stream
     model_leases: Any = None  # service.state.model_leases.ModelLeases, created on the first call
     overflowed_recently: dict[str, float] = field(default_factory=dict)  # calls told "try later" (bounded)
+    _prices: dict[str, dict[str, float]] | None = None  # service.realtime.prices, loaded on first use
     _background: list[asyncio.Task[Any]] = field(default_factory=list)
     calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -93,11 +95,12 @@ class Gateway:
             log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
             return False
 
-    def prices_for(self, model: str) -> dict[str, float]:
-        """USD per 1M tokens for ``model``: the longest matching prefix in the price table."""
-        table = self.settings.price_table
-        best = max((key for key in table if key != "default" and model.startswith(key)), key=len, default="default")
-        return table.get(best, table["default"])
+    def cost_usd(self, model: str, usage: dict[str, Any]) -> float:
+        """What one response's usage cost on ``model``; 0 for a model with no price (logged once)."""
+        if self._prices is None:
+            self._prices = load_prices(self.settings.prices_file)
+        prices = prices_for(self._prices, model)
+        return usage_cost_usd(usage, prices) if prices is not None else 0.0
 
     async def redis_ok(self) -> bool:
         if self.state_store is None:

@@ -44,31 +44,6 @@ _MAX_ANALYSED_BYTES = 12_000
 _VOICE_WAIT_S = 1.0  # how long a transcript waits for its turn's voice features
 
 
-def usage_cost_usd(usage: dict[str, Any], prices: dict[str, float]) -> float:
-    """Cost of one response.done usage (docs/models/realtime.md, "Usage and cost"); prices are USD per 1M tokens."""
-    inp = usage.get("input_token_details") or {}
-    out = usage.get("output_token_details") or {}
-    cached = int(inp.get("cached_tokens") or 0)
-    cached_details = inp.get("cached_tokens_details") or {}
-    text_in = int(inp.get("text_tokens") or 0)
-    audio_in = int(inp.get("audio_tokens") or 0)
-    if cached_details:
-        text_in -= int(cached_details.get("text_tokens") or 0)
-        audio_in -= int(cached_details.get("audio_tokens") or 0)
-    else:  # beta: no split; subtract from text first (the cached prefix is mostly instructions)
-        from_text = min(cached, text_in)
-        text_in -= from_text
-        audio_in -= cached - from_text
-    total = (
-        max(text_in, 0) * prices["text_in"]
-        + max(audio_in, 0) * prices["audio_in"]
-        + cached * prices["cached_in"]
-        + int(out.get("text_tokens") or 0) * prices["text_out"]
-        + int(out.get("audio_tokens") or 0) * prices["audio_out"]
-    )
-    return total / 1_000_000
-
-
 def _voice_features(mulaw: bytes, baseline: VoiceBaseline) -> VoiceTurnFeatures:
     """Loudness and pitch of one caller turn relative to the caller's own baseline (runs in a thread)."""
     pcm = ulaw_to_pcm16(mulaw).astype(np.float64)
@@ -220,7 +195,7 @@ class CallRecorder:
         self._gateway.outbox.enqueue(record)
 
     def usage(self, usage: dict[str, Any]) -> None:
-        cost = usage_cost_usd(usage, self._gateway.prices_for(self._model))
+        cost = self._gateway.cost_usd(self._model, usage)
         self.cost_usd += cost
         metrics.RESPONSE_COST_USD.labels(self._model).inc(cost)
         for direction, key in (("input", "input_token_details"), ("output", "output_token_details")):

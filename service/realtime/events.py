@@ -32,7 +32,8 @@ class SessionConfig:
     vad_silence_duration_ms: int = 500
     temperature: float = 0.8  # beta only; GA has no temperature (section 3.1)
     max_output_tokens: int | Literal["inf"] = 1024
-    transcription_model: str = "whisper-1"  # "" = no input transcription
+    transcription_model: str = "gpt-4o-transcribe"  # "" = no input transcription
+    reasoning_effort: str = ""  # GA only, reasoning-capable models; "" = not sent
     transcription_language: str = ""
     tools: tuple[FunctionTool, ...] = ()
 

@@ -433,6 +433,8 @@ class GaDialect(_DialectBase):
             "tool_choice": "auto",
             "max_output_tokens": config.max_output_tokens,
         }
+        if config.reasoning_effort:  # reasoning-capable models only (e.g. gpt-realtime-2.x)
+            session["reasoning"] = {"effort": config.reasoning_effort}
         return self._event("session.update", session=session)
 
 

@@ -48,6 +48,7 @@ def session_config_from(settings: Settings) -> SessionConfig:
         temperature=settings.temperature,
         max_output_tokens=settings.max_output_tokens,
         transcription_model=settings.input_transcription_model,
+        reasoning_effort=settings.realtime_reasoning_effort,
         transcription_language=settings.transcription_language,
         tools=(ESCALATION_TOOL,),
     )

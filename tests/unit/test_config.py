@@ -47,7 +47,8 @@ def test_azure_without_endpoint_is_rejected(monkeypatch: pytest.MonkeyPatch) -> 
         ("CALLBRIDGE_PUBLIC_URL", "ftp://x", "CALLBRIDGE_PUBLIC_URL"),
         ("CALLBRIDGE_REALTIME_DIALECT", "gamma", "CALLBRIDGE_REALTIME_DIALECT"),
         ("CALLBRIDGE_MAX_OUTPUT_TOKENS", "5000", "CALLBRIDGE_MAX_OUTPUT_TOKENS"),
-        ("CALLBRIDGE_PRICE_TABLE", '{"x": {}}', "CALLBRIDGE_PRICE_TABLE"),
+        ("CALLBRIDGE_PRICES_FILE", "/nonexistent/prices.json", "CALLBRIDGE_PRICES_FILE"),
+        ("CALLBRIDGE_REALTIME_REASONING_EFFORT", "extreme", "CALLBRIDGE_REALTIME_REASONING_EFFORT"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str) -> None:

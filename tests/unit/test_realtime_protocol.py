@@ -63,6 +63,7 @@ CONFIGS = {
         transcription_model="gpt-4o-transcribe", transcription_language="es", tools=(ESCALATE,),
     ),
     "no_transcription": SessionConfig(instructions="", transcription_model="", max_output_tokens=4096),
+    "reasoning_whisper": SessionConfig(instructions="x", reasoning_effort="low", transcription_model="gpt-realtime-whisper"),
 }
 
 
@@ -559,3 +560,11 @@ def test_dialect_for() -> None:
     assert dialect_for("ga") is not dialect_for("ga")  # one counter per session
     with pytest.raises(ValueError):
         dialect_for("v2")  # type: ignore[arg-type]
+
+
+def test_reasoning_effort_is_sent_in_ga_only() -> None:
+    """GA carries ``session.reasoning.effort`` (validated above against the SDK types); beta has no such field."""
+    config = CONFIGS["reasoning_whisper"]
+    assert json.loads(GaDialect().session_update(config))["session"]["reasoning"] == {"effort": "low"}
+    assert "reasoning" not in json.loads(BetaDialect().session_update(config))["session"]
+    assert "reasoning" not in json.loads(GaDialect().session_update(CONFIGS["defaults"]))["session"]
