@@ -1,0 +1,126 @@
+"""SignalWire's routes (docs/providers/signalwire.md): the signed voice webhook answered with cXML
+``<Connect><Stream>`` (wss only; the single-use stream token as a ``<Parameter>``), the media stream
+(shared admission and bridging, ``service.providers.media``), and the after-stream webhook (transfer,
+resumption, overflow message or hang-up). Without ``CALLBRIDGE_SIGNALWIRE_SIGNING_KEY`` every webhook
+is refused (403): the gateway never runs open."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from fastapi import FastAPI, Request, Response, WebSocket
+
+from service import metrics
+from service.providers.media import AsgiMessageSocket, claim_resumption, run_media_stream
+from service.providers.provider import MediaHandler, Provider
+from service.providers.signalwire.auth import (
+    SIGNATURE_HEADER,
+    after_stream_cxml,
+    connect_stream_cxml,
+    validate_signalwire_request,
+)
+from service.providers.signalwire.dialect import (
+    AFTER_STREAM_PATH,
+    MEDIA_PATH,
+    STREAM_TOKEN_PARAMETER,
+    VOICE_PATH,
+    SignalWireDialect,
+)
+from service.providers.tokens import mint_stream_token
+from service.providers.webform import FormRefused, read_webhook_form
+from service.redaction import mask_number
+from service.wsio import MessageSocket
+
+if TYPE_CHECKING:
+    from service.gateway import Gateway
+
+log = structlog.get_logger(__name__)
+_XML = "application/xml"
+_MAX_CALL_ID = 64
+
+
+async def _signed_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
+    """The signed form, or the refusal (403 no key / bad or missing signature, 413, 415)."""
+    try:
+        form = await read_webhook_form(request, SIGNATURE_HEADER)
+    except FormRefused as refused:
+        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
+        log.warning("signalwire.webhook_refused", path=path, status=refused.status, reason=refused.reason)
+        return Response(str(refused), status_code=refused.status, media_type="text/plain")
+    settings = gateway.settings
+    ok = validate_signalwire_request(settings.signalwire_signing_key.get_secret_value(), settings.public_url, path,
+                                     form, request.headers.get(SIGNATURE_HEADER), query=request.url.query)
+    if not ok:
+        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
+        log.warning("signalwire.signature_invalid", path=path,
+                    has_key=bool(settings.signalwire_signing_key.get_secret_value()))
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    return {key: str(value) for key, value in form.items()}
+
+
+def _call_id(params: dict[str, str]) -> str:
+    call_id = params.get("CallSid", "")
+    return call_id if 0 < len(call_id) <= _MAX_CALL_ID and call_id.replace("-", "").isalnum() else ""
+
+
+async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
+    params = await _signed_form(gateway, request, VOICE_PATH)
+    if isinstance(params, Response):
+        return params
+    settings = gateway.settings
+    call_id = _call_id(params)
+    if not call_id:
+        return Response("missing or malformed CallSid", status_code=400, media_type="text/plain")
+    if not settings.streams_enabled or not settings.public_url.startswith("https://"):
+        # SignalWire refuses ws:// stream URLs; without a stream-token key nothing may stream
+        log.error("signalwire.voice_refused", call_id=call_id,
+                  reason="CALLBRIDGE_PUBLIC_URL must be https" if settings.streams_enabled else "no stream-token secret")
+        return Response("streams unavailable", status_code=503, media_type="text/plain")
+    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+    cxml = connect_stream_cxml(settings.public_url, token, {"from": params.get("From", ""), "to": params.get("To", "")})
+    log.info("signalwire.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
+    return Response(cxml, media_type=_XML)
+
+
+async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
+    params = await _signed_form(gateway, request, AFTER_STREAM_PATH)
+    if isinstance(params, Response):
+        return params
+    settings = gateway.settings
+    call_id = _call_id(params)
+    escalated = bool(call_id) and await gateway.is_escalated(call_id)
+    if call_id and not escalated and await claim_resumption(gateway, call_id):
+        token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+        metrics.CALLS_RESUMED.inc()
+        log.info("signalwire.after_stream", call_id=call_id, escalated=False, resumed=True)
+        return Response(connect_stream_cxml(settings.public_url, token,
+                                            {"from": params.get("From", ""), "to": params.get("To", "")}),
+                        media_type=_XML)
+    log.info("signalwire.after_stream", call_id=call_id, escalated=escalated, resumed=False)
+    return Response(after_stream_cxml(escalated, settings.transfer_queue, settings.transfer_number), media_type=_XML)
+
+
+def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
+    """SignalWire's routes: the two signed webhooks and the media stream (also as an ASGI route)."""
+
+    @app.post(VOICE_PATH)
+    async def signalwire_voice(request: Request) -> Response:
+        return await handle_voice_webhook(gateway, request)
+
+    @app.post(AFTER_STREAM_PATH)
+    async def signalwire_after_stream(request: Request) -> Response:
+        return await handle_after_stream(gateway, request)
+
+    async def signalwire_media_stream(socket: MessageSocket) -> None:
+        await run_media_stream(gateway, socket, SignalWireDialect(), token_parameter=STREAM_TOKEN_PARAMETER)
+
+    media_routes[MEDIA_PATH] = signalwire_media_stream
+
+    @app.websocket(MEDIA_PATH)
+    async def signalwire_media(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await signalwire_media_stream(AsgiMessageSocket(websocket))
+
+
+PROVIDER = Provider("signalwire", install)
