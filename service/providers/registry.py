@@ -16,6 +16,7 @@ __all__ = ["MediaHandler", "Provider", "registered"]
 def registered() -> tuple[Provider, ...]:
     """Every provider the gateway serves (imported here, not at module import, to keep start-up lean)."""
     from service.providers.signalwire.routes import PROVIDER as SIGNALWIRE
+    from service.providers.telnyx.routes import PROVIDER as TELNYX
     from service.providers.twilio.routes import PROVIDER as TWILIO
 
-    return (TWILIO, SIGNALWIRE)
+    return (TWILIO, SIGNALWIRE, TELNYX)

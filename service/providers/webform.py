@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect, Request
 
-__all__ = ["MAX_FIELDS", "MAX_WEBHOOK_BODY_BYTES", "FormRefused", "read_webhook_form"]
+__all__ = ["MAX_FIELDS", "MAX_WEBHOOK_BODY_BYTES", "FormRefused", "read_webhook_body", "read_webhook_form"]
 
 MAX_WEBHOOK_BODY_BYTES = 64 * 1024
 MAX_FIELDS = 200
@@ -42,6 +42,13 @@ async def read_webhook_form(
     request: Request, signature_header: str, limit: int = MAX_WEBHOOK_BODY_BYTES
 ) -> FormData:
     """The request's urlencoded form, or ``FormRefused`` (see the module doc for the order)."""
+    return (await read_webhook_body(request, signature_header, limit))[1]
+
+
+async def read_webhook_body(
+    request: Request, signature_header: str, limit: int = MAX_WEBHOOK_BODY_BYTES
+) -> tuple[bytes, FormData]:
+    """The raw body (for schemes that sign the bytes, e.g. Telnyx) and its form, or ``FormRefused``."""
     if request.headers.get(signature_header) is None:
         raise FormRefused(403, "missing_signature", "missing signature")
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -66,4 +73,4 @@ async def read_webhook_form(
     except ValueError:
         raise FormRefused(413, "too_many_fields", f"more than {MAX_FIELDS} fields") from None
     fields: list[tuple[str, str | UploadFile]] = list(pairs)
-    return FormData(fields)
+    return bytes(body), FormData(fields)

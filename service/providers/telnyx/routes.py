@@ -1,0 +1,129 @@
+"""Telnyx's routes (docs/providers/telnyx.md): the TeXML voice webhook, signed with Ed25519 over
+``timestamp|raw body`` (``telnyx-signature-ed25519``), answered with ``<Connect><Stream
+bidirectionalMode="rtp">`` in ``CALLBRIDGE_TELNYX_CODEC`` (the single-use stream token as a
+``<Parameter>``, bound to the call id Telnyx sends); the media stream (shared admission and bridging,
+``service.providers.media``); the after-stream webhook (transfer, resumption or hang-up). Without
+``CALLBRIDGE_TELNYX_PUBLIC_KEY`` every webhook is refused (403)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from fastapi import FastAPI, Request, Response, WebSocket
+
+from service import metrics
+from service.providers.jsonwire import SAFE_ID_RE
+from service.providers.media import AsgiMessageSocket, claim_resumption, run_media_stream
+from service.providers.provider import MediaHandler, Provider
+from service.providers.telnyx.auth import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    after_stream_texml,
+    connect_stream_texml,
+    verify_telnyx_webhook,
+)
+from service.providers.telnyx.dialect import (
+    AFTER_STREAM_PATH,
+    MEDIA_PATH,
+    STREAM_TOKEN_PARAMETER,
+    VOICE_PATH,
+    TelnyxDialect,
+)
+from service.providers.tokens import mint_stream_token
+from service.providers.webform import FormRefused, read_webhook_body
+from service.redaction import mask_number
+from service.wsio import MessageSocket
+
+if TYPE_CHECKING:
+    from service.gateway import Gateway
+
+log = structlog.get_logger(__name__)
+_XML = "application/xml"
+
+
+async def _signed_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
+    """The signed form, or the refusal (403 no key / bad or missing signature, 413, 415)."""
+    try:
+        raw, form = await read_webhook_body(request, SIGNATURE_HEADER)
+    except FormRefused as refused:
+        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
+        log.warning("telnyx.webhook_refused", path=path, status=refused.status, reason=refused.reason)
+        return Response(str(refused), status_code=refused.status, media_type="text/plain")
+    settings = gateway.settings
+    ok = verify_telnyx_webhook(settings.telnyx_public_key.get_secret_value(), raw,
+                               request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER),
+                               tolerance_s=settings.telnyx_signature_tolerance_s)
+    if not ok:
+        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
+        log.warning("telnyx.signature_invalid", path=path,
+                    has_key=bool(settings.telnyx_public_key.get_secret_value()))
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    return {key: str(value) for key, value in form.items()}
+
+
+def _call_id(params: dict[str, str]) -> str:
+    call_id = params.get("CallSid", "")
+    return call_id if SAFE_ID_RE.fullmatch(call_id) else ""  # the same rule the dialect applies to start
+
+
+async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
+    params = await _signed_form(gateway, request, VOICE_PATH)
+    if isinstance(params, Response):
+        return params
+    settings = gateway.settings
+    call_id = _call_id(params)
+    if not call_id:
+        return Response("missing or malformed CallSid", status_code=400, media_type="text/plain")
+    if not settings.streams_enabled:
+        log.error("telnyx.voice_refused", call_id=call_id, reason="no stream-token secret")
+        return Response("streams unavailable", status_code=503, media_type="text/plain")
+    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+    texml = connect_stream_texml(settings.public_url, token, settings.telnyx_codec,
+                                 {"from": params.get("From", ""), "to": params.get("To", "")})
+    log.info("telnyx.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
+    return Response(texml, media_type=_XML)
+
+
+async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
+    params = await _signed_form(gateway, request, AFTER_STREAM_PATH)
+    if isinstance(params, Response):
+        return params
+    settings = gateway.settings
+    call_id = _call_id(params)
+    escalated = bool(call_id) and await gateway.is_escalated(call_id)
+    if call_id and not escalated and await claim_resumption(gateway, call_id):
+        token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+        metrics.CALLS_RESUMED.inc()
+        log.info("telnyx.after_stream", call_id=call_id, escalated=False, resumed=True)
+        return Response(connect_stream_texml(settings.public_url, token, settings.telnyx_codec,
+                                             {"from": params.get("From", ""), "to": params.get("To", "")}),
+                        media_type=_XML)
+    log.info("telnyx.after_stream", call_id=call_id, escalated=escalated, resumed=False)
+    return Response(after_stream_texml(escalated, settings.transfer_queue, settings.transfer_number), media_type=_XML)
+
+
+def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
+    """Telnyx's routes: the two signed webhooks and the media stream (also as an ASGI route)."""
+
+    @app.post(VOICE_PATH)
+    async def telnyx_voice(request: Request) -> Response:
+        return await handle_voice_webhook(gateway, request)
+
+    @app.post(AFTER_STREAM_PATH)
+    async def telnyx_after_stream(request: Request) -> Response:
+        return await handle_after_stream(gateway, request)
+
+    async def telnyx_media_stream(socket: MessageSocket) -> None:
+        await run_media_stream(gateway, socket, TelnyxDialect(gateway.settings.telnyx_codec),
+                               token_parameter=STREAM_TOKEN_PARAMETER)
+
+    media_routes[MEDIA_PATH] = telnyx_media_stream
+
+    @app.websocket(MEDIA_PATH)
+    async def telnyx_media(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await telnyx_media_stream(AsgiMessageSocket(websocket))
+
+
+PROVIDER = Provider("telnyx", install)
