@@ -86,7 +86,8 @@ async def _await_start(
 
 
 async def run_media_stream(gateway: Gateway, websocket: MessageSocket, dialect: TelephonyDialect, *,
-                           token_parameter: str, rest_transfer: RestTransferFactory | None = None) -> None:
+                           token_parameter: str, rest_transfer: RestTransferFactory | None = None,
+                           token_of: Callable[[StreamStarted], str | None] | None = None) -> None:
     """One provider media stream, from its handshake to the end of the call (the socket is open): a
     valid ``start`` within the timeout and budget, a valid single-use stream token for its call, one
     live stream per call; then the call is bridged. Refusals close with 1008 and open nothing."""
@@ -106,7 +107,7 @@ async def run_media_stream(gateway: Gateway, websocket: MessageSocket, dialect: 
     try:
         verified = verify_stream_token(
             settings.effective_stream_token_secret(),
-            started.custom_parameters.get(token_parameter),
+            token_of(started) if token_of is not None else started.custom_parameters.get(token_parameter),
             started.call_id,
         )
     except StreamTokenError as error:

@@ -1,0 +1,145 @@
+"""Plivo's routes (docs/providers/plivo.md): the answer webhook, signed with ``X-Plivo-Signature-V3``
+(checked with the ``plivo`` package), answered with ``<Stream bidirectional="true"
+keepCallAlive="true">`` in ``CALLBRIDGE_PLIVO_CONTENT_TYPE`` whose ``extraHeaders`` carry the
+single-use stream token (hex: Plivo allows only letters and digits there); the media stream (shared
+admission and bridging, ``service.providers.media``); the after-stream webhook (``<Redirect>`` after
+``keepCallAlive``): a conference room or a dial for escalated calls, a fresh stream to resume a
+dropped one, or hang-up. Without ``CALLBRIDGE_PLIVO_AUTH_TOKEN`` every webhook is refused (403)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from fastapi import FastAPI, Request, Response, WebSocket
+from plivo import plivoxml
+
+from service import metrics
+from service.providers.base import StreamStarted
+from service.providers.jsonwire import UUID_RE
+from service.providers.media import AsgiMessageSocket, claim_resumption, run_media_stream
+from service.providers.plivo.auth import (
+    AFTER_STREAM_PATH,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    STREAM_TOKEN_HEADER,
+    VOICE_PATH,
+    stream_xml,
+    token_from_header,
+    transfer_xml,
+    verify_plivo_webhook,
+)
+from service.providers.plivo.dialect import MEDIA_PATH, SETTING_CONTENT_TYPES, PlivoDialect
+from service.providers.provider import MediaHandler, Provider
+from service.providers.tokens import mint_stream_token
+from service.providers.webform import FormRefused, read_webhook_form
+from service.redaction import mask_number
+from service.wsio import MessageSocket
+
+if TYPE_CHECKING:
+    from service.gateway import Gateway
+
+log = structlog.get_logger(__name__)
+_XML = "application/xml"
+
+
+async def _signed_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
+    """The signed form, or the refusal (403 no token / bad or missing signature, 413, 415)."""
+    try:
+        form = await read_webhook_form(request, SIGNATURE_HEADER)
+    except FormRefused as refused:
+        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
+        log.warning("plivo.webhook_refused", path=path, status=refused.status, reason=refused.reason)
+        return Response(str(refused), status_code=refused.status, media_type="text/plain")
+    settings = gateway.settings
+    params = {key: str(value) for key, value in form.items()}
+    url = settings.public_url.rstrip("/") + path + ("?" + request.url.query if request.url.query else "")
+    ok = verify_plivo_webhook(settings.plivo_auth_token.get_secret_value(), "POST", url, params,
+                              request.headers.get(SIGNATURE_HEADER), request.headers.get(NONCE_HEADER))
+    if not ok:
+        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
+        log.warning("plivo.signature_invalid", path=path, has_key=bool(settings.plivo_auth_token.get_secret_value()))
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    return params
+
+
+def _call_id(params: dict[str, str]) -> str:
+    call_id = params.get("CallUUID", "")
+    return call_id if UUID_RE.fullmatch(call_id) else ""
+
+
+def _stream_answer(gateway: Gateway, call_id: str) -> Response:
+    settings = gateway.settings
+    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+    return Response(stream_xml(settings.public_url, token, SETTING_CONTENT_TYPES[settings.plivo_content_type]),
+                    media_type=_XML)
+
+
+async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
+    params = await _signed_form(gateway, request, VOICE_PATH)
+    if isinstance(params, Response):
+        return params
+    call_id = _call_id(params)
+    if not call_id:
+        return Response("missing or malformed CallUUID", status_code=400, media_type="text/plain")
+    if not gateway.settings.streams_enabled:
+        log.error("plivo.voice_refused", call_id=call_id, reason="no stream-token secret")
+        return Response("streams unavailable", status_code=503, media_type="text/plain")
+    log.info("plivo.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
+    return _stream_answer(gateway, call_id)
+
+
+async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
+    params = await _signed_form(gateway, request, AFTER_STREAM_PATH)
+    if isinstance(params, Response):
+        return params
+    settings = gateway.settings
+    call_id = _call_id(params)
+    escalated = bool(call_id) and await gateway.is_escalated(call_id)
+    if call_id and not escalated and await claim_resumption(gateway, call_id):
+        metrics.CALLS_RESUMED.inc()
+        log.info("plivo.after_stream", call_id=call_id, escalated=False, resumed=True)
+        return _stream_answer(gateway, call_id)
+    log.info("plivo.after_stream", call_id=call_id, escalated=escalated, resumed=False)
+    if not escalated:
+        response = plivoxml.ResponseElement()
+        response.add(plivoxml.HangupElement())
+        return Response(str(response.to_string(pretty=False)), media_type=_XML)
+    target = settings.transfer_number.strip()
+    if target.startswith(("sip:", "sips:")):
+        xml = transfer_xml(sip_uri=target)
+    elif target:
+        xml = transfer_xml(number=target)
+    else:  # Plivo has no queue: a named conference room where agents pick the caller up
+        xml = transfer_xml(conference=settings.transfer_queue)
+    return Response(xml, media_type=_XML)
+
+
+def _token(started: StreamStarted) -> str | None:
+    return token_from_header(started.custom_parameters.get(STREAM_TOKEN_HEADER))
+
+
+def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
+    """Plivo's routes: the two signed webhooks and the media stream (also as an ASGI route)."""
+
+    @app.post(VOICE_PATH)
+    async def plivo_voice(request: Request) -> Response:
+        return await handle_voice_webhook(gateway, request)
+
+    @app.post(AFTER_STREAM_PATH)
+    async def plivo_after_stream(request: Request) -> Response:
+        return await handle_after_stream(gateway, request)
+
+    async def plivo_media_stream(socket: MessageSocket) -> None:
+        dialect = PlivoDialect(SETTING_CONTENT_TYPES[gateway.settings.plivo_content_type])
+        await run_media_stream(gateway, socket, dialect, token_parameter=STREAM_TOKEN_HEADER, token_of=_token)
+
+    media_routes[MEDIA_PATH] = plivo_media_stream
+
+    @app.websocket(MEDIA_PATH)
+    async def plivo_media(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await plivo_media_stream(AsgiMessageSocket(websocket))
+
+
+PROVIDER = Provider("plivo", install)
