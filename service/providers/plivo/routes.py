@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import FastAPI, Request, Response
 from plivo import plivoxml
 
 from service import metrics
 from service.providers.base import StreamStarted
 from service.providers.jsonwire import UUID_RE
-from service.providers.media import AsgiMessageSocket, claim_resumption, run_media_stream
+from service.providers.media import run_media_stream
 from service.providers.plivo.auth import (
     AFTER_STREAM_PATH,
     NONCE_HEADER,
@@ -33,6 +33,7 @@ from service.providers.plivo.dialect import MEDIA_PATH, SETTING_CONTENT_TYPES, P
 from service.providers.provider import MediaHandler, Provider
 from service.providers.tokens import mint_stream_token
 from service.providers.webform import FormRefused, read_webhook_form
+from service.providers.webhooks import after_stream_response, install_routes
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -95,51 +96,39 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         return params
     settings = gateway.settings
     call_id = _call_id(params)
-    escalated = bool(call_id) and await gateway.is_escalated(call_id)
-    if call_id and not escalated and await claim_resumption(gateway, call_id):
-        metrics.CALLS_RESUMED.inc()
-        log.info("plivo.after_stream", call_id=call_id, escalated=False, resumed=True)
-        return _stream_answer(gateway, call_id)
-    log.info("plivo.after_stream", call_id=call_id, escalated=escalated, resumed=False)
-    if not escalated:
-        response = plivoxml.ResponseElement()
-        response.add(plivoxml.HangupElement())
-        return Response(str(response.to_string(pretty=False)), media_type=_XML)
-    target = settings.transfer_number.strip()
-    if target.startswith(("sip:", "sips:")):
-        xml = transfer_xml(sip_uri=target)
-    elif target:
-        xml = transfer_xml(number=target)
-    else:  # Plivo has no queue: a named conference room where agents pick the caller up
-        xml = transfer_xml(conference=settings.transfer_queue)
-    return Response(xml, media_type=_XML)
+
+    def end(escalated: bool) -> Response:
+        target = settings.transfer_number.strip()
+        if not escalated:
+            response = plivoxml.ResponseElement()
+            response.add(plivoxml.HangupElement())
+            xml = str(response.to_string(pretty=False))
+        elif target.startswith(("sip:", "sips:")):
+            xml = transfer_xml(sip_uri=target)
+        elif target:
+            xml = transfer_xml(number=target)
+        else:  # Plivo has no queue: a named conference room where agents pick the caller up
+            xml = transfer_xml(conference=settings.transfer_queue)
+        return Response(xml, media_type=_XML)
+
+    return await after_stream_response(gateway, "plivo", call_id, resume=lambda: _stream_answer(gateway, call_id),
+                                       end=end)
 
 
 def _token(started: StreamStarted) -> str | None:
     return token_from_header(started.custom_parameters.get(STREAM_TOKEN_HEADER))
 
 
+async def _media_stream(gateway: Gateway, socket: MessageSocket) -> None:
+    dialect = PlivoDialect(SETTING_CONTENT_TYPES[gateway.settings.plivo_content_type])
+    await run_media_stream(gateway, socket, dialect, token_parameter=STREAM_TOKEN_HEADER, token_of=_token)
+
+
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
-    """Plivo's routes: the two signed webhooks and the media stream (also as an ASGI route)."""
-
-    @app.post(VOICE_PATH)
-    async def plivo_voice(request: Request) -> Response:
-        return await handle_voice_webhook(gateway, request)
-
-    @app.post(AFTER_STREAM_PATH)
-    async def plivo_after_stream(request: Request) -> Response:
-        return await handle_after_stream(gateway, request)
-
-    async def plivo_media_stream(socket: MessageSocket) -> None:
-        dialect = PlivoDialect(SETTING_CONTENT_TYPES[gateway.settings.plivo_content_type])
-        await run_media_stream(gateway, socket, dialect, token_parameter=STREAM_TOKEN_HEADER, token_of=_token)
-
-    media_routes[MEDIA_PATH] = plivo_media_stream
-
-    @app.websocket(MEDIA_PATH)
-    async def plivo_media(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await plivo_media_stream(AsgiMessageSocket(websocket))
+    """Plivo's routes: the two signed webhooks and the media stream."""
+    install_routes(app, gateway, media_routes, voice_path=VOICE_PATH, after_stream_path=AFTER_STREAM_PATH,
+                   media_path=MEDIA_PATH, voice=handle_voice_webhook, after_stream=handle_after_stream,
+                   media=lambda socket: _media_stream(gateway, socket))
 
 
 PROVIDER = Provider("plivo", install)

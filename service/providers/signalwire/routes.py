@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import FastAPI, Request, Response
 
 from service import metrics
-from service.providers.media import AsgiMessageSocket, claim_resumption, run_media_stream
+from service.providers.media import run_media_stream
 from service.providers.provider import MediaHandler, Provider
 from service.providers.signalwire.auth import (
     SIGNATURE_HEADER,
@@ -29,6 +29,7 @@ from service.providers.signalwire.dialect import (
 )
 from service.providers.tokens import mint_stream_token
 from service.providers.webform import FormRefused, read_webhook_form
+from service.providers.webhooks import after_stream_response, install_routes
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -89,38 +90,28 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         return params
     settings = gateway.settings
     call_id = _call_id(params)
-    escalated = bool(call_id) and await gateway.is_escalated(call_id)
-    if call_id and not escalated and await claim_resumption(gateway, call_id):
+
+    def resume() -> Response:
         token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
-        metrics.CALLS_RESUMED.inc()
-        log.info("signalwire.after_stream", call_id=call_id, escalated=False, resumed=True)
-        return Response(connect_stream_cxml(settings.public_url, token,
-                                            {"from": params.get("From", ""), "to": params.get("To", "")}),
+        caller = {"from": params.get("From", ""), "to": params.get("To", "")}
+        return Response(connect_stream_cxml(settings.public_url, token, caller), media_type=_XML)
+
+    def end(escalated: bool) -> Response:
+        return Response(after_stream_cxml(escalated, settings.transfer_queue, settings.transfer_number),
                         media_type=_XML)
-    log.info("signalwire.after_stream", call_id=call_id, escalated=escalated, resumed=False)
-    return Response(after_stream_cxml(escalated, settings.transfer_queue, settings.transfer_number), media_type=_XML)
+
+    return await after_stream_response(gateway, "signalwire", call_id, resume=resume, end=end)
+
+
+async def _media_stream(gateway: Gateway, socket: MessageSocket) -> None:
+    await run_media_stream(gateway, socket, SignalWireDialect(), token_parameter=STREAM_TOKEN_PARAMETER)
 
 
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
-    """SignalWire's routes: the two signed webhooks and the media stream (also as an ASGI route)."""
-
-    @app.post(VOICE_PATH)
-    async def signalwire_voice(request: Request) -> Response:
-        return await handle_voice_webhook(gateway, request)
-
-    @app.post(AFTER_STREAM_PATH)
-    async def signalwire_after_stream(request: Request) -> Response:
-        return await handle_after_stream(gateway, request)
-
-    async def signalwire_media_stream(socket: MessageSocket) -> None:
-        await run_media_stream(gateway, socket, SignalWireDialect(), token_parameter=STREAM_TOKEN_PARAMETER)
-
-    media_routes[MEDIA_PATH] = signalwire_media_stream
-
-    @app.websocket(MEDIA_PATH)
-    async def signalwire_media(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await signalwire_media_stream(AsgiMessageSocket(websocket))
+    """SignalWire's routes: the two signed webhooks and the media stream."""
+    install_routes(app, gateway, media_routes, voice_path=VOICE_PATH, after_stream_path=AFTER_STREAM_PATH,
+                   media_path=MEDIA_PATH, voice=handle_voice_webhook, after_stream=handle_after_stream,
+                   media=lambda socket: _media_stream(gateway, socket))
 
 
 PROVIDER = Provider("signalwire", install)

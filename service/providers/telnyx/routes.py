@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi import FastAPI, Request, Response
 
 from service import metrics
 from service.providers.jsonwire import SAFE_ID_RE
-from service.providers.media import AsgiMessageSocket, claim_resumption, run_media_stream
+from service.providers.media import run_media_stream
 from service.providers.provider import MediaHandler, Provider
 from service.providers.telnyx.auth import (
     SIGNATURE_HEADER,
@@ -32,6 +32,7 @@ from service.providers.telnyx.dialect import (
 )
 from service.providers.tokens import mint_stream_token
 from service.providers.webform import FormRefused, read_webhook_body
+from service.providers.webhooks import after_stream_response, install_routes
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -91,39 +92,30 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         return params
     settings = gateway.settings
     call_id = _call_id(params)
-    escalated = bool(call_id) and await gateway.is_escalated(call_id)
-    if call_id and not escalated and await claim_resumption(gateway, call_id):
+
+    def resume() -> Response:
         token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
-        metrics.CALLS_RESUMED.inc()
-        log.info("telnyx.after_stream", call_id=call_id, escalated=False, resumed=True)
-        return Response(connect_stream_texml(settings.public_url, token, settings.telnyx_codec,
-                                             {"from": params.get("From", ""), "to": params.get("To", "")}),
+        caller = {"from": params.get("From", ""), "to": params.get("To", "")}
+        return Response(connect_stream_texml(settings.public_url, token, settings.telnyx_codec, caller),
                         media_type=_XML)
-    log.info("telnyx.after_stream", call_id=call_id, escalated=escalated, resumed=False)
-    return Response(after_stream_texml(escalated, settings.transfer_queue, settings.transfer_number), media_type=_XML)
+
+    def end(escalated: bool) -> Response:
+        return Response(after_stream_texml(escalated, settings.transfer_queue, settings.transfer_number),
+                        media_type=_XML)
+
+    return await after_stream_response(gateway, "telnyx", call_id, resume=resume, end=end)
+
+
+async def _media_stream(gateway: Gateway, socket: MessageSocket) -> None:
+    await run_media_stream(gateway, socket, TelnyxDialect(gateway.settings.telnyx_codec),
+                           token_parameter=STREAM_TOKEN_PARAMETER)
 
 
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
-    """Telnyx's routes: the two signed webhooks and the media stream (also as an ASGI route)."""
-
-    @app.post(VOICE_PATH)
-    async def telnyx_voice(request: Request) -> Response:
-        return await handle_voice_webhook(gateway, request)
-
-    @app.post(AFTER_STREAM_PATH)
-    async def telnyx_after_stream(request: Request) -> Response:
-        return await handle_after_stream(gateway, request)
-
-    async def telnyx_media_stream(socket: MessageSocket) -> None:
-        await run_media_stream(gateway, socket, TelnyxDialect(gateway.settings.telnyx_codec),
-                               token_parameter=STREAM_TOKEN_PARAMETER)
-
-    media_routes[MEDIA_PATH] = telnyx_media_stream
-
-    @app.websocket(MEDIA_PATH)
-    async def telnyx_media(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await telnyx_media_stream(AsgiMessageSocket(websocket))
+    """Telnyx's routes: the two signed webhooks and the media stream."""
+    install_routes(app, gateway, media_routes, voice_path=VOICE_PATH, after_stream_path=AFTER_STREAM_PATH,
+                   media_path=MEDIA_PATH, voice=handle_voice_webhook, after_stream=handle_after_stream,
+                   media=lambda socket: _media_stream(gateway, socket))
 
 
 PROVIDER = Provider("telnyx", install)
