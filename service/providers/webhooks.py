@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request, Response, WebSocket
 from service import metrics
 from service.providers.media import AsgiMessageSocket, claim_resumption
 from service.providers.provider import MediaHandler
+from service.providers.webform import FormRefused, read_webhook_body
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
@@ -20,6 +21,27 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 WebhookHandler = Callable[["Gateway", Request], Awaitable[Response]]
+Verify = Callable[[bytes, dict[str, str]], bool]
+
+
+async def signed_form(request: Request, path: str, *, provider: str, signature_header: str, has_key: bool,
+                      verify: Verify) -> dict[str, str] | Response:
+    """The webhook's form once ``verify(raw body, form)`` accepted it, or the refusal to send: 403 (no
+    key, missing or bad signature), 413 (too big), 415 (not a form). Nothing is parsed before the
+    size and type checks (``service.providers.webform``)."""
+    try:
+        raw, form = await read_webhook_body(request, signature_header)
+    except FormRefused as refused:
+        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
+        log.warning("provider.webhook_refused", provider=provider, path=path, status=refused.status,
+                    reason=refused.reason)
+        return Response(str(refused), status_code=refused.status, media_type="text/plain")
+    params = {key: str(value) for key, value in form.items()}
+    if not has_key or not verify(raw, params):
+        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
+        log.warning("provider.signature_invalid", provider=provider, path=path, has_key=has_key)
+        return Response("invalid signature", status_code=403, media_type="text/plain")
+    return params
 
 
 def install_routes(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler], *, voice_path: str,

@@ -14,7 +14,6 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from plivo import plivoxml
 
-from service import metrics
 from service.providers.base import StreamStarted
 from service.providers.jsonwire import UUID_RE
 from service.providers.media import run_media_stream
@@ -32,8 +31,7 @@ from service.providers.plivo.auth import (
 from service.providers.plivo.dialect import MEDIA_PATH, SETTING_CONTENT_TYPES, PlivoDialect
 from service.providers.provider import MediaHandler, Provider
 from service.providers.tokens import mint_stream_token
-from service.providers.webform import FormRefused, read_webhook_form
-from service.providers.webhooks import after_stream_response, install_routes
+from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -45,23 +43,13 @@ _XML = "application/xml"
 
 
 async def _signed_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
-    """The signed form, or the refusal (403 no token / bad or missing signature, 413, 415)."""
-    try:
-        form = await read_webhook_form(request, SIGNATURE_HEADER)
-    except FormRefused as refused:
-        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
-        log.warning("plivo.webhook_refused", path=path, status=refused.status, reason=refused.reason)
-        return Response(str(refused), status_code=refused.status, media_type="text/plain")
     settings = gateway.settings
-    params = {key: str(value) for key, value in form.items()}
+    key = settings.plivo_auth_token.get_secret_value()
     url = settings.public_url.rstrip("/") + path + ("?" + request.url.query if request.url.query else "")
-    ok = verify_plivo_webhook(settings.plivo_auth_token.get_secret_value(), "POST", url, params,
-                              request.headers.get(SIGNATURE_HEADER), request.headers.get(NONCE_HEADER))
-    if not ok:
-        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
-        log.warning("plivo.signature_invalid", path=path, has_key=bool(settings.plivo_auth_token.get_secret_value()))
-        return Response("invalid signature", status_code=403, media_type="text/plain")
-    return params
+    return await signed_form(
+        request, path, provider="plivo", signature_header=SIGNATURE_HEADER, has_key=bool(key),
+        verify=lambda _raw, form: verify_plivo_webhook(key, "POST", url, form, request.headers.get(SIGNATURE_HEADER),
+                                                       request.headers.get(NONCE_HEADER)))
 
 
 def _call_id(params: dict[str, str]) -> str:

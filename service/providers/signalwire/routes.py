@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi import FastAPI, Request, Response
 
-from service import metrics
 from service.providers.media import run_media_stream
 from service.providers.provider import MediaHandler, Provider
 from service.providers.signalwire.auth import (
@@ -28,8 +27,7 @@ from service.providers.signalwire.dialect import (
     SignalWireDialect,
 )
 from service.providers.tokens import mint_stream_token
-from service.providers.webform import FormRefused, read_webhook_form
-from service.providers.webhooks import after_stream_response, install_routes
+from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -42,22 +40,13 @@ _MAX_CALL_ID = 64
 
 
 async def _signed_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
-    """The signed form, or the refusal (403 no key / bad or missing signature, 413, 415)."""
-    try:
-        form = await read_webhook_form(request, SIGNATURE_HEADER)
-    except FormRefused as refused:
-        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
-        log.warning("signalwire.webhook_refused", path=path, status=refused.status, reason=refused.reason)
-        return Response(str(refused), status_code=refused.status, media_type="text/plain")
     settings = gateway.settings
-    ok = validate_signalwire_request(settings.signalwire_signing_key.get_secret_value(), settings.public_url, path,
-                                     form, request.headers.get(SIGNATURE_HEADER), query=request.url.query)
-    if not ok:
-        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
-        log.warning("signalwire.signature_invalid", path=path,
-                    has_key=bool(settings.signalwire_signing_key.get_secret_value()))
-        return Response("invalid signature", status_code=403, media_type="text/plain")
-    return {key: str(value) for key, value in form.items()}
+    key = settings.signalwire_signing_key.get_secret_value()
+    return await signed_form(
+        request, path, provider="signalwire", signature_header=SIGNATURE_HEADER, has_key=bool(key),
+        verify=lambda _raw, form: validate_signalwire_request(key, settings.public_url, path, form,
+                                                              request.headers.get(SIGNATURE_HEADER),
+                                                              query=request.url.query))
 
 
 def _call_id(params: dict[str, str]) -> str:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi import FastAPI, Request, Response
 
-from service import metrics
 from service.providers.jsonwire import SAFE_ID_RE
 from service.providers.media import run_media_stream
 from service.providers.provider import MediaHandler, Provider
@@ -31,8 +30,7 @@ from service.providers.telnyx.dialect import (
     TelnyxDialect,
 )
 from service.providers.tokens import mint_stream_token
-from service.providers.webform import FormRefused, read_webhook_body
-from service.providers.webhooks import after_stream_response, install_routes
+from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -44,23 +42,13 @@ _XML = "application/xml"
 
 
 async def _signed_form(gateway: Gateway, request: Request, path: str) -> dict[str, str] | Response:
-    """The signed form, or the refusal (403 no key / bad or missing signature, 413, 415)."""
-    try:
-        raw, form = await read_webhook_body(request, SIGNATURE_HEADER)
-    except FormRefused as refused:
-        metrics.WEBHOOK_REJECTED.labels(refused.reason).inc()
-        log.warning("telnyx.webhook_refused", path=path, status=refused.status, reason=refused.reason)
-        return Response(str(refused), status_code=refused.status, media_type="text/plain")
     settings = gateway.settings
-    ok = verify_telnyx_webhook(settings.telnyx_public_key.get_secret_value(), raw,
-                               request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER),
-                               tolerance_s=settings.telnyx_signature_tolerance_s)
-    if not ok:
-        metrics.WEBHOOK_REJECTED.labels("bad_signature").inc()
-        log.warning("telnyx.signature_invalid", path=path,
-                    has_key=bool(settings.telnyx_public_key.get_secret_value()))
-        return Response("invalid signature", status_code=403, media_type="text/plain")
-    return {key: str(value) for key, value in form.items()}
+    key = settings.telnyx_public_key.get_secret_value()
+    return await signed_form(
+        request, path, provider="telnyx", signature_header=SIGNATURE_HEADER, has_key=bool(key),
+        verify=lambda raw, _form: verify_telnyx_webhook(key, raw, request.headers.get(SIGNATURE_HEADER),
+                                                        request.headers.get(TIMESTAMP_HEADER),
+                                                        tolerance_s=settings.telnyx_signature_tolerance_s))
 
 
 def _call_id(params: dict[str, str]) -> str:
