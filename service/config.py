@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(
         300.0, gt=0, description="Seconds active calls may run after SIGTERM before they are handed off."
     )
+    drain_mode: Literal["resume", "handoff"] = Field(
+        "resume", description="Calls still active at the drain timeout: `resume` on another replica (the stream is "
+        "ended so the provider's after-stream reconnects it; needs Redis and CALLBRIDGE_RESUME_CALLS), or `handoff` "
+        "to the human queue.",
+    )
     handshake_timeout_s: float = Field(
         10.0, gt=0, le=300,
         description="A connection whose HTTP request head (or WebSocket upgrade) is not complete within this time is closed.",

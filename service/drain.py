@@ -1,8 +1,10 @@
 """Graceful drain on SIGTERM: stop taking calls, let active calls finish, hand off the rest, exit 0.
 
 Sequence (guaranteed order): ``/readyz`` turns 503 and new webhooks are redirected at once; active
-calls run until they end or ``CALLBRIDGE_DRAIN_TIMEOUT`` passes; calls still active then are handed
-to the human queue (escalation with trigger ``drain``) rather than dropped; state writes and the
+calls run until they end or ``CALLBRIDGE_DRAIN_TIMEOUT`` passes; calls still active then are let go
+to resume on another replica (``CALLBRIDGE_DRAIN_MODE=resume``, the default, with Redis: their stream
+ends and the provider's after-stream reconnects them, docs/resume.md) or handed to the human queue
+(``handoff``, or without Redis: an escalation with trigger ``drain``), never dropped; state writes and the
 escalation outbox are flushed; only then is uvicorn told to exit. A second SIGTERM/SIGINT exits at
 once (uvicorn's own force-exit).
 """
@@ -19,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service import metrics
+from service.state.resume import DRAINED
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +40,14 @@ async def drain_gateway(app: FastAPI) -> None:
         except TimeoutError:
             break
     remaining = list(gateway.calls.values())
+    settings = gateway.settings
+    resume = settings.drain_mode == "resume" and settings.resume_calls and gateway.state_store is not None
     for session in remaining:
         try:
-            await session.hand_off(reason="replica draining")
+            if resume:  # the provider's after-stream reconnects it to another replica (docs/resume.md)
+                await session.let_go(DRAINED)
+            else:
+                await session.hand_off(reason="replica draining")
         except Exception as error:  # one call's failure never blocks the drain of the others
             log.error("drain.handoff_failed", call_id=getattr(session, "call_id", ""), error=repr(error))
     if remaining:

@@ -23,6 +23,8 @@ class ActiveCall(Protocol):
 
     async def hand_off(self, reason: str) -> None: ...
 
+    async def let_go(self, reason: str) -> None: ...
+
 
 @dataclass
 class Gateway:

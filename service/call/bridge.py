@@ -487,6 +487,15 @@ class CallBridge:
         log.info("call.transfer", trigger=request.trigger if request else "", via=via)
         await self.end("transferred to a human", close_code=1000)
 
+    async def let_go(self, reason: str) -> None:
+        """Drain with resumption: end the stream without a transfer so that the provider's after-stream
+        resumes the call on another replica (``end_reason`` says so; the caller hears a short gap)."""
+        if self._closing:
+            return
+        self.outcome = "handed_over"
+        log.info("call.let_go", reason=reason)
+        await self.end(reason, close_code=1000)
+
     async def hand_off(self, reason: str) -> None:
         """Drain: a call still active when the drain timeout passes goes to the human queue."""
         if self._closing:

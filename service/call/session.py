@@ -138,6 +138,9 @@ class CallSession:
     async def hand_off(self, reason: str) -> None:
         await self.bridge.hand_off(reason)
 
+    async def let_go(self, reason: str) -> None:
+        await self.bridge.let_go(reason)
+
     async def _send_provider(self, text: str) -> None:
         """Sends to a provider socket that has closed are dropped: the caller is gone, and the
         provider reader ends the call when it sees the end of the stream."""

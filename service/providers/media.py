@@ -190,7 +190,7 @@ async def _resume_seed(gateway: Gateway, call_id: str) -> ResumeSeed | None:
 async def claim_resumption(gateway: Gateway, call_sid: str) -> bool:
     """Claim the resumption of a dropped stream in Redis (atomic; see ``service.state.resume``)."""
     store = gateway.state_store
-    if not gateway.settings.resume_calls or store is None or gateway.draining:
+    if not gateway.settings.resume_calls or store is None:
         return False
     try:
         verdict = await asyncio.wait_for(

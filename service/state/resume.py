@@ -5,7 +5,8 @@ The provider's after-stream webhook asks ``claim_resume``: one atomic script dec
 call, so two webhooks (or two replicas) can never both resume it. A call is resumable when it is
 known, was not escalated, has resumed fewer than ``max_resumes`` times, and either its stream ended
 without anyone ending the call (state still live after a short grace for the owning replica's
-write-behind) or the gateway saw the socket close without the caller's ``stop``. The dropped stream's
+write-behind), the gateway saw the socket close without the caller's ``stop``, or a draining replica
+let the call go for another replica to resume (``CALLBRIDGE_DRAIN_MODE=resume``). The dropped stream's
 claim is released in the same step: the provider has ended that stream, so the new one is admitted
 at once instead of after the dead replica's heartbeat expires.
 """
@@ -21,6 +22,8 @@ from service.state import keys as k
 
 #: ``end_reason`` of a call whose provider socket closed without a ``stop`` (the gateway did not end it).
 STREAM_DROPPED = "provider closed the stream"
+#: ``end_reason`` of a call a draining replica let go so that another replica resumes it.
+DRAINED = "replica draining: resumes on another replica"
 #: How long a live-looking call may take to show ``ended`` after its owner closed the stream normally
 #: (the state writer's coalescing window is 50 ms by default).
 GRACE_S = 0.6
@@ -36,7 +39,7 @@ local h = redis.call('HMGET', KEYS[1], 'state', 'escalation_status', 'resumes', 
 local state, esc, resumes, reason = h[1], h[2], tonumber(h[3] or '0'), h[4]
 if not state then return 3 end
 if esc and esc ~= '' and esc ~= 'none' then return 0 end
-if state == 'ended' and reason ~= ARGV[2] then return 0 end
+if state == 'ended' and reason ~= ARGV[2] and reason ~= ARGV[3] then return 0 end
 if resumes >= tonumber(ARGV[1]) then return 2 end
 redis.call('HSET', KEYS[1], 'resume_pending', '1')
 redis.call('HINCRBY', KEYS[1], 'resumes', 1)
@@ -67,7 +70,7 @@ async def claim_resume(redis: Any, keys: k.Keys, call_id: str, max_resumes: int,
         if state is None or state in (b"ended", "ended") or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.05)  # polling another process's write to Redis (no event to wait on)
-    code = await redis.eval(_CLAIM, 2, call_key, keys.streaming(call_id), max_resumes, STREAM_DROPPED)
+    code = await redis.eval(_CLAIM, 2, call_key, keys.streaming(call_id), max_resumes, STREAM_DROPPED, DRAINED)
     return _VERDICTS.get(int(code), "not_resumable")
 
 

@@ -1,7 +1,7 @@
 """Graceful drain with a real gateway process and live calls (SIGTERM).
 
 Expected: /readyz turns 503 at once, new webhooks are redirected, a call that ends during the drain
-ends normally, a call still active at CALLBRIDGE_DRAIN_TIMEOUT is handed to the human queue (its
+ends normally, a call still active at CALLBRIDGE_DRAIN_TIMEOUT is handed to the human queue (DRAIN_MODE=handoff; its
 escalation is delivered, never dropped), state is flushed, and the process exits 0.
 """
 
@@ -60,7 +60,7 @@ async def test_sigterm_drains_live_calls_and_hands_off_the_rest(redis_server: Re
             "CALLBRIDGE_REALTIME_URL": rt.url, "CALLBRIDGE_REDIS_URL": redis_server.url,
             "CALLBRIDGE_TWILIO_AUTH_TOKEN": AUTH, "CALLBRIDGE_PUBLIC_URL": base,
             "CALLBRIDGE_ESCALATION_WEBHOOK_URL": receiver.url, "CALLBRIDGE_ESCALATION_WEBHOOK_SECRET": SECRET,
-            "CALLBRIDGE_DRAIN_TIMEOUT": "3", "CALLBRIDGE_GREETING": "false", "CALLBRIDGE_LOG_FORMAT": "json",
+            "CALLBRIDGE_DRAIN_TIMEOUT": "3", "CALLBRIDGE_DRAIN_MODE": "handoff", "CALLBRIDGE_GREETING": "false", "CALLBRIDGE_LOG_FORMAT": "json",
             "CALLBRIDGE_VAD_SILENCE_DURATION_MS": "300",
         }, log_path)
         try:

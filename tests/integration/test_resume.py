@@ -98,3 +98,45 @@ async def test_sigkill_mid_reply_the_call_resumes_on_the_other_replica(redis_ser
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
+
+
+@pytest.mark.slow
+async def test_drain_lets_a_live_call_go_and_it_resumes_on_the_other_replica(redis_server: RedisServer,
+                                                                           tmp_path: Path) -> None:
+    """Drain uses the same path (CALLBRIDGE_DRAIN_MODE=resume, the default): at the drain timeout the
+    draining replica ends the stream; the after-stream resumes the call on the replica the balancer
+    still routes to (the draining one has left the rotation, as its /readyz says)."""
+    ports = [free_port(), free_port()]
+    processes: list[asyncio.subprocess.Process] = []
+    behaviour = ScriptedBehaviour(reply_ms=800, transcripts=["I need help with my order"], cycle_transcripts=True)
+    async with RealtimeStandIn(behaviour) as rt, Balancer(list(ports)) as balancer:
+        try:
+            for index, port in enumerate(ports):
+                processes.append(await start_gateway_process(port, {
+                    "CALLBRIDGE_REALTIME_PROVIDER": "openai", "CALLBRIDGE_REALTIME_API_KEY": API_KEY,
+                    "CALLBRIDGE_REALTIME_URL": rt.url, "CALLBRIDGE_REDIS_URL": redis_server.url,
+                    "CALLBRIDGE_TWILIO_AUTH_TOKEN": AUTH, "CALLBRIDGE_PUBLIC_URL": balancer.url,
+                    "CALLBRIDGE_REPLICA_ID": f"replica-{index}", "CALLBRIDGE_DRAIN_TIMEOUT": "2",
+                    "CALLBRIDGE_GREETING": "false", "CALLBRIDGE_LOG_FORMAT": "json",
+                }, tmp_path / f"gateway-{index}.log"))
+            async with TwilioCallerStandIn(balancer.url, AUTH) as caller:
+                call = await caller.place_call()  # on replica 0
+                await call.send_audio(synthesize("I need help with my order please."), silence(600))
+                await call.wait_for(lambda: _media_frames(call) >= 3, timeout_s=20)
+                processes[0].send_signal(signal.SIGTERM)
+                balancer.backends.remove(ports[0])  # the load balancer stops routing to a replica that is not ready
+                assert await call.wait_closed(timeout_s=20) == 1000  # let go at the drain timeout
+                resumed = await caller.follow(call)
+                assert resumed is not None, (call.after_stream_status, call.after_stream_twiml, call.violations)
+                await resumed.send_audio(synthesize("Are you still there?"), silence(600))
+                await resumed.wait_for(lambda: _media_frames(resumed) >= 1, timeout_s=20)
+                assert await processes[0].wait() == 0  # the drained replica exited cleanly
+                client = aioredis.from_url(redis_server.url)
+                assert await client.hget(f"cb:call:{call.call_sid}", "resumes") == b"1"
+                await client.aclose()
+                await resumed.hang_up()
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
