@@ -1,0 +1,150 @@
+"""Console routes (docs/console.md): login, the active-calls and one-call views, their JSON APIs,
+and the agent's signed view of one escalation.
+
+Thin adapter: authentication rules are in ``service.console.auth``; data is read from Redis through
+the gateway's ``StateStore`` so every replica shows the whole fleet. Every route checks the session
+cookie or ``Authorization: Bearer``: APIs answer 401 with no data, pages redirect to the login form.
+APIs refuse cross-site browser requests (403).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from service.console import auth
+from service.gateway import Gateway
+
+log = structlog.get_logger(__name__)
+
+_STYLE = """<style>
+body{font:16px/1.4 system-ui,sans-serif;margin:0;padding:1rem;max-width:80rem}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}
+a:focus,button:focus,input:focus{outline:3px solid #1a73e8;outline-offset:2px}
+#calls{min-height:12rem}@media (max-width:600px){body{font-size:15px;padding:.5rem}}
+</style>"""
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
+        f"{_STYLE}</head><body>{body}</body></html>",
+        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
+    )
+
+
+def mount(app: FastAPI, gateway: Gateway) -> None:
+    """Add the console routes to ``app``; a no-op when ``CALLBRIDGE_CONSOLE_TOKEN`` is empty."""
+    settings = gateway.settings
+    token = settings.console_token.get_secret_value()
+    if not token:
+        return
+    skey = auth.session_key(token)
+    akey = auth.agent_link_key(token, settings.agent_link_secret.get_secret_value())
+    router = APIRouter(prefix="/console")
+
+    def authed(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            return auth.token_matches(token, header[7:].strip())
+        return auth.session_valid(skey, request.cookies.get(auth.SESSION_COOKIE), time.time())
+
+    def api_refusal(request: Request) -> Response | None:
+        if auth.cross_site(request.headers, request.headers.get("host", "")):
+            log.warning("console.cross_site_refused", path=request.url.path)
+            return JSONResponse({"error": "cross-site request refused"}, status_code=403)
+        if not authed(request):
+            return JSONResponse({"error": "unauthorized"}, status_code=401)
+        return None
+
+    @router.get("/login")
+    async def login_form() -> HTMLResponse:
+        return _page("callbridge console: log in", (
+            "<h1>callbridge console</h1><form method=post action=/console/login>"
+            "<label>Operator token <input name=token type=password autocomplete=current-password required></label> "
+            "<button type=submit>Log in</button></form>"))
+
+    @router.post("/login")
+    async def login(request: Request, token_field: str = Form("", alias="token")) -> Response:
+        if auth.cross_site(request.headers, request.headers.get("host", "")):
+            return JSONResponse({"error": "cross-site request refused"}, status_code=403)
+        if not auth.token_matches(token, token_field):
+            log.warning("console.login_failed", client=request.client.host if request.client else None)
+            return HTMLResponse("wrong token", status_code=401)
+        response = RedirectResponse("/console", status_code=303)
+        response.set_cookie(
+            auth.SESSION_COOKIE, auth.make_session(skey, time.time(), settings.console_session_ttl_s),
+            max_age=settings.console_session_ttl_s, httponly=True, samesite="strict", path="/console",
+            secure=settings.public_url.startswith("https://"),
+        )
+        return response
+
+    @router.get("")
+    async def calls_page(request: Request) -> Response:
+        if not authed(request):
+            return RedirectResponse("/console/login", status_code=303)
+        return _page("callbridge console: active calls", (
+            "<h1>Active calls</h1><table><thead><tr><th>call</th><th>state</th><th>replica</th>"
+            "<th>caller</th><th>duration</th></tr></thead><tbody id=calls></tbody></table>"
+            "<script>async function r(){const x=await fetch('/console/api/calls');if(!x.ok)return;"
+            "const d=await x.json();const b=document.getElementById('calls');b.textContent='';"
+            "for(const c of d.calls){const t=document.createElement('tr');"
+            "const a=document.createElement('a');a.href='/console/calls/'+encodeURIComponent(c.call_id);"
+            "a.textContent=c.call_id;const f=[a,c.state,c.replica,c.caller,c.duration_s+' s'];"
+            "for(const v of f){const td=document.createElement('td');"
+            "if(typeof v==='string'||typeof v==='number')td.textContent=v;else td.append(v);t.append(td)}"
+            "b.append(t)}}r();setInterval(r,2000)</script>"))
+
+    @router.get("/api/calls")
+    async def calls_api(request: Request) -> Response:
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        store = gateway.state_store
+        if store is None:
+            return JSONResponse({"error": "no state store"}, status_code=503)
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        for call_id in (await store.active_calls())[:500]:
+            snap = await store.load_call(call_id)
+            if snap is None:
+                continue
+            started = float(snap.fields.get("started_at") or now)
+            rows.append({
+                "call_id": call_id, "state": snap.fields.get("state", ""),
+                "replica": snap.fields.get("replica", ""),
+                "caller": snap.fields.get("from", ""),  # masked when written (docs/redis-schema.md)
+                "duration_s": round(max(0.0, now - started)),
+            })
+        return JSONResponse({"calls": rows}, headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/calls/{call_id}")
+    async def call_api(request: Request, call_id: str) -> Response:
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        store = gateway.state_store
+        if store is None:
+            return JSONResponse({"error": "no state store"}, status_code=503)
+        snap = await store.load_call(call_id[:200])
+        if snap is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        return JSONResponse({
+            "call_id": call_id, "state": snap.state,
+            "transcript": [{"role": t.role, "text": t.text} for t in snap.transcript[-200:]],
+        })
+
+    @router.get("/agent/{escalation_id}")
+    async def agent_page(escalation_id: str, exp: str = "", sig: str = "") -> Response:
+        if not auth.agent_link_valid(akey, escalation_id, exp, sig, time.time()):
+            return HTMLResponse("link invalid or expired", status_code=401)
+        return _page("escalation", f"<h1>Escalation {html.escape(escalation_id)}</h1>")
+
+    app.include_router(router)
+    log.info("console.mounted")
