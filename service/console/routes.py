@@ -9,18 +9,41 @@ APIs refuse cross-site browser requests (403).
 
 from __future__ import annotations
 
+import asyncio
 import html
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from redis.exceptions import RedisError
 
 from service.console import auth
 from service.gateway import Gateway
 
 log = structlog.get_logger(__name__)
+
+LIST_LIMIT = 100
+"""Most entries any list API returns (escalations, dead letters, replicas): bounds every response."""
+SSE_PERIOD_S = 1.0
+SSE_HEARTBEAT_S = 15.0
+SSE_MAX_LIFETIME_S = 3600.0
+"""An SSE response ends after this long; browsers' EventSource reconnects on its own."""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _entry(fields: dict[Any, Any], keep: tuple[str, ...]) -> dict[str, str]:
+    """The named fields of a stream entry as short strings (receiver answers capped at 500 chars)."""
+    out = {_text(k): _text(v) for k, v in fields.items() if _text(k) in keep}
+    if "response" in out:
+        out["response"] = out["response"][:500]
+    return out
 
 _STYLE = """<style>
 body{font:16px/1.4 system-ui,sans-serif;margin:0;padding:1rem;max-width:80rem}
@@ -92,23 +115,27 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
         return _page("callbridge console: active calls", (
             "<h1>Active calls</h1><table><thead><tr><th>call</th><th>state</th><th>replica</th>"
             "<th>caller</th><th>duration</th></tr></thead><tbody id=calls></tbody></table>"
-            "<script>async function r(){const x=await fetch('/console/api/calls');if(!x.ok)return;"
-            "const d=await x.json();const b=document.getElementById('calls');b.textContent='';"
+            "<script>function r(d){const b=document.getElementById('calls');b.textContent='';"
             "for(const c of d.calls){const t=document.createElement('tr');"
             "const a=document.createElement('a');a.href='/console/calls/'+encodeURIComponent(c.call_id);"
             "a.textContent=c.call_id;const f=[a,c.state,c.replica,c.caller,c.duration_s+' s'];"
             "for(const v of f){const td=document.createElement('td');"
             "if(typeof v==='string'||typeof v==='number')td.textContent=v;else td.append(v);t.append(td)}"
-            "b.append(t)}}r();setInterval(r,2000)</script>"))
+            "b.append(t)}}const es=new EventSource('/console/api/stream/calls');"
+            "es.addEventListener('calls',e=>r(JSON.parse(e.data)))</script>"))
 
     @router.get("/api/calls")
     async def calls_api(request: Request) -> Response:
         refusal = api_refusal(request)
         if refusal is not None:
             return refusal
-        store = gateway.state_store
-        if store is None:
+        if gateway.state_store is None:
             return JSONResponse({"error": "no state store"}, status_code=503)
+        rows = await active_rows()
+        return JSONResponse({"calls": rows}, headers={"Cache-Control": "no-store"})
+
+    async def active_rows() -> list[dict[str, Any]]:
+        store = gateway.state_store
         now = time.time()
         rows: list[dict[str, Any]] = []
         for call_id in (await store.active_calls())[:500]:
@@ -122,7 +149,89 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
                 "caller": snap.fields.get("from", ""),  # masked when written (docs/redis-schema.md)
                 "duration_s": round(max(0.0, now - started)),
             })
-        return JSONResponse({"calls": rows}, headers={"Cache-Control": "no-store"})
+        return rows
+
+    @router.get("/api/escalations")
+    async def escalations_api(request: Request) -> Response:
+        """Pending (outbox) and dead-lettered escalations, newest dead letters first, at most LIST_LIMIT each."""
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        store = gateway.state_store
+        if store is None:
+            return JSONResponse({"error": "no state store"}, status_code=503)
+        pending = await store.redis.xrange(store.keys.outbox, count=LIST_LIMIT)
+        dead = await store.redis.xrevrange(store.keys.dead_letter, count=LIST_LIMIT)
+        return JSONResponse({
+            "pending": [{"id": _text(i), **_entry(f, ("escalation_id", "call_id", "trigger", "decided_at"))}
+                        for i, f in pending],
+            "dead_letter": [{"id": _text(i), **_entry(f, ("escalation_id", "call_id", "status", "response", "dead_at"))}
+                            for i, f in dead],
+        }, headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/fleet")
+    async def fleet_api(request: Request) -> Response:
+        """Live replicas (those with an unexpired heartbeat key), at most LIST_LIMIT."""
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        store = gateway.state_store
+        if store is None:
+            return JSONResponse({"error": "no state store"}, status_code=503)
+        replicas: list[dict[str, Any]] = []
+        async for key in store.redis.scan_iter(match=store.keys.replica_prefix + "*", count=100):
+            raw = await store.redis.get(key)
+            if raw is None:
+                continue
+            try:
+                beat = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(beat, dict):
+                replicas.append({"replica": str(beat.get("replica", "")), "ts": beat.get("ts"),
+                                 "calls": beat.get("calls")})
+            if len(replicas) >= LIST_LIMIT:
+                break
+        return JSONResponse({"replicas": replicas}, headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/stream/calls")
+    async def calls_stream(request: Request) -> Response:
+        """Server-Sent Events: the active-calls list whenever it changes, a comment heartbeat otherwise.
+
+        Pull-based: the generator builds one snapshot per period only when the previous one was sent,
+        so a client that stops reading holds at most one snapshot (no queue grows); the response
+        ends after SSE_MAX_LIFETIME_S or when the client disconnects.
+        """
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        if gateway.state_store is None:
+            return JSONResponse({"error": "no state store"}, status_code=503)
+
+        async def events() -> AsyncIterator[str]:
+            started = last_beat = time.monotonic()
+            last = ""
+            seq = 0
+            yield "retry: 2000\n\n"
+            while time.monotonic() - started < SSE_MAX_LIFETIME_S and not await request.is_disconnected():
+                try:
+                    body = json.dumps({"calls": await active_rows()}, separators=(",", ":"))
+                except (RedisError, OSError) as exc:  # Redis outage: keep the last list, keep the stream
+                    log.warning("console.stream_read_failed", error=repr(exc))
+                    body = last
+                now = time.monotonic()
+                if body != last:
+                    seq += 1
+                    last = body
+                    last_beat = now
+                    yield f"id: {seq}\nevent: calls\ndata: {body}\n\n"
+                elif now - last_beat >= SSE_HEARTBEAT_S:
+                    last_beat = now
+                    yield ": heartbeat\n\n"
+                await asyncio.sleep(SSE_PERIOD_S)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @router.get("/api/calls/{call_id}")
     async def call_api(request: Request, call_id: str) -> Response:

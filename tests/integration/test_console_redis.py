@@ -47,3 +47,55 @@ def test_active_call_and_transcript_come_from_redis(redis_server) -> None:  # ty
             await writer_store.close()
 
     asyncio.run(scenario())
+
+
+def test_escalations_fleet_and_sse_over_a_real_socket(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Dead letters carry the receiver's answer; live replicas are listed; the SSE feed sends the
+    call list as an event on a real 127.0.0.1 socket, then the client closes it."""
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    async def scenario() -> None:
+        store = StateStore(redis_server.url, prefix="cb", replica_id="r-1")
+        await store.start()
+        await store.heartbeat_once()
+        await store.redis.xadd(store.keys.dead_letter, {"escalation_id": "E1", "call_id": "CA-x", "status": "422",
+                                                        "response": "bad field", "dead_at": "1", "body": "{}"})
+        call = store.call("CA-sse-1")
+        call.started({"from": "+14155550123"})
+        assert await store.flush(5.0)
+        settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+        app = create_app(settings, start_services=False)
+        app.state.gateway.state_store = store
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+        task = asyncio.create_task(server.serve())
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                for _ in range(200):  # bounded wait for the server to listen
+                    if server.started:
+                        break
+                    await asyncio.sleep(0.05)
+                esc = (await client.get("/console/api/escalations", headers=headers)).json()
+                assert esc["dead_letter"][0]["escalation_id"] == "E1" and esc["dead_letter"][0]["response"] == "bad field"
+                assert "body" not in esc["dead_letter"][0]
+                fleet = (await client.get("/console/api/fleet", headers=headers)).json()
+                assert [r["replica"] for r in fleet["replicas"]] == ["r-1"]
+                assert (await client.get("/console/api/stream/calls")).status_code == 401
+                async with client.stream("GET", "/console/api/stream/calls", headers=headers) as response:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    lines: list[str] = []
+                    async for line in response.aiter_lines():
+                        lines.append(line)
+                        if line.startswith("data: "):
+                            break
+                        assert len(lines) < 20
+                    assert "CA-sse-1" in lines[-1] and "id: 1" in lines
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+            await store.close()
+
+    asyncio.run(scenario())
