@@ -233,6 +233,45 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    @router.post("/api/escalations/dead/{entry_id}/redeliver")
+    async def redeliver(request: Request, entry_id: str) -> Response:
+        """Move one dead letter back into the outbox (one MULTI: XADD to the outbox, XDEL from the dead
+        letters), so the delivery worker sends the same body again under the same escalation id.
+        POST only, cross-site refused: a link or a foreign form cannot trigger it."""
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        store = gateway.state_store
+        if store is None:
+            return JSONResponse({"error": "no state store"}, status_code=503)
+        found = await store.redis.xrange(store.keys.dead_letter, min=entry_id[:40], max=entry_id[:40], count=1)
+        if not found:
+            return JSONResponse({"error": "no such dead letter"}, status_code=404)
+        raw = {_text(k): v for k, v in found[0][1].items()}
+        # The body goes back byte-for-byte (same Idempotency-Key for the receiver); decided_at is unknown here.
+        entry: dict[str, Any] = {"escalation_id": _text(raw.get("escalation_id", "")),
+                                 "call_id": _text(raw.get("call_id", "")), "body": raw.get("body", b"")}
+        pipe = store.redis.pipeline(transaction=True)
+        pipe.xadd(store.keys.outbox, entry)
+        pipe.xdel(store.keys.dead_letter, entry_id[:40])
+        await pipe.execute()
+        log.info("console.redelivery_queued", escalation_id=entry["escalation_id"], call_id=entry["call_id"])
+        return JSONResponse({"queued": entry["escalation_id"]})
+
+    @router.get("/calls/{call_id}")
+    async def call_page(request: Request, call_id: str) -> Response:
+        if not authed(request):
+            return RedirectResponse("/console/login", status_code=303)
+        safe = html.escape(call_id[:200])
+        return _page(f"call {safe}", (
+            f"<p><a href=/console>All calls</a></p><h1>Call <span id=cid>{safe}</span></h1>"
+            "<p>State: <span id=state>…</span></p><h2>Transcript</h2><ol id=turns style='min-height:20rem'></ol>"
+            "<script>const id=document.getElementById('cid').textContent;async function r(){"
+            "const x=await fetch('/console/api/calls/'+encodeURIComponent(id));if(!x.ok)return;const d=await x.json();"
+            "document.getElementById('state').textContent=d.state;const o=document.getElementById('turns');"
+            "o.textContent='';for(const t of d.transcript){const li=document.createElement('li');"
+            "li.textContent=t.role+': '+t.text;o.append(li)}}r();setInterval(r,1000)</script>"))
+
     @router.get("/api/calls/{call_id}")
     async def call_api(request: Request, call_id: str) -> Response:
         refusal = api_refusal(request)

@@ -99,3 +99,32 @@ def test_escalations_fleet_and_sse_over_a_real_socket(redis_server) -> None:  # 
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_redeliver_moves_a_dead_letter_back_to_the_outbox(redis_server) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> None:
+        store = StateStore(redis_server.url, prefix="cb", replica_id="r-1")
+        await store.start()
+        body = b'{"escalation_id":"E7","trigger":"dtmf"}'
+        entry_id = await store.redis.xadd(store.keys.dead_letter, {"escalation_id": "E7", "call_id": "CA-7",
+                                                                   "status": "410", "response": "gone", "body": body})
+        settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+        app = create_app(settings, start_services=False)
+        app.state.gateway.state_store = store
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        path = f"/console/api/escalations/dead/{entry_id.decode()}/redeliver"
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+                assert (await client.get(path, headers=headers)).status_code == 405
+                cross = await client.post(path, headers={**headers, "Origin": "http://evil.example"})
+                assert cross.status_code == 403
+                assert await store.redis.xlen(store.keys.dead_letter) == 1
+                assert (await client.post(path, headers=headers)).json() == {"queued": "E7"}
+                assert (await client.post(path, headers=headers)).status_code == 404
+            assert await store.redis.xlen(store.keys.dead_letter) == 0
+            [(_id, fields)] = await store.redis.xrange(store.keys.outbox)
+            assert fields[b"body"] == body and fields[b"escalation_id"] == b"E7" and fields[b"call_id"] == b"CA-7"
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
