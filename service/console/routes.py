@@ -32,6 +32,39 @@ SSE_PERIOD_S = 1.0
 SSE_HEARTBEAT_S = 15.0
 SSE_MAX_LIFETIME_S = 3600.0
 """An SSE response ends after this long; browsers' EventSource reconnects on its own."""
+SSE_SEND_TIMEOUT_S = 30.0
+"""A client whose socket accepts nothing for this long is dropped (its connection is closed)."""
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response that drops a client that stops reading.
+
+    The generator is advanced only after the previous chunk was handed to the server, so at most one
+    chunk per client is held beyond the socket buffers. When the server's ``send`` stays blocked
+    (transport paused by a full socket) for ``SSE_SEND_TIMEOUT_S``, the response returns without
+    completing, the server closes the connection, and the generator is closed.
+    """
+
+    def __init__(self, content: AsyncIterator[str]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._events = content
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self._events:
+                message = {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
+                try:
+                    await asyncio.wait_for(send(message), SSE_SEND_TIMEOUT_S)
+                except TimeoutError:
+                    log.warning("console.stream_client_dropped", reason="not reading")
+                    return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _text(value: Any) -> str:
@@ -230,8 +263,7 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
                     yield ": heartbeat\n\n"
                 await asyncio.sleep(SSE_PERIOD_S)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return EventStreamResponse(events())
 
     @router.post("/api/escalations/dead/{entry_id}/redeliver")
     async def redeliver(request: Request, entry_id: str) -> Response:

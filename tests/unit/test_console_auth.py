@@ -110,3 +110,43 @@ def test_valid_agent_link_opens_the_escalation_view() -> None:
     with _client() as client:
         response = client.get(url)
         assert response.status_code == 200 and "esc-42" in response.text
+
+
+def test_event_stream_drops_a_client_that_stops_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's send blocks forever (full socket): the response gives up after the send
+    timeout, having pulled exactly one chunk beyond what was sent, and closes its generator."""
+    import asyncio
+
+    from service.console import routes
+
+    monkeypatch.setattr(routes, "SSE_SEND_TIMEOUT_S", 0.2)
+    produced: list[int] = []
+    state = {"closed": False}
+
+    async def endless():  # type: ignore[no-untyped-def]
+        try:
+            n = 0
+            while True:
+                n += 1
+                produced.append(n)
+                yield f"data: {n}\n\n"
+        finally:
+            state["closed"] = True
+
+    async def scenario() -> None:
+        sent: list[dict[str, object]] = []
+        stalled = asyncio.Event()
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and len(sent) >= 3:
+                stalled.set()
+                await asyncio.Event().wait()  # the client never reads again
+
+        response = routes.EventStreamResponse(endless())
+        await asyncio.wait_for(response({}, None, send), 5.0)
+        assert stalled.is_set()
+
+    asyncio.run(scenario())
+    assert produced == [1, 2]  # one chunk sent in full, the second blocked: nothing piles up
+    assert state["closed"]
