@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import metrics
 from service.config import Settings
+from service.console.routes import mount as mount_console
 from service.gateway import Gateway
 from service.http_guard import guarded_http_protocol
 from service.lifecycle import start_gateway_services, stop_gateway_services
@@ -80,6 +81,8 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
     # Served by ``service.wsio.ServerWebSocket`` under ``callbridge serve`` (see ``uvicorn_config``);
     # each provider also mounts the same handlers as ASGI routes for any other server.
     app.state.websocket_routes = media_routes
+
+    mount_console(app, gateway)  # no-op unless CALLBRIDGE_CONSOLE_TOKEN is set (docs/console.md)
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, exc: Exception) -> PlainTextResponse:

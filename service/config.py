@@ -194,6 +194,18 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(5.0, gt=0, description="Replica heartbeat period.")
     heartbeat_ttl_s: float = Field(15.0, gt=0, description="A replica is dead once its heartbeat is this old.")
 
+    # --- operations console (docs/console.md) ------------------------------------------------------
+    console_token: SecretStr = Field(
+        SecretStr(""), description="Operator token of the console at /console. Empty = console off (routes not mounted)."
+    )
+    console_session_ttl_s: int = Field(
+        8 * 3600, gt=0, le=7 * 86400, description="Lifetime of a console login cookie (seconds)."
+    )
+    agent_link_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC key of signed agent links; all replicas must share it. Empty = derived from the console token."
+    )
+    agent_link_ttl_s: int = Field(3600, gt=0, le=7 * 86400, description="Lifetime of a signed agent link (seconds).")
+
     # --- sentiment & escalation -------------------------------------------------------------------
     escalation_threshold: float = Field(defaults.THRESHOLD, gt=0, le=1, description="Frustration score that escalates.")
     escalation_reset_threshold: float = Field(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -97,6 +97,7 @@ def build_record(
     replica: str | None = None,
     escalation_id: str | None = None,
     redact: bool = False,
+    agent_link: Callable[[str], str] | None = None,
 ) -> EscalationRecord:
     """Assemble the record from the call's in-memory state and the policy's decision.
 
@@ -104,6 +105,10 @@ def build_record(
 
     ``trajectory`` defaults to the points written through the call's writer; pass
     ``policy.trajectory`` when the writer was not wired as the policy's ``on_point``.
+
+    ``agent_link`` (escalation id -> URL, e.g. ``service.console.auth.agent_link`` bound to its key)
+    adds ``agent_url``: a signed, expiring link to the console's agent view (docs/console.md).
+    Without it the body has no ``agent_url`` key, exactly as before.
     """
     info = call.info
     turns = call.recent_transcript(transcript_turns)  # already redacted at write time under `all`
@@ -134,5 +139,7 @@ def build_record(
         "decided_at": iso(decision.decided_at),
         "replica": replica or info.get("replica"),
     }
+    if agent_link is not None:
+        payload["agent_url"] = agent_link(esc_id)
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
     return EscalationRecord(esc_id, call.call_id, decision.trigger, decision.decided_at, body)

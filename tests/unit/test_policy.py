@@ -178,6 +178,21 @@ def test_record_body_is_frozen_json_with_last_turns() -> None:
     assert len(body["sentiment"]) == 50 and body["sentiment"][-1]["turn"] == 79
     assert body["decided_at"] == "2023-11-14T22:15:00.000Z" and body["call_started_at"] == "2023-11-14T22:13:20.000Z"
     assert json.loads(record.body) == body and b"+14155550123" not in record.body
+    assert "agent_url" not in body
+
+
+def test_record_carries_a_signed_agent_link_when_asked() -> None:
+    from service.console import auth
+
+    key = auth.agent_link_key("console-token", "")
+    decision = EscalationPolicy(clock=lambda: 1_700_000_100.0).on_dtmf("0")
+    assert decision is not None
+    record = build_record(_View(), decision, agent_link=lambda esc: auth.agent_link(
+        "https://gw.example", key, esc, now=1_700_000_100.0, ttl_s=600))
+    url = record.payload["agent_url"]
+    assert url.startswith(f"https://gw.example/console/agent/{record.escalation_id}?exp=1700000700&sig=")
+    sig = url.rsplit("sig=", 1)[1]
+    assert auth.agent_link_valid(key, record.escalation_id, "1700000700", sig, now=1_700_000_100.0)
 
 
 def test_escalation_ids_are_unique_and_time_sortable() -> None:

@@ -1,0 +1,130 @@
+"""The console's APIs read real Redis: a call written by one replica's store shows up with its id,
+state, owner and masked caller, and its transcript grows as turns are written."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from service.app import create_app
+from service.config import Settings
+from service.state.store import StateStore
+
+TOKEN = "console-integration-token"
+
+
+def test_active_call_and_transcript_come_from_redis(redis_server) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> None:
+        writer_store = StateStore(redis_server.url, prefix="cb", replica_id="r-other")
+        await writer_store.start()
+        settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+        app = create_app(settings, start_services=False)
+        reader = StateStore(redis_server.url, prefix="cb", replica_id="r-console")
+        await reader.start()
+        app.state.gateway.state_store = reader
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            call = writer_store.call("CA-console-1")
+            call.started({"from": "+14155550123", "provider": "twilio"})
+            call.transcript("caller", "hello there")
+            assert await writer_store.flush(5.0)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                listing = (await client.get("/console/api/calls", headers=headers)).json()["calls"]
+                assert [row["call_id"] for row in listing] == ["CA-console-1"]
+                row = listing[0]
+                assert row["replica"] == "r-other" and row["state"] == "active"
+                assert "4155550123" not in row["caller"] and row["caller"].endswith("0123")
+                call.transcript("bot", "hi, how can I help?")
+                assert await writer_store.flush(5.0)
+                one = (await client.get("/console/api/calls/CA-console-1", headers=headers)).json()
+                assert [t["text"] for t in one["transcript"]] == ["hello there", "hi, how can I help?"]
+                denied = await client.get("/console/api/calls/CA-console-1")
+                assert denied.status_code == 401 and "hello" not in denied.text
+        finally:
+            await reader.close()
+            await writer_store.close()
+
+    asyncio.run(scenario())
+
+
+def test_escalations_fleet_and_sse_over_a_real_socket(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Dead letters carry the receiver's answer; live replicas are listed; the SSE feed sends the
+    call list as an event on a real 127.0.0.1 socket, then the client closes it."""
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    async def scenario() -> None:
+        store = StateStore(redis_server.url, prefix="cb", replica_id="r-1")
+        await store.start()
+        await store.heartbeat_once()
+        await store.redis.xadd(store.keys.dead_letter, {"escalation_id": "E1", "call_id": "CA-x", "status": "422",
+                                                        "response": "bad field", "dead_at": "1", "body": "{}"})
+        call = store.call("CA-sse-1")
+        call.started({"from": "+14155550123"})
+        assert await store.flush(5.0)
+        settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+        app = create_app(settings, start_services=False)
+        app.state.gateway.state_store = store
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+        task = asyncio.create_task(server.serve())
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                for _ in range(200):  # bounded wait for the server to listen
+                    if server.started:
+                        break
+                    await asyncio.sleep(0.05)
+                esc = (await client.get("/console/api/escalations", headers=headers)).json()
+                assert esc["dead_letter"][0]["escalation_id"] == "E1" and esc["dead_letter"][0]["response"] == "bad field"
+                assert "body" not in esc["dead_letter"][0]
+                fleet = (await client.get("/console/api/fleet", headers=headers)).json()
+                assert [r["replica"] for r in fleet["replicas"]] == ["r-1"]
+                assert (await client.get("/console/api/stream/calls")).status_code == 401
+                async with client.stream("GET", "/console/api/stream/calls", headers=headers) as response:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    lines: list[str] = []
+                    async for line in response.aiter_lines():
+                        lines.append(line)
+                        if line.startswith("data: "):
+                            break
+                        assert len(lines) < 20
+                    assert "CA-sse-1" in lines[-1] and "id: 1" in lines
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_redeliver_moves_a_dead_letter_back_to_the_outbox(redis_server) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> None:
+        store = StateStore(redis_server.url, prefix="cb", replica_id="r-1")
+        await store.start()
+        body = b'{"escalation_id":"E7","trigger":"dtmf"}'
+        entry_id = await store.redis.xadd(store.keys.dead_letter, {"escalation_id": "E7", "call_id": "CA-7",
+                                                                   "status": "410", "response": "gone", "body": body})
+        settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+        app = create_app(settings, start_services=False)
+        app.state.gateway.state_store = store
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        path = f"/console/api/escalations/dead/{entry_id.decode()}/redeliver"
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+                assert (await client.get(path, headers=headers)).status_code == 405
+                cross = await client.post(path, headers={**headers, "Origin": "http://evil.example"})
+                assert cross.status_code == 403
+                assert await store.redis.xlen(store.keys.dead_letter) == 1
+                assert (await client.post(path, headers=headers)).json() == {"queued": "E7"}
+                assert (await client.post(path, headers=headers)).status_code == 404
+            assert await store.redis.xlen(store.keys.dead_letter) == 0
+            [(_id, fields)] = await store.redis.xrange(store.keys.outbox)
+            assert fields[b"body"] == body and fields[b"escalation_id"] == b"E7" and fields[b"call_id"] == b"CA-7"
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
