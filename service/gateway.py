@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ import structlog
 
 from service import metrics
 from service.config import Settings
+from service.console.auth import agent_link, agent_link_key
 from service.realtime.prices import load_prices, prices_for, usage_cost_usd
 
 log = structlog.get_logger(__name__)
@@ -96,6 +98,17 @@ class Gateway:
         except Exception as error:
             log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
             return False
+
+    def agent_link(self) -> Callable[[str], str] | None:
+        """The signed, expiring console link for an escalation id (for the webhook record), or None
+        when the console is off (no ``CALLBRIDGE_CONSOLE_TOKEN``)."""
+        settings = self.settings
+        token = settings.console_token.get_secret_value()
+        if not token:
+            return None
+        key = agent_link_key(token, settings.agent_link_secret.get_secret_value())
+        return lambda escalation_id: agent_link(settings.public_url, key, escalation_id, time.time(),
+                                                settings.agent_link_ttl_s)
 
     def cost_usd(self, model: str, usage: dict[str, Any]) -> float:
         """What one response's usage cost on ``model``; 0 for a model with no price (logged once)."""

@@ -191,6 +191,7 @@ class CallRecorder:
             trajectory=self._policy.trajectory,
             replica=self._settings.replica_id,
             redact=self._settings.pii_redaction == "all",
+            agent_link=self._gateway.agent_link(),
         )
         self._gateway.outbox.enqueue(record)
 

@@ -212,3 +212,26 @@ async def test_mid_stream_transfer_through_the_twilio_rest_api(redis_server: Red
     finally:
         server.should_exit = True
         await task
+
+
+async def test_the_webhook_record_carries_a_working_agent_link(redis_server: RedisServer) -> None:
+    """Issue 17.3: with the console on, the escalation record links to the agent view of exactly this
+    escalation (signed, expiring); the link opens it, a tampered one is refused."""
+    import httpx
+
+    async with escalation_setup(redis_server, [], console_token="console-operator-token") as (gw, _rt, caller, receiver):
+        call = await caller.place_call()
+        await caller_dtmf_zero(call)
+        record = (await delivered(receiver))[0]
+        link = record["agent_url"]
+        assert link.startswith(gw.settings.public_url + "/console/agent/" + record["escalation_id"] + "?")
+        async with httpx.AsyncClient() as http:
+            opened = await http.get(link.replace(gw.settings.public_url, gw.base_url))
+            assert opened.status_code == 200 and record["escalation_id"] in opened.text
+            tampered = await http.get(link.replace(gw.settings.public_url, gw.base_url)[:-2] + "xx")
+            assert tampered.status_code in (401, 403, 404)
+
+
+async def caller_dtmf_zero(call: CallHandle) -> None:
+    await call.send_dtmf("0")
+    await assert_transferred(call)
