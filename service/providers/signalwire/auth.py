@@ -28,8 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from twilio.request_validator import RequestValidator
-from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from service.providers.markup import after_stream_markup
 from service.providers.signalwire.dialect import AFTER_STREAM_PATH, MEDIA_PATH, STREAM_TOKEN_PARAMETER
 from service.providers.urls import public_parts as _public_parts
 
@@ -87,27 +88,7 @@ def connect_stream_cxml(
     return str(response)
 
 
-def after_stream_cxml(escalated: bool, queue: str, dial_target: str = "") -> str:
-    """What runs after the stream: when ``escalated``, ``<Dial>`` ``dial_target`` (``<Sip>`` for ``sip:``/
-    ``sips:`` URIs, else ``<Number>``) if given, else ``<Enqueue>`` to ``queue``; otherwise ``<Hangup/>``.
-    ``ValueError`` when escalated with neither a queue nor a target."""
-    response = VoiceResponse()
-    if not escalated:
-        response.hangup()
-        return str(response)
-    target = dial_target.strip()
-    if target:
-        dial = Dial()
-        if target.lower().startswith(("sip:", "sips:")):
-            dial.sip(target)
-        else:
-            dial.number(target)
-        response.append(dial)
-    elif queue.strip():
-        response.enqueue(queue.strip())
-    else:
-        raise ValueError("escalation needs a transfer queue or a dial target")
-    return str(response)
+after_stream_cxml = after_stream_markup  # cXML is Twilio-compatible here
 
 
 def _url_variants(url: str) -> list[str]:

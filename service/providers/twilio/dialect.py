@@ -21,7 +21,7 @@ from urllib.parse import urlunsplit
 import orjson
 from twilio import request_validator as _rv
 from twilio.request_validator import RequestValidator
-from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from service.providers.base import (
     DtmfReceived,
@@ -34,6 +34,7 @@ from service.providers.base import (
     TelephonyEvent,
 )
 from service.providers.ids import TWILIO_ACCOUNT_SID, TWILIO_CALL_SID, TWILIO_STREAM_SID, is_twilio_sid
+from service.providers.markup import after_stream_markup
 from service.providers.urls import media_stream_url
 from service.providers.urls import public_parts as _public_parts
 
@@ -368,26 +369,8 @@ def connect_stream_twiml(
     return str(response)
 
 
-def after_stream_twiml(escalated: bool, queue: str, dial_target: str = "") -> str:
-    """What runs after the stream: when ``escalated``, ``<Dial>`` ``dial_target`` (``<Sip>`` for ``sip:``/
-    ``sips:`` URIs, else ``<Number>``) if given, else ``<Enqueue>`` to ``queue``; otherwise ``<Hangup/>``."""
-    response = VoiceResponse()
-    if not escalated:
-        response.hangup()
-        return str(response)
-    target = dial_target.strip()
-    if target:
-        dial = Dial()
-        if target.lower().startswith(("sip:", "sips:")):
-            dial.sip(target)
-        else:
-            dial.number(target)
-        response.append(dial)
-    elif queue.strip():
-        response.enqueue(queue.strip())
-    else:
-        raise ValueError("escalation needs a transfer queue or a dial target")
-    return str(response)
+after_stream_twiml = after_stream_markup  # Twilio's TwiML; SignalWire's cXML is the same markup
+
 
 
 def reject_twiml(message: str = "") -> str:
