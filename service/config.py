@@ -155,6 +155,27 @@ class Settings(BaseSettings):
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Server VAD threshold (0-1).")
     vad_prefix_padding_ms: int = Field(300, ge=0, le=5000, description="Server VAD prefix padding (ms).")
     vad_silence_duration_ms: int = Field(500, ge=0, le=10000, description="Server VAD silence that ends a turn (ms).")
+    vad_type: Literal["server_vad", "semantic_vad"] = Field(
+        "server_vad", description="Turn detection: `server_vad` (energy, uses the VAD threshold/padding/silence) or `semantic_vad` (the model judges when the caller has finished; uses the eagerness).",
+    )
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = Field(
+        "auto", description="`semantic_vad` only: how soon the model answers (`low` waits longest; `auto` = `medium`).",
+    )
+    noise_reduction: Literal["", "near_field", "far_field"] = Field(
+        "", description="Model-side input noise reduction: `near_field` (handsets), `far_field` (speakerphones), empty = off.",
+    )
+    playback_lead_ms: int = Field(
+        200, ge=0, le=10000,
+        description="Just-in-time playback: bot audio is sent to the provider at most this far ahead of what the caller has heard (ms). 0 = send as it arrives (the unheard part is still kept for resuming).",
+    )
+    interrupt_confirm_ms: int = Field(
+        600, ge=0, le=3000,
+        description="Pause, then decide: caller speech over the bot pauses playback and is judged real or false within this time (ms). 0 = every speech start interrupts at once (the model server cancels by itself).",
+    )
+    interrupt_min_level_dbfs: float = Field(
+        -40.0, ge=-90.0, le=0.0,
+        description="While the bot speaks, caller audio quieter than this (dBFS) is not counted as speech by the interruption decision (speakerphone echo, line noise).",
+    )
     temperature: float = Field(0.8, ge=0.6, le=1.2, description="Sampling temperature (beta dialect only).")
     max_output_tokens: int | Literal["inf"] = Field(
         1024, description="Max output tokens per response (1-4096 or `inf`)."

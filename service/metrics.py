@@ -54,6 +54,15 @@ FIRST_AUDIO_SECONDS = Histogram(
     buckets=_HUMAN_BUCKETS,
 )
 BARGE_INS = Counter("callbridge_barge_ins_total", "Caller interruptions of bot audio.")
+INTERRUPTIONS = Counter(
+    "callbridge_interruptions_total",
+    "Decisions on caller speech over bot audio (pause, then decide): real, backchannel or noise.",
+    ["kind"],
+)
+PLAYOUT_UNDERRUNS = Counter(
+    "callbridge_playout_underruns_total",
+    "Times the provider's queue ran dry while bot audio was held here (the caller heard a gap).",
+)
 BARGE_IN_REACTION_SECONDS = Histogram(
     "callbridge_barge_in_reaction_seconds",
     "Time from speech_started to the provider clear being sent.",

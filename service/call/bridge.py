@@ -324,6 +324,7 @@ class CallBridge:
         queued at the provider is stale, so flush it. No cancel or truncate (the model did that)."""
         if self.bot.playing:
             await self.bot.flush()
+            self.bot.discard()
             self.phase.fire("barge_in")
 
     async def _response_created(self, event: rt.ResponseCreated) -> None:
@@ -362,9 +363,10 @@ class CallBridge:
         started = self._clock()
         positions = await self.bot.flush() if self.bot.playing else None
         reaction = self._clock() - started
+        self.bot.discard()
         if (response := self.replies.drop_active()) is not None:
             await self._send_model(self._rt.response_cancel(response))
-        if positions is None:
+        if not positions:
             return
         for cut in (p for p in positions if p.cut):
             await self._send_model(self._rt.item_truncate(cut.item_id, cut.heard_ms))
@@ -555,6 +557,7 @@ class CallBridge:
     def finish(self) -> dict[str, Any]:
         """Mark ENDED, close the link and produce the call summary (logged once by the session)."""
         self.caller.report()
+        self.bot.close()
         if self.phase.state is CallState.ENDING:
             self.phase.fire("closed")
         self.link.close()

@@ -10,14 +10,17 @@ call's event loop drives them) and allocate nothing per frame beyond the transco
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from service import metrics
 from service.audio.codecs import codec_spec, make_inbound, make_outbound
 from service.call.link import ModelLink, SendText
 from service.call.observer import CallObserver
 from service.call.playback import HeardPosition, PlaybackLedger, PlaybackState
+from service.call.playout import PlayoutBuffer
 from service.call.stats import CallStats
 from service.providers.base import TelephonyDialect
 from service.realtime.events import RealtimeClosed, RealtimeDialect
@@ -91,42 +94,124 @@ class CallerLeg:
 
 
 class BotLeg:
-    """Model audio out to the provider, with what the caller heard kept in ``ledger``."""
+    """Model audio out to the provider, with what the caller heard kept in ``ledger``.
+
+    Audio goes through the just-in-time ``playout`` buffer (``service.call.playout``): it is sent at
+    most ``lead_ms`` ahead of playback (a loop timer sends the next batch), and what was sent but not
+    heard is kept, so ``flush`` can be followed by ``resume`` (from the exact heard sample) or
+    ``discard``. Sends are serialised by a lock, so a media frame and its marker are never split by
+    another send, and ``flush`` waits at most for one media+marker pair already on its way."""
 
     def __init__(self, codec: tuple[str, int], provider: TelephonyDialect, to_provider: SendText,
-                 stats: CallStats, clock: Callable[[], float]) -> None:
+                 stats: CallStats, clock: Callable[[], float], lead_ms: int = 0) -> None:
         self.bytes_per_ms = wire_bytes_per_ms(codec)
+        spec = codec_spec(*codec)
         self.ledger = PlaybackLedger(self.bytes_per_ms)
+        self.playout = PlayoutBuffer(self.bytes_per_ms, lead_ms, spec.bytes_per_sample)
         self._outbound = make_outbound(*codec)
         self._provider, self._to_provider, self._stats, self._clock = provider, to_provider, stats, clock
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._underruns = 0
+        self.paused = False
 
     @property
     def playing(self) -> bool:
-        return self.ledger.state is PlaybackState.PLAYING
+        """Bot audio is queued at the provider, or held here to be sent (paused or not)."""
+        return self.ledger.state is PlaybackState.PLAYING or self.playout.pending_bytes > 0
 
     async def play(self, item_id: str, pcm24k: bytes) -> bool:
-        """Send one chunk and its marker; False when the resampler had nothing to emit yet."""
+        """Hold one chunk for playout and send what is due; False when the resampler had nothing to
+        emit yet or the playout buffer is full (logged by the caller through ``stats``)."""
         wire = self._outbound.process(pcm24k)
         if not wire:
             return False
-        now = self._clock()
-        await self._to_provider(self._provider.build_media(wire))
-        await self._to_provider(self._provider.build_mark(self.ledger.on_audio_sent(item_id, len(wire), now)))
-        self._stats.frames_out += 1
-        self._stats.bot_audio_ms += len(wire) / self.bytes_per_ms
-        metrics.FRAMES_OUT.inc()
+        if not self.playout.push(item_id, wire):
+            self._stats.dropped_deltas += 1
+            return False
+        if not self.paused:
+            await self.release()
         return True
 
+    async def release(self) -> None:
+        """Send what the lead allows now (each chunk followed by its marker), then arm the timer."""
+        async with self._lock:
+            if self.paused:
+                return
+            now = self._clock()
+            for item_id, wire in self.playout.take(self.ledger.ahead_ms(now)):
+                mark = self.ledger.on_audio_sent(item_id, len(wire), now)
+                await self._to_provider(self._provider.build_media(wire))
+                await self._to_provider(self._provider.build_mark(mark))
+                self._stats.frames_out += 1
+                self._stats.bot_audio_ms += len(wire) / self.bytes_per_ms
+                metrics.FRAMES_OUT.inc()
+            if self.playout.underruns > self._underruns:
+                metrics.PLAYOUT_UNDERRUNS.inc(self.playout.underruns - self._underruns)
+                self._underruns = self.playout.underruns
+            self._arm(self.playout.due_in_ms(self.ledger.ahead_ms(self._clock())))
+
+    def _arm(self, due_ms: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if due_ms is None:
+            return
+        self._timer = asyncio.get_running_loop().call_later(due_ms / 1000.0, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        task = asyncio.get_running_loop().create_task(self.release())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def flush(self) -> list[HeardPosition]:
-        """Empty the provider's buffer now (only while playing): what each queued item was heard to."""
-        await self._to_provider(self._provider.build_clear())
-        positions = self.ledger.clear(self._clock())
+        """Empty the provider's buffer now and pause: what each queued item was heard to (``sent_ms``:
+        all the model sent for it, held audio included, so ``cut`` says if a truncate is due). The unheard
+        audio stays held (``resume`` plays it from the heard sample, ``discard`` forgets it)."""
+        async with self._lock:
+            self.paused = True
+            self._arm(None)
+            await self._to_provider(self._provider.build_clear())
+            now = self._clock()
+            positions = self.ledger.clear(now) if self.ledger.state is PlaybackState.PLAYING else []
+            for position in positions:
+                self.ledger.rewind(position.item_id, position.heard_bytes)
+            self.playout.rewind(positions)
+            # ``sent_ms`` becomes what the model generated for the item: held audio counts as unheard.
+            return [replace(p, sent_ms=max(p.sent_ms, self.received_ms(p.item_id))) for p in positions]
+
+    async def resume(self) -> None:
+        """Play the held audio again from where the caller stopped hearing it."""
+        self.paused = False
+        await self.release()
+
+    def discard(self) -> None:
+        """Forget the held audio (a real interruption) and start the next reply clean."""
+        self.paused = False
+        self._arm(None)
+        self.playout.drop()
         self._outbound.reset()
-        return positions
+
+    def received_ms(self, item_id: str) -> int:
+        """Milliseconds of ``item_id`` received from the model (what a truncate may cut back from)."""
+        return self.playout.received_bytes(item_id) // self.bytes_per_ms
 
     def echoed(self, name: str) -> bool:
-        """A marker came back; True if playback drained (the caller heard everything sent)."""
-        return self.ledger.on_mark_echoed(name, self._clock()) and self.ledger.state is PlaybackState.SILENT
+        """A marker came back; True if playback drained (the caller heard everything received)."""
+        if not self.ledger.on_mark_echoed(name, self._clock()):
+            return False
+        item_id = self.ledger.last_echoed_item
+        if item_id is not None:
+            self.playout.acknowledge(item_id, self.ledger.echoed_bytes(item_id))
+        return self.ledger.state is PlaybackState.SILENT and not self.playout.pending_bytes
+
+    def close(self) -> None:
+        """The call ended: stop the timer and any send it started."""
+        self._arm(None)
+        for task in list(self._tasks):
+            task.cancel()
 
     async def play_tone(self, pcm24k: bytes) -> float:
         """Play a generated signal at once (no marker); returns its duration in seconds."""

@@ -67,7 +67,8 @@ class _ItemPlayback:
     sent_bytes: int = 0
     echoed_bytes: int = 0
     echoed_at: float | None = None  # clock time of the last echo that counted
-    start_estimate: float = 0.0  # estimated clock time the item's first byte started playing
+    start_estimate: float | None = None  # estimated clock time byte ``base_bytes`` started playing
+    base_bytes: int = 0  # item offset playback (re)started from: 0, or the heard position of a rewind
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class HeardPosition:
     item_id: str
     heard_ms: int
     sent_ms: int
+    heard_bytes: int = 0  # the same position in wire bytes (sample-exact, for resuming playback)
 
     @property
     def cut(self) -> bool:
@@ -96,6 +98,7 @@ class PlaybackLedger:
         self._items: OrderedDict[str, _ItemPlayback] = OrderedDict()
         self._queue_end = 0.0  # estimated clock time when everything sent has played
         self._mark_seq = 0
+        self.last_echoed_item: str | None = None  # the item of the last echo that counted
 
     # --- sending ---------------------------------------------------------------------------------
     def on_audio_sent(self, item_id: str, nbytes: int, now: float) -> str:
@@ -103,10 +106,12 @@ class PlaybackLedger:
         self.machine.fire("sent")
         item = self._items.get(item_id)
         if item is None:
-            item = _ItemPlayback(item_id=item_id, start_estimate=max(now, self._queue_end))
+            item = _ItemPlayback(item_id=item_id)
             self._items[item_id] = item
             while len(self._items) > _MAX_ITEMS:
                 self._items.popitem(last=False)
+        if item.start_estimate is None:
+            item.start_estimate = max(now, self._queue_end)
         item.sent_bytes += nbytes
         self._queue_end = max(now, self._queue_end) + nbytes / (self._bpms * 1000.0)
         self._mark_seq += 1
@@ -130,6 +135,7 @@ class PlaybackLedger:
         for older in [n for n, m in self._marks.items() if _is_before(n, name)]:
             self._marks.pop(older, None)
         item = self._items.get(mark.item_id)
+        self.last_echoed_item = mark.item_id
         if item is not None:
             item.echoed_bytes = max(item.echoed_bytes, mark.end_bytes)
             item.echoed_at = now
@@ -143,7 +149,7 @@ class PlaybackLedger:
         never started: 0), then ``on_clear``. Only valid while PLAYING."""
         queued = self.queued_items()
         positions = [self.heard(item, now) for item in queued]
-        positions[1:] = [HeardPosition(p.item_id, 0, p.sent_ms) for p in positions[1:]]
+        positions[1:] = [HeardPosition(p.item_id, 0, p.sent_ms, 0) for p in positions[1:]]
         self.on_clear(now)
         return positions
 
@@ -154,10 +160,24 @@ class PlaybackLedger:
         self._marks.clear()
         self._queue_end = now
 
+    def rewind(self, item_id: str, to_bytes: int) -> None:
+        """After a ``clear``: the item's playback will resume from ``to_bytes`` (its heard position),
+        so later sends of that item count from there and its heard position never goes back."""
+        item = self._items.get(item_id)
+        if item is None:
+            return
+        to_bytes = max(0, min(to_bytes, item.sent_bytes))
+        item.sent_bytes = item.echoed_bytes = item.base_bytes = to_bytes
+        item.echoed_at = item.start_estimate = None
+
     # --- queries -------------------------------------------------------------------------------------
     @property
     def state(self) -> PlaybackState:
         return self.machine.state
+
+    def ahead_ms(self, now: float) -> float:
+        """Audio queued at the provider and not yet played, by the queue model (ms, >= 0)."""
+        return max(0.0, self._queue_end - now) * 1000.0
 
     def is_playing(self, now: float) -> bool:
         """True while bot audio is queued or playing at the provider."""
@@ -183,10 +203,17 @@ class PlaybackLedger:
             return HeardPosition(item_id, 0, 0)
         if item.echoed_at is not None:
             played = item.echoed_bytes + (now - item.echoed_at) * 1000.0 * self._bpms
+        elif item.start_estimate is not None:
+            played = item.base_bytes + max(0.0, (now - item.start_estimate) * 1000.0 * self._bpms)
         else:
-            played = max(0.0, (now - item.start_estimate) * 1000.0 * self._bpms)
+            played = item.base_bytes
         played_bytes = min(round(played), item.sent_bytes)
-        return HeardPosition(item_id, played_bytes // self._bpms, item.sent_bytes // self._bpms)
+        return HeardPosition(item_id, played_bytes // self._bpms, item.sent_bytes // self._bpms, played_bytes)
+
+    def echoed_bytes(self, item_id: str) -> int:
+        """Bytes of ``item_id`` confirmed played by an echo (0 for unknown items)."""
+        item = self._items.get(item_id)
+        return item.echoed_bytes if item is not None else 0
 
     @property
     def outstanding_marks(self) -> int:

@@ -36,6 +36,13 @@ class SessionConfig:
     reasoning_effort: str = ""  # GA only, reasoning-capable models; "" = not sent
     transcription_language: str = ""
     tools: tuple[FunctionTool, ...] = ()
+    vad_type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    noise_reduction: Literal["", "near_field", "far_field"] = ""  # "" = not sent
+    # False, False: the bridge decides interruptions and asks for every response itself
+    # (docs/interruptions.md); True, True: the server cancels on speech start and answers on stop.
+    interrupt_response: bool = True
+    create_response: bool = True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -241,6 +248,8 @@ class RealtimeDialect(Protocol):
     def function_call_output(self, call_id: str, output: str) -> str: ...
 
     def input_audio_clear(self) -> str: ...
+
+    def item_delete(self, item_id: str) -> str: ...
 
     def parse(self, message: str | bytes) -> ServerEvent: ...
 

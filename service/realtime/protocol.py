@@ -316,14 +316,17 @@ def _tool_json(tool: FunctionTool) -> dict[str, Any]:
 
 
 def _server_vad(config: SessionConfig) -> dict[str, Any]:
-    # spec §3.3: both flags explicit, even though they default to true.
+    # spec §3.3: both flags always explicit, even though they default to true; with pause-then-decide
+    # both are false (docs/interruptions.md). semantic_vad takes an eagerness instead of the knobs.
+    flags = {"create_response": config.create_response, "interrupt_response": config.interrupt_response}
+    if config.vad_type == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": config.vad_eagerness, **flags}
     return {
         "type": "server_vad",
         "threshold": config.vad_threshold,
         "prefix_padding_ms": config.vad_prefix_padding_ms,
         "silence_duration_ms": config.vad_silence_duration_ms,
-        "create_response": True,
-        "interrupt_response": True,
+        **flags,
     }
 
 
@@ -400,6 +403,11 @@ class _DialectBase:
             "conversation.item.create", item={"type": "function_call_output", "call_id": call_id, "output": output}
         )
 
+    def item_delete(self, item_id: str) -> str:
+        """``conversation.item.delete`` (answered by ``conversation.item.deleted``): drops a committed
+        caller turn that was only noise or a backchannel, so the model never answers it."""
+        return self._event("conversation.item.delete", item_id=item_id)
+
     def input_audio_clear(self) -> str:
         """``input_audio_buffer.clear`` (answered by ``input_audio_buffer.cleared``)."""
         return self._event("input_audio_buffer.clear")
@@ -424,6 +432,8 @@ class GaDialect(_DialectBase):
         audio_input: dict[str, Any] = {"format": dict(pcm), "turn_detection": _server_vad(config)}
         if config.transcription_model:
             audio_input["transcription"] = _transcription(config)
+        if config.noise_reduction:
+            audio_input["noise_reduction"] = {"type": config.noise_reduction}
         session: dict[str, Any] = {
             "type": "realtime",
             "instructions": config.instructions,
@@ -456,6 +466,8 @@ class BetaDialect(_DialectBase):
         }
         if config.transcription_model:
             session["input_audio_transcription"] = _transcription(config)
+        if config.noise_reduction:
+            session["input_audio_noise_reduction"] = {"type": config.noise_reduction}
         session["tools"] = [_tool_json(tool) for tool in config.tools]
         session["tool_choice"] = "auto"
         session["temperature"] = config.temperature

@@ -51,6 +51,9 @@ def session_config_from(settings: Settings) -> SessionConfig:
         reasoning_effort=settings.realtime_reasoning_effort,
         transcription_language=settings.transcription_language,
         tools=(ESCALATION_TOOL,),
+        vad_type=settings.vad_type,
+        vad_eagerness=settings.vad_eagerness,
+        noise_reduction=settings.noise_reduction,
     )
 
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.call.handoff import HANDOFF_EVENTS, HANDOFF_TRANSITIONS, Handoff, HandoffState
+from service.call.interruption import INTERRUPT_EVENTS, INTERRUPT_TRANSITIONS, InterruptState
 from service.call.link import LINK_EVENTS, LINK_TRANSITIONS, PREBUFFER_FRAMES, LinkState, ModelLink
 from service.call.machine import InvalidTransition, Machine
 from service.call.observer import EscalationRequest
@@ -26,6 +27,7 @@ TABLES: list[tuple[str, type[enum.Enum], tuple[str, ...], dict[Any, Any]]] = [
     ("replies", ReplyState, REPLY_EVENTS, REPLY_TRANSITIONS),
     ("playback", PlaybackState, PLAYBACK_EVENTS, PLAYBACK_TRANSITIONS),
     ("handoff", HandoffState, HANDOFF_EVENTS, HANDOFF_TRANSITIONS),
+    ("interruption", InterruptState, INTERRUPT_EVENTS, INTERRUPT_TRANSITIONS),
 ]
 
 
