@@ -51,6 +51,7 @@ __all__ = [
     "codec_spec",
     "make_inbound",
     "make_outbound",
+    "wire_level_dbfs",
 ]
 
 #: The model side of every path: PCM16 little-endian, mono, 24 kHz.
@@ -223,3 +224,21 @@ def make_outbound(codec: str, rate: int, *, compiled: bool | None = None) -> Out
     if spec.codec == "mulaw" and spec.rate == 8000 and compiled is not False:
         return ModelToCaller()
     return _Outbound(spec, compiled)
+
+
+def wire_level_dbfs(spec: CodecSpec, payload: bytes) -> float:
+    """RMS level of one wire payload in dBFS (-120 for silence or nothing): the interruption
+    decision's loudness input (docs/interruptions.md). An odd trailing byte of L16 is ignored.
+    About 5 us per 20 ms frame; only computed while a decision is pending."""
+    if spec.bytes_per_sample == 1:
+        table = ULAW_DECODE_TABLE if spec.codec == "mulaw" else ALAW_DECODE_TABLE
+        x = table[np.frombuffer(payload, dtype=np.uint8)].astype(np.float64)
+    else:
+        usable = len(payload) - len(payload) % 2
+        x = np.frombuffer(payload[:usable], dtype=">i2" if spec.codec == "l16be" else "<i2").astype(np.float64)
+    if x.size == 0:
+        return -120.0
+    mean_square = float(np.mean(x * x))
+    if mean_square <= 0.0:
+        return -120.0
+    return max(-120.0, 10.0 * float(np.log10(mean_square)) - 20.0 * float(np.log10(32768.0)))

@@ -195,3 +195,19 @@ def test_compiled_and_reference_paths_give_the_same_bytes(codec: str, rate: int)
     for i in range(0, len(pcm24), 1001):
         assert default_out.process(pcm24[i : i + 1001]) == reference_out.process(pcm24[i : i + 1001])
         assert default_out.held_back == reference_out.held_back
+
+
+@pytest.mark.parametrize(("codec", "rate"), [("mulaw", 8000), ("alaw", 8000), ("l16", 16000), ("l16be", 8000)])
+def test_wire_level_measures_a_sine_in_every_codec(codec: str, rate: int) -> None:
+    """A full-scale/10 sine is -23 dBFS RMS (20*log10(0.1/sqrt 2)) on every wire format."""
+    from service.audio.codecs import codec_spec, make_outbound, wire_level_dbfs
+
+    spec = codec_spec(codec, rate)
+    t = np.arange(24000 // 5) / 24000
+    pcm = (3276.8 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+    wire = make_outbound(codec, rate).process(pcm)
+    assert wire_level_dbfs(spec, wire) == pytest.approx(-23.0, abs=0.5)
+    assert wire_level_dbfs(spec, spec.silence * 160) <= -60.0
+    assert wire_level_dbfs(spec, b"") == -120.0
+    if spec.bytes_per_sample == 2:
+        assert wire_level_dbfs(spec, wire + b"\x01") == wire_level_dbfs(spec, wire)

@@ -64,6 +64,10 @@ CONFIGS = {
     ),
     "no_transcription": SessionConfig(instructions="", transcription_model="", max_output_tokens=4096),
     "reasoning_whisper": SessionConfig(instructions="x", reasoning_effort="low", transcription_model="gpt-realtime-whisper"),
+    "pause_then_decide": SessionConfig(instructions="x", interrupt_response=False, create_response=False,
+                                       noise_reduction="far_field"),
+    "semantic_low_near": SessionConfig(instructions="x", vad_type="semantic_vad", vad_eagerness="low",
+                                       noise_reduction="near_field", interrupt_response=False, create_response=False),
 }
 
 
@@ -90,6 +94,7 @@ def all_builders(d: RealtimeDialect) -> dict[str, str]:
         "system_text_item": d.system_text_item("Summary of the call so far: ..."),
         "function_call_output": d.function_call_output("call_1", json.dumps({"ok": True})),
         "input_audio_clear": d.input_audio_clear(),
+        "item_delete": d.item_delete("item_3"),
     }
 
 
@@ -568,3 +573,28 @@ def test_reasoning_effort_is_sent_in_ga_only() -> None:
     assert json.loads(GaDialect().session_update(config))["session"]["reasoning"] == {"effort": "low"}
     assert "reasoning" not in json.loads(BetaDialect().session_update(config))["session"]
     assert "reasoning" not in json.loads(GaDialect().session_update(CONFIGS["defaults"]))["session"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_interruption_and_noise_options_are_valid_in_both_dialects(dialect: Dialect) -> None:
+    """Pause-then-decide turns both server flags off; semantic_vad carries only its eagerness; noise
+    reduction sits where each dialect wants it (validated against the openai package's own types)."""
+    d = dialect_for(dialect)
+    paused = assert_valid(dialect, d.session_update(CONFIGS["pause_then_decide"]))["session"]
+    semantic = assert_valid(dialect, d.session_update(CONFIGS["semantic_low_near"]))["session"]
+    if dialect == "ga":
+        td, nr = paused["audio"]["input"]["turn_detection"], paused["audio"]["input"]["noise_reduction"]
+        sem, sem_nr = semantic["audio"]["input"]["turn_detection"], semantic["audio"]["input"]["noise_reduction"]
+    else:
+        td, nr = paused["turn_detection"], paused["input_audio_noise_reduction"]
+        sem, sem_nr = semantic["turn_detection"], semantic["input_audio_noise_reduction"]
+    assert (td["type"], td["create_response"], td["interrupt_response"]) == ("server_vad", False, False)
+    assert nr == {"type": "far_field"} and sem_nr == {"type": "near_field"}
+    assert sem == {"type": "semantic_vad", "eagerness": "low", "create_response": False, "interrupt_response": False}
+    assert "noise_reduction" not in d.session_update(CONFIGS["defaults"])
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_item_delete_is_valid(dialect: Dialect) -> None:
+    event = assert_valid(dialect, dialect_for(dialect).item_delete("item_42"))
+    assert (event["type"], event["item_id"]) == ("conversation.item.delete", "item_42")
