@@ -89,6 +89,14 @@ class InterruptPolicy:
     sustained_ms: int = 400
     min_level_dbfs: float = -40.0
 
+    @classmethod
+    def confirming_within(cls, confirm_ms: int, min_level_dbfs: float) -> InterruptPolicy | None:
+        """The policy for ``CALLBRIDGE_INTERRUPT_CONFIRM_MS`` (None for 0: interrupt at once);
+        sustained speech confirms a real interruption after two thirds of it."""
+        if confirm_ms <= 0:
+            return None
+        return cls(confirm_ms, max(1, confirm_ms * 2 // 3), min_level_dbfs)
+
     def __post_init__(self) -> None:
         if self.confirm_ms <= 0 or self.sustained_ms <= 0:
             raise ValueError("confirm_ms and sustained_ms must be > 0")

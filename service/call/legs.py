@@ -41,6 +41,11 @@ class CallerLeg:
     def __init__(self, codec: tuple[str, int], link: ModelLink, model: RealtimeDialect, stats: CallStats,
                  observer: CallObserver, lost: Callable[[], None]) -> None:
         self._inbound = make_inbound(*codec)
+        self.spec = codec_spec(*codec)
+        self.bytes_per_ms = wire_bytes_per_ms(codec)
+        # Called with each forwarded frame's wire bytes while an interruption is being decided
+        # (service.call.bargein); None otherwise, so the hot path pays one attribute check.
+        self.tap: Callable[[bytes], None] | None = None
         self._link, self._model, self._stats, self._observer, self._lost = link, model, stats, observer, lost
         self._reported = 0
 
@@ -88,6 +93,8 @@ class CallerLeg:
             self.report()
 
     def _forwarded(self, payload: bytes, received: float) -> None:
+        if self.tap is not None:
+            self.tap(payload)
         if received >= self._link.live_since:  # frames held while the session was set up are not "live"
             metrics.FRAME_FORWARD.observe(time.perf_counter() - received)
         self._observer.caller_audio(payload)
@@ -122,16 +129,17 @@ class BotLeg:
         return self.ledger.state is PlaybackState.PLAYING or self.playout.pending_bytes > 0
 
     async def play(self, item_id: str, pcm24k: bytes) -> bool:
-        """Hold one chunk for playout and send what is due; False when the resampler had nothing to
-        emit yet or the playout buffer is full (logged by the caller through ``stats``)."""
+        """Hold one chunk for playout and send what is due; False when nothing new plays now (the
+        resampler had nothing to emit yet, playback is paused, or the playout buffer is full)."""
         wire = self._outbound.process(pcm24k)
         if not wire:
             return False
         if not self.playout.push(item_id, wire):
             self._stats.dropped_deltas += 1
             return False
-        if not self.paused:
-            await self.release()
+        if self.paused:
+            return False  # held: it plays if the pause turns out false
+        await self.release()
         return True
 
     async def release(self) -> None:

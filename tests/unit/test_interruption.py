@@ -152,3 +152,9 @@ def test_a_decision_is_always_made_by_the_deadline(frames: list[tuple[float, int
     assert decision.after_ms <= POLICY.confirm_ms
     if decision.reason == "sustained_speech":
         assert decision.voiced_ms >= POLICY.sustained_ms
+
+
+def test_policy_from_the_setting() -> None:
+    assert InterruptPolicy.confirming_within(0, -40.0) is None
+    assert InterruptPolicy.confirming_within(600, -35.0) == InterruptPolicy(600, 400, -35.0)
+    assert InterruptPolicy.confirming_within(1, -40.0) == InterruptPolicy(1, 1, -40.0)

@@ -1,0 +1,243 @@
+"""Barge-in: the caller talks while the bot's audio plays (docs/interruptions.md;
+docs/models/realtime.md, "Barge-in"; docs/providers/twilio.md, "Marks and clear").
+
+Two policies:
+
+- **immediate** (no ``InterruptPolicy``; the session has ``interrupt_response``/``create_response``
+  on): every speech start flushes the provider, cancels the reply and truncates each item at what
+  was heard; the server answers the caller's turn by itself.
+- **pause, then decide** (an ``InterruptPolicy``; both flags off, so the server neither cancels nor
+  answers by itself): a speech start while bot audio plays or is held flushes the provider at once
+  and pauses; the ``InterruptionDecider`` judges the speech within ``confirm_ms`` from the caller's
+  levels (a tap on the caller leg, only while paused), the transcript and the lexicon. Real: cancel,
+  truncate at what was heard, drop the held audio, and answer the caller's committed turn. False:
+  resume from the heard sample, and delete the caller's committed item so nothing answers it.
+  Every committed turn that was not judged false gets one ``response.create``.
+
+Guarantees: the flush is the first send after a speech start; a decision is made by the deadline
+(a loop timer) and acted on once; every decision is logged (``call.interruption``, inputs but never
+the transcript) and counted; the set of turns judged false is bounded (16 item ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import structlog
+
+from service import metrics
+from service.audio.codecs import wire_level_dbfs
+from service.call.interruption import Decision, InterruptionDecider, InterruptPolicy, InterruptState
+from service.call.legs import CallerLeg
+from service.call.machine import InvalidTransition
+from service.call.parts import CallParts
+from service.call.playback import HeardPosition
+from service.realtime import events as rt
+
+log = structlog.get_logger(__name__)
+
+_FALSE_ITEMS_KEPT = 16
+
+
+class BargeIn:
+    """Reacts to caller speech for one call. ``request_response`` asks for a reply (``Responses.request``)."""
+
+    def __init__(self, parts: CallParts, caller: CallerLeg, policy: InterruptPolicy | None = None,
+                 request_response: Callable[[str | None], Awaitable[None]] | None = None) -> None:
+        self._p = parts
+        self._caller = caller
+        self._decider = InterruptionDecider(policy) if policy is not None else None
+        self._request = request_response
+        self._positions: list[HeardPosition] = []
+        self._paused_items: set[str] = set()  # caller items spoken during the pause (usually one)
+        self._committed: set[str] = set()  # of those, the ones already committed (awaiting the decision)
+        self._false_items: deque[str] = deque(maxlen=_FALSE_ITEMS_KEPT)
+        self._timer: asyncio.TimerHandle | None = None
+        self._reaction_ms = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def session_flags(config: rt.SessionConfig, policy: InterruptPolicy | None) -> rt.SessionConfig:
+        """The session's ``interrupt_response``/``create_response``: on for the immediate policy,
+        off for pause-then-decide (the server must neither cancel nor answer by itself)."""
+        on = policy is None
+        return replace(config, interrupt_response=on, create_response=on)
+
+    @property
+    def deciding(self) -> bool:
+        return self._decider is not None and self._decider.state is InterruptState.PAUSED
+
+    async def speech_started(self, event: rt.SpeechStarted) -> None:
+        self._p.observer.caller_speech_started(event.audio_start_ms)
+        if self._decider is None or not self._p.bot.playing:
+            await self.interrupt()  # immediate policy, or nothing audible to protect
+            return
+        self._paused_items.add(event.item_id)
+        if not self.deciding:
+            await self._pause()
+
+    async def output_yielded(self) -> None:
+        """A full-duplex model stopped talking because the caller talked over it: whatever is still
+        queued at the provider is stale, so flush it. No cancel or truncate (the model did that)."""
+        if self._p.bot.playing:
+            await self._p.bot.flush()
+            self._p.bot.discard()
+            self._p.phase.fire("barge_in")
+
+    async def interrupt(self) -> None:
+        """Flush the provider first, then cancel the reply and truncate each item at what was heard.
+        With nothing playing, only a reply still generating is cancelled (its deltas dropped)."""
+        p = self._p
+        started = p.clock()
+        positions = await p.bot.flush() if p.bot.playing else None
+        reaction = p.clock() - started
+        p.bot.discard()
+        await self._cancel_and_truncate(positions or [])
+        if positions:
+            self._observe_reaction(reaction)
+            p.phase.fire("barge_in")
+
+    # --- pause, then decide ---------------------------------------------------------------------------
+    async def _pause(self) -> None:
+        assert self._decider is not None
+        p = self._p
+        started = p.clock()
+        self._positions = await p.bot.flush()
+        self._observe_reaction(p.clock() - started)
+        self._decider.pause(p.clock())
+        self._caller.tap = self._caller_frame
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, self._decider.deadline - p.clock()), self._poll_soon)
+        p.phase.fire("barge_in")
+
+    def _caller_frame(self, payload: bytes) -> None:
+        """The caller leg's tap while paused: one frame's level for the decider (no awaiting here)."""
+        if self._decider is None:
+            return
+        self._decider.caller_frame(wire_level_dbfs(self._caller.spec, payload),
+                                   len(payload) // self._caller.bytes_per_ms)
+        if self._decider.state is InterruptState.PAUSED and self._decider.poll(self._p.clock()) is not None:
+            self._poll_soon()
+
+    def _poll_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._act_logged())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def transcript(self, event: rt.InputTranscriptionCompleted) -> None:
+        """The caller's words for an item spoken during the pause may decide it."""
+        if self.deciding and event.item_id in self._paused_items:
+            assert self._decider is not None
+            self._decider.transcript(event.transcript)
+            await self._act()
+
+    async def committed(self, event: rt.InputCommitted) -> None:
+        """A caller turn was committed (``create_response`` is off): answer it, delete it (judged
+        false), or wait for the pending decision. Nothing to do under the immediate policy."""
+        if self._decider is None:
+            return
+        if event.item_id in self._false_items:
+            self._false_items.remove(event.item_id)
+            await self._p.send_model(self._p.dialect.item_delete(event.item_id))
+        elif self.deciding and event.item_id in self._paused_items:
+            self._committed.add(event.item_id)
+        else:
+            await self._answer()
+
+    async def _act_logged(self) -> None:
+        try:
+            await self._act()
+        except InvalidTransition as error:  # the call moved on meanwhile (ending, escalating)
+            log.warning("call.invalid_transition", source="interruption", machine=error.machine,
+                        state=error.state.value, event_name=error.event)
+
+    async def _act(self) -> None:
+        """Apply the decision, if there is one now (the timer, a frame or a transcript made it)."""
+        decider = self._decider
+        if decider is None or self._p.closing:
+            return
+        decision = decider.decision if decider.state is not InterruptState.PAUSED else decider.poll(self._p.clock())
+        if decision is None or decider.state is InterruptState.IDLE:
+            return
+        decider.reset()
+        self._caller.tap = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items, committed = self._paused_items, self._committed
+        self._paused_items, self._committed = set(), set()
+        self._log(decision)
+        if decision.real:
+            self._p.bot.discard()
+            await self._cancel_and_truncate(self._positions)
+            if committed:
+                await self._answer()
+            return
+        for item_id in items:
+            if item_id in committed:
+                await self._p.send_model(self._p.dialect.item_delete(item_id))
+            else:
+                self._false_items.append(item_id)
+        await self._p.bot.resume()
+        self._p.phase.fire("bot_audio" if self._p.bot.playing else "playback_done")
+
+    async def _answer(self) -> None:
+        if self._request is not None:
+            await self._request(None)
+
+    async def _cancel_and_truncate(self, positions: list[HeardPosition]) -> None:
+        p = self._p
+        if (response := p.replies.drop_active()) is not None:
+            await p.send_model(p.dialect.response_cancel(response))
+        for cut in (c for c in positions if c.cut):
+            await p.send_model(p.dialect.item_truncate(cut.item_id, cut.heard_ms))
+            p.stats.truncates += 1
+            p.observer.bot_truncated(cut.item_id, cut.heard_ms, cut.sent_ms)
+            p.history.shorten(cut.item_id, cut.heard_ms, cut.sent_ms)
+        if positions:
+            p.stats.barge_ins += 1
+            metrics.BARGE_INS.inc()
+            log.info("call.barge_in", item_id=positions[0].item_id, heard_ms=positions[0].heard_ms,
+                     sent_ms=positions[0].sent_ms, reaction_ms=round(self._reaction_ms, 3))
+
+    def _observe_reaction(self, reaction: float) -> None:
+        self._reaction_ms = reaction * 1000
+        self._p.stats.barge_in_reactions_ms.append(reaction * 1000)
+        metrics.BARGE_IN_REACTION_SECONDS.observe(reaction)
+
+    def _log(self, decision: Decision) -> None:
+        metrics.INTERRUPTIONS.labels(decision.kind).inc()
+        head = self._positions[0] if self._positions else None
+        log.info("call.interruption", kind=decision.kind, reason=decision.reason, decided_after_ms=decision.after_ms,
+                 voiced_ms=decision.voiced_ms, peak_dbfs=decision.peak_dbfs,
+                 transcript_words=len(decision.transcript.split()), item_id=head.item_id if head else None,
+                 heard_ms=head.heard_ms if head else None)
+
+    def transcription_failed(self, event: rt.InputTranscriptionFailed) -> None:
+        """No words for this item: a pending decision falls back on levels and the deadline."""
+        log.warning("realtime.transcription_failed", item_id=event.item_id, error=event.message[:300])
+
+    def truncated(self, event: rt.ItemTruncated) -> None:
+        log.info("realtime.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
+
+    def session_replaced(self) -> None:
+        """The model session was replaced while deciding: its items are gone; forget the pause and
+        the held reply (the new session never generated it)."""
+        if self.deciding and self._decider is not None:
+            self._decider.reset()
+            self._p.bot.discard()
+        self._caller.tap = None
+        self._paused_items.clear()
+        self._committed.clear()
+
+    def close(self) -> None:
+        """The call ended: no timer, no task, no tap left behind."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        self._caller.tap = None
+        self._p.bot.close()
