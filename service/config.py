@@ -169,7 +169,7 @@ class Settings(BaseSettings):
         description="Just-in-time playback: bot audio is sent to the provider at most this far ahead of what the caller has heard (ms). 0 = send as it arrives (the unheard part is still kept for resuming).",
     )
     interrupt_confirm_ms: int = Field(
-        600, ge=0, le=3000,
+        800, ge=0, le=3000,
         description="Pause, then decide: caller speech over the bot pauses playback and is judged real or false within this time (ms). 0 = every speech start interrupts at once (the model server cancels by itself).",
     )
     interrupt_min_level_dbfs: float = Field(

@@ -55,6 +55,8 @@ class BargeIn:
         self._paused_items: set[str] = set()  # caller items spoken during the pause (usually one)
         self._committed: set[str] = set()  # of those, the ones already committed (awaiting the decision)
         self._false_items: deque[str] = deque(maxlen=_FALSE_ITEMS_KEPT)
+        # The last decisions with the positions heard at their pause (tests, benchmark), bounded.
+        self.decisions: deque[tuple[Decision, tuple[HeardPosition, ...]]] = deque(maxlen=_FALSE_ITEMS_KEPT)
         self._timer: asyncio.TimerHandle | None = None
         self._reaction_ms = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,6 +172,7 @@ class BargeIn:
         items, committed = self._paused_items, self._committed
         self._paused_items, self._committed = set(), set()
         self._log(decision)
+        self.decisions.append((decision, tuple(self._positions)))
         if decision.real:
             self._p.bot.discard()
             await self._cancel_and_truncate(self._positions)

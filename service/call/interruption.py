@@ -16,9 +16,11 @@ Rules, first match wins (docs/interruptions.md explains the choice of each):
    no words at all -> FALSE ``no_words``; anything else -> REAL ``words``.
 2. The caller's voiced time (frames at or above ``min_level_dbfs``, the raised threshold while the
    bot speaks) reached ``sustained_ms`` -> REAL ``sustained_speech``.
-3. At ``deadline`` (``pause`` + ``confirm_ms``): no frame ever reached ``min_level_dbfs`` -> FALSE
-   ``below_level`` (echo, line noise); otherwise FALSE ``short_no_words`` (a cough, a door, a short
-   backchannel whose transcript is not in yet).
+3. At ``deadline`` (``pause`` + ``confirm_ms``): the caller is still speaking (a voiced frame in the
+   last ``STILL_SPEAKING_MS`` of caller audio) after at least half of ``sustained_ms`` voiced -> REAL
+   ``continuing_speech`` (backchannels and coughs are over by then; "wait, stop, ..." is not);
+   no frame ever reached ``min_level_dbfs`` -> FALSE ``below_level`` (echo, line noise); otherwise
+   FALSE ``short_no_words`` (a cough, a door, a short backchannel whose transcript is not in yet).
 
 A decision is guaranteed by ``deadline``; the state is a few numbers (no buffers), so memory is
 constant whatever the caller sends.
@@ -47,6 +49,7 @@ BACKCHANNELS_JA = frozenset({
 BACKCHANNELS = BACKCHANNELS_EN | BACKCHANNELS_JA
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _MAX_TRANSCRIPT_CHARS = 200  # longer transcripts are real turns; never normalised in full
+STILL_SPEAKING_MS = 200  # a voiced frame this recent (in caller audio) means the caller is still talking
 
 
 def normalise(text: str) -> str:
@@ -92,10 +95,10 @@ class InterruptPolicy:
     @classmethod
     def confirming_within(cls, confirm_ms: int, min_level_dbfs: float) -> InterruptPolicy | None:
         """The policy for ``CALLBRIDGE_INTERRUPT_CONFIRM_MS`` (None for 0: interrupt at once);
-        sustained speech confirms a real interruption after two thirds of it."""
+        sustained speech confirms a real interruption after three quarters of it."""
         if confirm_ms <= 0:
             return None
-        return cls(confirm_ms, max(1, confirm_ms * 2 // 3), min_level_dbfs)
+        return cls(confirm_ms, max(1, confirm_ms * 3 // 4), min_level_dbfs)
 
     def __post_init__(self) -> None:
         if self.confirm_ms <= 0 or self.sustained_ms <= 0:
@@ -109,7 +112,7 @@ class Decision:
     """One decision and every input it was made from (logged as ``call.interruption``)."""
 
     real: bool
-    reason: str  # words | sustained_speech | backchannel | no_words | below_level | short_no_words
+    reason: str  # words | sustained_speech | continuing_speech | backchannel | no_words | below_level | short_no_words
     after_ms: float  # from the pause to the decision
     voiced_ms: int
     peak_dbfs: float
@@ -132,6 +135,8 @@ class InterruptionDecider:
         self.decision: Decision | None = None
         self._paused_at = 0.0
         self._voiced_ms = 0
+        self._audio_ms = 0  # caller audio heard since the pause
+        self._last_voiced_end = -STILL_SPEAKING_MS - 1
         self._peak = -120.0
         self._transcript: str | None = None
 
@@ -149,14 +154,17 @@ class InterruptionDecider:
         self.machine.fire("pause")
         self.decision = None
         self._paused_at, self._voiced_ms, self._peak, self._transcript = now, 0, -120.0, None
+        self._audio_ms, self._last_voiced_end = 0, -STILL_SPEAKING_MS - 1
 
     def caller_frame(self, level_dbfs: float, frame_ms: int) -> None:
         """The level of one caller frame heard while paused (ignored in any other state)."""
         if self.state is not InterruptState.PAUSED:
             return
         self._peak = max(self._peak, level_dbfs)
+        self._audio_ms += frame_ms
         if level_dbfs >= self.policy.min_level_dbfs:
             self._voiced_ms += frame_ms
+            self._last_voiced_end = self._audio_ms
 
     def transcript(self, text: str) -> None:
         """The input transcription of the caller's speech (ignored unless PAUSED)."""
@@ -179,8 +187,12 @@ class InterruptionDecider:
         elif self._voiced_ms >= self.policy.sustained_ms:
             real, reason = True, "sustained_speech"
         elif now >= self.deadline:
-            below = self._peak < self.policy.min_level_dbfs
-            real, reason = False, "below_level" if below else "short_no_words"
+            speaking = self._audio_ms - self._last_voiced_end <= STILL_SPEAKING_MS
+            if speaking and self._voiced_ms >= self.policy.sustained_ms / 2:
+                real, reason = True, "continuing_speech"
+            else:
+                below = self._peak < self.policy.min_level_dbfs
+                real, reason = False, "below_level" if below else "short_no_words"
         if real is None:
             return None
         self.machine.fire("real" if real else "false")

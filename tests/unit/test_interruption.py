@@ -156,5 +156,33 @@ def test_a_decision_is_always_made_by_the_deadline(frames: list[tuple[float, int
 
 def test_policy_from_the_setting() -> None:
     assert InterruptPolicy.confirming_within(0, -40.0) is None
-    assert InterruptPolicy.confirming_within(600, -35.0) == InterruptPolicy(600, 400, -35.0)
+    assert InterruptPolicy.confirming_within(800, -35.0) == InterruptPolicy(800, 600, -35.0)
     assert InterruptPolicy.confirming_within(1, -40.0) == InterruptPolicy(1, 1, -40.0)
+
+
+def test_still_speaking_at_the_deadline_is_real() -> None:
+    """'wait, stop, ...': words with pauses, not yet 'sustained', but still going at the deadline."""
+    decider = paused()
+    pattern = [-20.0] * 6 + [-70.0] * 8  # 120 ms voiced, 160 ms pause, repeated
+    for level in (pattern * 3)[:30]:  # 600 ms of caller audio
+        decider.caller_frame(level, 20)
+    assert decider.poll(10.5) is None
+    decision = decider.poll(10.6)
+    assert decision is not None and decision.real and decision.reason == "continuing_speech"
+    assert decision.voiced_ms == 280 >= POLICY.sustained_ms / 2
+
+
+def test_finished_short_speech_at_the_deadline_is_not_real() -> None:
+    decider = paused()
+    for level in [-20.0] * 15 + [-70.0] * 15:  # 300 ms voiced, then 300 ms quiet: over
+        decider.caller_frame(level, 20)
+    decision = decider.poll(10.6)
+    assert decision is not None and not decision.real and decision.reason == "short_no_words"
+
+
+def test_still_speaking_but_barely_voiced_is_not_real() -> None:
+    decider = paused()
+    for level in [-70.0] * 25 + [-20.0] * 5:  # only the last 100 ms voiced
+        decider.caller_frame(level, 20)
+    decision = decider.poll(10.6)
+    assert decision is not None and not decision.real
