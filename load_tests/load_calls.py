@@ -110,7 +110,8 @@ _ramp_start_wall = 0.0
 
 
 def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
-        gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None) -> dict[str, Any]:
+        gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None,
+        extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     redis = private_redis()
     realtime_proc, realtime_url = start_realtime_standin(replies=replies)
     port = free_port()
@@ -118,7 +119,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
     log_path = RESULTS / f"{name}-gateway.log"
     RESULTS.mkdir(parents=True, exist_ok=True)
     gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path, workers=gateway_workers,
-                            ws_variant=ws_variant)
+                            ws_variant=ws_variant, extra_env=extra_env)
     workers: list[subprocess.Popen[str]] = []
     try:
         idle = sample_tree(gateway.pid)
@@ -178,6 +179,8 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         "realtime_errors": counter_delta(before, after, "callbridge_realtime_errors_total"),
         "malformed_frames": counter_delta(before, after, "callbridge_malformed_frames_total"),
         "calls_missing": calls - len(caller_results),
+        # just-in-time playback: the provider ran dry while the gateway held audio (docs/interruptions.md)
+        "playout_underruns": counter_delta(before, after, "callbridge_playout_underruns_total"),
     }
     result = {
         "calls": calls,
@@ -204,6 +207,11 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         "gateway_rss_idle_mb": round(idle.rss_mb, 1),
         "gateway_rss_per_call_mb": round((cpu_after.rss_mb - idle.rss_mb) / max(active_at_steady, 1.0), 3),
         "clears_seen_by_callers": sum(int(r.get("clears") or 0) for r in caller_results),
+        "settings": dict(extra_env or {}),
+        "media_out_per_call_second": round(counter_delta(before, after, "callbridge_frames_out_total")
+                                           / max(call_seconds, 1e-9), 2),
+        "interruptions": {kind: counter_delta(before, after, f'callbridge_interruptions_total{{kind="{kind}"}}')
+                          for kind in ("real", "backchannel", "noise")},
         "call_error_samples": sorted({str(r["error"]) for r in caller_results if r.get("error")})[:5],
     }
     return result
@@ -228,10 +236,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None)
     parser.add_argument("--ws", default=None, choices=["wsio", "wsio-lane", "sansio"],
                         help="WebSocket layer of the gateway (load_tests/ws_variants.py; default: as committed)")
+    parser.add_argument("--playback-lead-ms", type=int, default=None, help="CALLBRIDGE_PLAYBACK_LEAD_MS")
+    parser.add_argument("--lead-baseline-ms", type=int, default=None,
+                        help="first run the same load with this CALLBRIDGE_PLAYBACK_LEAD_MS (e.g. 0) and report ratios")
     options = parser.parse_args(args)
     name = options.name or f"load_calls_{options.calls}"
+    env = {} if options.playback_lead_ms is None else {"CALLBRIDGE_PLAYBACK_LEAD_MS": str(options.playback_lead_ms)}
+    baseline = None
+    if options.lead_baseline_ms is not None:
+        baseline = run(options.calls, options.caller_procs, options.ramp, options.steady, name + "-baseline",
+                       options.gateway_workers, not options.no_replies, options.ws,
+                       {"CALLBRIDGE_PLAYBACK_LEAD_MS": str(options.lead_baseline_ms)})
     result = run(options.calls, options.caller_procs, options.ramp, options.steady, name, options.gateway_workers,
-                 not options.no_replies, options.ws)
+                 not options.no_replies, options.ws, env)
+    if baseline is not None:
+        result["baseline"] = baseline
+        result["ratio_vs_baseline"] = {
+            key: round(result[key] / baseline[key], 3) if baseline[key] else None
+            for key in ("gateway_cpu_ms_per_call_second", "media_out_per_call_second", "gateway_rss_per_call_mb")
+        }
     path = write_result(name, result)
     print(f"\ncallbridge load: {options.calls} concurrent calls, {options.caller_procs} caller process(es), "
           f"{options.gateway_workers} gateway worker(s)")
@@ -245,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         ("gateway CPU kernel share", str(result["gateway_cpu_system_share"])),
         ("gateway RSS MB (idle -> loaded)", f"{result['gateway_rss_idle_mb']} -> {result['gateway_rss_mb']}"),
         ("RSS per call MB", str(result["gateway_rss_per_call_mb"])),
+        ("interruptions (steady)", json.dumps(result["interruptions"])),
+        ("media messages per call-second", str(result["media_out_per_call_second"])),
         ("errors", json.dumps(result["errors"])),
+        *([("ratio vs baseline lead", json.dumps(result["ratio_vs_baseline"]))] if baseline is not None else []),
     ])
     print(f"JSON: {path}")
     ok = (all(v == 0 for v in result["errors"].values()))
