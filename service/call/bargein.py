@@ -30,6 +30,7 @@ import structlog
 
 from service import metrics
 from service.audio.codecs import wire_level_dbfs
+from service.call.handoff import HandoffState
 from service.call.interruption import Decision, InterruptionDecider, InterruptPolicy, InterruptState
 from service.call.legs import CallerLeg
 from service.call.machine import InvalidTransition
@@ -112,7 +113,7 @@ class BargeIn:
         self._decider.pause(p.clock())
         self._caller.tap = self._caller_frame
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(max(0.0, self._decider.deadline - p.clock()), self._poll_soon)
+        self._timer = loop.call_later(max(0.0, self._decider.deadline - p.clock()), self._poll_soon, True)
         p.phase.fire("barge_in")
 
     def _caller_frame(self, payload: bytes) -> None:
@@ -124,8 +125,8 @@ class BargeIn:
         if self._decider.state is InterruptState.PAUSED and self._decider.poll(self._p.clock()) is not None:
             self._poll_soon()
 
-    def _poll_soon(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._act_logged())
+    def _poll_soon(self, at_deadline: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._act_logged(at_deadline))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -149,19 +150,21 @@ class BargeIn:
         else:
             await self._answer()
 
-    async def _act_logged(self) -> None:
+    async def _act_logged(self, at_deadline: bool) -> None:
         try:
-            await self._act()
+            await self._act(at_deadline)
         except InvalidTransition as error:  # the call moved on meanwhile (ending, escalating)
             log.warning("call.invalid_transition", source="interruption", machine=error.machine,
                         state=error.state.value, event_name=error.event)
 
-    async def _act(self) -> None:
-        """Apply the decision, if there is one now (the timer, a frame or a transcript made it)."""
+    async def _act(self, at_deadline: bool = False) -> None:
+        """Apply the decision, if there is one now (the timer, a frame or a transcript made it). The
+        timer may fire a hair before the deadline by the clock: it decides at the deadline."""
         decider = self._decider
         if decider is None or self._p.closing:
             return
-        decision = decider.decision if decider.state is not InterruptState.PAUSED else decider.poll(self._p.clock())
+        now = max(self._p.clock(), decider.deadline) if at_deadline else self._p.clock()
+        decision = decider.decision if decider.state is not InterruptState.PAUSED else decider.poll(now)
         if decision is None or decider.state is InterruptState.IDLE:
             return
         decider.reset()
@@ -188,7 +191,8 @@ class BargeIn:
         self._p.phase.fire("bot_audio" if self._p.bot.playing else "playback_done")
 
     async def _answer(self) -> None:
-        if self._request is not None:
+        """Ask for the reply to the caller's turn (not once the call is being handed to a human)."""
+        if self._request is not None and self._p.handoff.state is HandoffState.NONE:
             await self._request(None)
 
     async def _cancel_and_truncate(self, positions: list[HeardPosition]) -> None:

@@ -187,8 +187,12 @@ class BotLeg:
             for position in positions:
                 self.ledger.rewind(position.item_id, position.heard_bytes)
             self.playout.rewind(positions)
-            # ``sent_ms`` becomes what the model generated for the item: held audio counts as unheard.
-            return [replace(p, sent_ms=max(p.sent_ms, self.received_ms(p.item_id))) for p in positions]
+            # ``sent_ms`` becomes what the model generated for the item: held audio counts as unheard,
+            # and items held but never sent were heard to 0.
+            known = {p.item_id for p in positions}
+            return [replace(p, sent_ms=max(p.sent_ms, self.received_ms(p.item_id))) for p in positions] + [
+                HeardPosition(item_id, 0, received // self.bytes_per_ms, 0)
+                for item_id, received in self.playout.unsent_items() if item_id not in known]
 
     async def resume(self) -> None:
         """Play the held audio again from where the caller stopped hearing it."""

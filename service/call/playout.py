@@ -8,7 +8,7 @@ ask again. After a ``clear`` it calls ``rewind`` with the heard positions, so a 
 starts at the exact sample the caller stopped hearing; ``drop`` forgets everything (a real
 interruption). ``acknowledge`` releases audio the caller has heard for sure (a mark came back).
 
-Chunks: sent in batches of ``max(20 ms, lead_ms / 2)`` whenever the provider's queue falls to
+Chunks: sent in batches of ``max(20 ms, lead_ms / 2)`` (at most ``lead_ms``) whenever the provider's queue falls to
 ``lead_ms - batch``, so the queue stays between ``lead_ms - batch`` and ``lead_ms`` (the timer of
 the driver has ``lead_ms - batch`` of slack before the caller hears a gap: an ``underrun``, counted).
 ``lead_ms = 0`` sends everything at once (the audio is still kept until heard, for ``rewind``).
@@ -45,7 +45,7 @@ class PlayoutBuffer:
         if bytes_per_ms <= 0 or sample_bytes <= 0 or lead_ms < 0 or max_ms <= 0:
             raise ValueError("bytes_per_ms, sample_bytes and max_ms must be > 0, lead_ms >= 0")
         self._bpms, self._lead, self._sample = bytes_per_ms, lead_ms, sample_bytes
-        self._batch_ms = max(MIN_BATCH_MS, lead_ms // 2)
+        self._batch_ms = min(lead_ms, max(MIN_BATCH_MS, lead_ms // 2)) if lead_ms else MIN_BATCH_MS
         self._max_bytes = max_ms * bytes_per_ms
         self._items: deque[_Held] = deque()
         self._held_bytes = 0
@@ -73,6 +73,11 @@ class PlayoutBuffer:
             if item.item_id == item_id:
                 return item.received
         return 0
+
+    def unsent_items(self) -> list[tuple[str, int]]:
+        """Items received but not one byte sent yet, with their received bytes (a later item of the
+        reply, held behind the lead): never heard, so a real interruption truncates them to 0."""
+        return [(item.item_id, item.received) for item in self._items if item.sent == 0 and item.received]
 
     def push(self, item_id: str, wire: bytes) -> bool:
         """Hold ``wire`` bytes of ``item_id``; False (nothing held) beyond ``max_ms`` of held audio."""

@@ -126,7 +126,7 @@ def test_everything_pushed_comes_out_once_in_order(pushes: list[tuple[str, int]]
         else:
             expected.append((item, data))
     out: list[tuple[str, bytes]] = []
-    for ahead in [*aheads, 0.0] + [0.0] * 100:
+    for ahead in [*aheads, 0.0] + [0.0] * 2000:
         for item, chunk in buf.take(ahead):
             assert lead == 0 or len(chunk) <= lead * 8
             if out and out[-1][0] == item:
@@ -151,3 +151,13 @@ def test_ledger_rewind_counts_resent_audio_from_the_heard_position() -> None:
     assert ledger.heard("a", 1.025).heard_ms == 175
     assert ledger.heard("a", 9.0) == HeardPosition("a", 200, 200, 1600)
     assert ledger.ahead_ms(1.0) == pytest.approx(50.0)
+
+
+def test_unsent_items_are_the_ones_held_behind_the_lead() -> None:
+    buf = PlayoutBuffer(8, 100)
+    buf.push("a", bytes(8000))
+    buf.push("b", bytes(800))
+    buf.take(0.0)
+    assert buf.unsent_items() == [("b", 800)]
+    buf.drop()
+    assert buf.unsent_items() == []
