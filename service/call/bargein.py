@@ -75,11 +75,12 @@ class BargeIn:
 
     async def speech_started(self, event: rt.SpeechStarted) -> None:
         self._p.observer.caller_speech_started(event.audio_start_ms)
-        if self._decider is None or not self._p.bot.playing:
+        if self.deciding:  # more speech within the same pause: decided together
+            self._paused_items.add(event.item_id)
+        elif self._decider is None or not self._p.bot.playing:
             await self.interrupt()  # immediate policy, or nothing audible to protect
-            return
-        self._paused_items.add(event.item_id)
-        if not self.deciding:
+        else:
+            self._paused_items.add(event.item_id)
             await self._pause()
 
     async def output_yielded(self) -> None:

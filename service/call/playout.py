@@ -103,7 +103,7 @@ class PlayoutBuffer:
         if self._lead == 0:
             budget = pending
         else:
-            room_ms = self._lead - max(0.0, ahead_ms)
+            room_ms = round(self._lead - max(0.0, ahead_ms), 3)  # clock arithmetic leaves 1e-11 crumbs
             if room_ms < self._batch_ms and ahead_ms > 0:
                 self._starved = pending > 0
                 return []
