@@ -158,15 +158,20 @@ async def run_scenario(interjection: Interjection, *, reply_ms: int = 4000, talk
         played_at_clear = first_clear.played_total / 8 if first_clear else 0.0
         out.truncates = [(t.audio_end_ms, played_at_clear) for t in session.truncates]
         out.answered = out.decided_real is True and session.responses_done >= 2
-        _measure_playback(out, call, wire, first_clear)
+        second = [s.at for s in session.sent if s.type == "response.created"][1:2]
+        _measure_playback(out, call, wire, first_clear, second[0] if second else None)
         out.violations = [*realtime.violations, *call.violations]
         await call.hang_up()
     return out
 
 
-def _measure_playback(out: Outcome, call: Any, wire: bytes, first_clear: Any) -> None:
-    """Heard share, seam and gap from the caller's own playback timeline."""
+def _measure_playback(out: Outcome, call: Any, wire: bytes, first_clear: Any, answer_at: float | None) -> None:
+    """Heard share, seam and gap from the caller's own playback timeline; audio of the model's
+    answer (it replays the same chirp), from ``answer_at`` on, is not the interrupted reply."""
     segments = list(call.playback._segments)  # (timeline sample, bytes) of what actually played
+    if answer_at is not None:
+        cut = round((answer_at - call.playback.origin) * 8000)
+        segments = [(sample, data[: max(0, cut - sample)]) for sample, data in segments if sample < cut]
     covered = np.zeros(len(wire), dtype=bool)
     located: list[tuple[int, int, int]] = []  # (timeline sample, reply offset, length)
     for sample, data in segments:

@@ -38,7 +38,7 @@ from service.call.machine import Machine
 # Short acknowledgements that do not take the turn. Compared after normalisation (lower case, NFKC,
 # punctuation and spaces removed, a repeated token collapsed), so "Uh-huh." and "うん、うん" match.
 BACKCHANNELS_EN = frozenset({
-    "uhhuh", "uhuh", "mhm", "mmhm", "mhmm", "hmm", "mm", "mmm", "hm", "uh", "um", "ah", "oh", "yeah", "yep", "yes",
+    "uhhuh", "uhuh", "mhm", "mmhm", "mhmm", "mmhmm", "mmkay", "hmm", "mm", "mmm", "hm", "uh", "um", "ah", "oh", "yeah", "yep", "yes",
     "yup", "ok", "okay", "right", "sure", "alright", "allright", "gotcha", "gotit", "isee", "ohok", "ohokay",
     "cool", "great", "fine", "ahok",
 })
