@@ -15,7 +15,9 @@ Rules, first match wins (docs/interruptions.md explains the choice of each):
 1. A transcript arrived: a backchannel of the lexicon (English, Japanese) -> FALSE ``backchannel``;
    no words at all -> FALSE ``no_words``; anything else -> REAL ``words``.
 2. The caller's voiced time (frames at or above ``min_level_dbfs``, the raised threshold while the
-   bot speaks) reached ``sustained_ms`` -> REAL ``sustained_speech``.
+   bot speaks) reached ``sustained_ms`` -> REAL ``sustained_speech``; or the first ``QUIET_MS`` of
+   caller audio after the pause held no voiced frame at all -> FALSE ``below_level`` (echo or line
+   noise that only the server's lower VAD threshold heard: resumed without waiting the deadline).
 3. At ``deadline`` (``pause`` + ``confirm_ms``): the caller is still speaking (a voiced frame in the
    last ``STILL_SPEAKING_MS`` of caller audio) after at least half of ``sustained_ms`` voiced -> REAL
    ``continuing_speech`` (backchannels and coughs are over by then; "wait, stop, ..." is not);
@@ -50,6 +52,7 @@ BACKCHANNELS = BACKCHANNELS_EN | BACKCHANNELS_JA
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _MAX_TRANSCRIPT_CHARS = 200  # longer transcripts are real turns; never normalised in full
 STILL_SPEAKING_MS = 200  # a voiced frame this recent (in caller audio) means the caller is still talking
+QUIET_MS = 240  # this much caller audio after the pause without one voiced frame: not the caller talking
 
 
 def normalise(text: str) -> str:
@@ -186,6 +189,8 @@ class InterruptionDecider:
                 real, reason = True, "words"
         elif self._voiced_ms >= self.policy.sustained_ms:
             real, reason = True, "sustained_speech"
+        elif self._voiced_ms == 0 and self._audio_ms >= min(QUIET_MS, self.policy.confirm_ms):
+            real, reason = False, "below_level"
         elif now >= self.deadline:
             speaking = self._audio_ms - self._last_voiced_end <= STILL_SPEAKING_MS
             if speaking and self._voiced_ms >= self.policy.sustained_ms / 2:

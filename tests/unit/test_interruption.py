@@ -79,14 +79,23 @@ def test_sustained_loud_speech_is_real_when_it_reaches_sustained_ms() -> None:
     assert decision.voiced_ms == 400 and decision.peak_dbfs == -25.0
 
 
-def test_quiet_frames_do_not_count_as_speech() -> None:
+def test_quiet_frames_do_not_count_as_speech_and_end_the_pause_early() -> None:
     decider = paused()
-    for _ in range(40):
+    for _ in range(11):
         decider.caller_frame(-45.0, 20)  # echo under the raised threshold
-    assert decider.poll(10.5) is None
-    decision = decider.poll(10.6)
+    assert decider.poll(10.22) is None
+    decider.caller_frame(-45.0, 20)  # 240 ms of caller audio, none of it voiced
+    decision = decider.poll(10.24)
     assert decision is not None and not decision.real and decision.reason == "below_level"
-    assert decision.voiced_ms == 0 and decision.peak_dbfs == -45.0
+    assert decision.voiced_ms == 0 and decision.peak_dbfs == -45.0 and decision.after_ms == pytest.approx(240.0)
+
+
+def test_a_voiced_frame_early_keeps_the_pause_open() -> None:
+    decider = paused()
+    decider.caller_frame(-30.0, 20)
+    for _ in range(20):
+        decider.caller_frame(-70.0, 20)
+    assert decider.poll(10.5) is None
 
 
 def test_short_loud_burst_without_words_is_noise_at_the_deadline() -> None:
