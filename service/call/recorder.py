@@ -193,6 +193,7 @@ class CallRecorder:
             redact=self._settings.pii_redaction == "all",
             agent_link=self._gateway.agent_link(),
         )
+        self._gateway.remember_record(self.call_id, record.body)  # the warm transfer's briefing reads it
         self._gateway.outbox.enqueue(record)
 
     def usage(self, usage: dict[str, Any]) -> None:
