@@ -49,6 +49,11 @@ def test_azure_without_endpoint_is_rejected(monkeypatch: pytest.MonkeyPatch) -> 
         ("CALLBRIDGE_MAX_OUTPUT_TOKENS", "5000", "CALLBRIDGE_MAX_OUTPUT_TOKENS"),
         ("CALLBRIDGE_PRICES_FILE", "/nonexistent/prices.json", "CALLBRIDGE_PRICES_FILE"),
         ("CALLBRIDGE_REALTIME_REASONING_EFFORT", "extreme", "CALLBRIDGE_REALTIME_REASONING_EFFORT"),
+        ("CALLBRIDGE_TRANSFER_MODE", "lukewarm", "CALLBRIDGE_TRANSFER_MODE"),
+        ("CALLBRIDGE_TRANSFER_FALLBACKS", "queue,voicemail", "CALLBRIDGE_TRANSFER_FALLBACKS"),
+        ("CALLBRIDGE_TRANSFER_FALLBACKS", "queue,queue", "CALLBRIDGE_TRANSFER_FALLBACKS"),
+        ("CALLBRIDGE_TRANSFER_FALLBACKS", "number", "CALLBRIDGE_TRANSFER_FALLBACK_NUMBER"),
+        ("CALLBRIDGE_TWILIO_WORKFLOW_SID", "WWnothex", "CALLBRIDGE_TWILIO_WORKFLOW_SID"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str) -> None:
