@@ -1,0 +1,141 @@
+"""Warm transfer on Twilio through whole calls (issue 16 items 5-7): the gateway with a real
+redis-server, the Realtime stand-in, and the Twilio stand-in following the after-stream, whisper and
+``<Dial action>`` callbacks with signed requests, each simulated agent answering, busy, silent or a
+voicemail."""
+
+from __future__ import annotations
+
+import io
+import json
+import wave
+import xml.etree.ElementTree as ET
+
+import httpx
+import numpy as np
+import pytest
+
+from service.providers.twilio.dialect import compute_twilio_signature
+from service.providers.twilio.transfer import DIAL_DONE_PATH, HOLD_PATH, WHISPER_PATH
+from service.simcaller.twilio_transfer import TransferTrace, follow_transfer
+from tests.conftest import RedisServer
+from tests.integration.conftest import AUTH_TOKEN, RunningGateway
+from tests.integration.test_escalation_calls import delivered, escalation_setup, speak_turns
+from tests.standins.realtime_server import RealtimeStandIn
+from tests.standins.twilio_caller import CallHandle, TwilioCallerStandIn
+
+
+AGENT = "+15550100"
+SECOND = "+15550200"
+ASK = "My order is missing. Can I speak to a human agent please"
+WORKFLOW = "WW" + "c" * 32
+
+
+async def _escalate_and_follow(gw: RunningGateway, realtime: RealtimeStandIn, caller: TwilioCallerStandIn,
+                               agents: dict[str, str]) -> tuple[CallHandle, TransferTrace]:
+    call = await caller.place_call(from_="+15551234567")
+    await speak_turns(call, realtime, 1)
+    assert await call.wait_closed(timeout_s=20) == 1000
+    await call.wait_for(lambda: call.after_stream_twiml is not None, timeout_s=10)
+    trace = await follow_transfer(caller, call, agents)
+    assert trace.violations == [], trace
+    return call, trace
+
+
+def _steps(gw: RunningGateway) -> dict[str, float]:
+    from prometheus_client import REGISTRY
+
+    return {step: REGISTRY.get_sample_value("callbridge_transfer_steps_total", {"step": step}) or 0.0
+            for step in ("dial", "queue", "bot", "hangup")}
+
+
+async def test_the_agent_hears_the_briefing_then_is_connected(redis_server: RedisServer) -> None:
+    async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
+                                transfer_briefing_voice="Polly.Joanna") as (gw, realtime, caller, receiver):
+        call, trace = await _escalate_and_follow(gw, realtime, caller, {AGENT: "answer"})
+        assert trace.outcome == "connected" and len(trace.agents) == 1
+        agent = trace.agents[0]
+        assert agent.answered_by == "human" and agent.bridged and agent.whisper_status == 200
+        briefing = " ".join(agent.heard)
+        record = (await delivered(receiver))[0]
+        assert briefing.startswith("Transfer from the voice assistant.")
+        assert "caller asked for a person" in briefing and "order is missing" in briefing.lower()
+        assert agent.say_language == "en-US" and agent.say_voice == "Polly.Joanna"
+        assert record["escalation_id"] and "4567" not in briefing  # the caller's number is never read out
+        # The caller heard the hold clip first: the bundled WAV, audible.
+        assert trace.played == [gw.settings.public_url + HOLD_PATH]
+        async with httpx.AsyncClient() as http:
+            clip = await http.get(gw.base_url + HOLD_PATH)
+        with wave.open(io.BytesIO(clip.content)) as wav:
+            assert wav.getframerate() == 8000 and wav.getsampwidth() == 2
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(float)
+        level_db = 20 * np.log10(np.sqrt(np.mean(pcm**2)) / 32768)
+        assert -30 < level_db < -10 and len(pcm) / 8000 >= 3.0
+        # The dial action after a connected call ends it.
+        assert [c.tag for c in ET.fromstring(trace.documents[-1])] == ["Hangup"]
+
+
+async def test_busy_agent_falls_back_to_the_second_number(redis_server: RedisServer) -> None:
+    async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
+                                transfer_fallbacks="number,queue", transfer_fallback_number=SECOND) as (
+            gw, realtime, caller, _receiver):
+        before = _steps(gw)
+        _call, trace = await _escalate_and_follow(gw, realtime, caller, {AGENT: "busy", SECOND: "answer"})
+        assert [(a.target, a.dial_status, a.bridged) for a in trace.agents] == [
+            (AGENT, "busy", False), (SECOND, "completed", True)]
+        assert trace.agents[0].heard == [] and "order is missing" in " ".join(trace.agents[1].heard).lower()
+        assert trace.outcome == "connected" and trace.played == [gw.settings.public_url + HOLD_PATH]
+        after = _steps(gw)
+        assert after["dial"] - before["dial"] == 2
+
+
+async def test_a_voicemail_is_hung_up_and_the_call_goes_to_taskrouter_with_attributes(
+        redis_server: RedisServer) -> None:
+    async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
+                                transfer_fallbacks="queue", twilio_workflow_sid=WORKFLOW) as (
+            _gw, realtime, caller, receiver):
+        call, trace = await _escalate_and_follow(_gw, realtime, caller, {AGENT: "machine"})
+        agent = trace.agents[0]
+        assert agent.answered_by == "machine_start" and not agent.bridged and agent.heard == []
+        assert trace.outcome == "queued" and trace.workflow_sid == WORKFLOW
+        attributes = json.loads(trace.task_attributes)
+        record = (await delivered(receiver))[0]
+        assert attributes["escalation_id"] == record["escalation_id"] and attributes["call_id"] == call.call_sid
+        assert attributes["summary"] == record["summary"] and attributes["trigger"] == "explicit_request"
+        assert attributes["language"] == "en-US" and "tool_results" in attributes
+        assert len(trace.task_attributes.encode()) <= 4096
+
+
+async def test_no_answer_brings_the_call_back_to_the_bot_with_an_apology(redis_server: RedisServer) -> None:
+    async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
+                                transfer_fallbacks="bot") as (gw, realtime, caller, _receiver):
+        call, trace = await _escalate_and_follow(gw, realtime, caller, {AGENT: "no-answer"})
+        assert trace.agents[0].dial_status == "no-answer" and trace.outcome == "bot"
+        resumed = await caller.follow(call, twiml=trace.stream_twiml)
+        assert resumed is not None and resumed.call_sid == call.call_sid
+        session = await realtime.wait_for_session(index=1, timeout_s=10)
+        create = await session.wait_for_received("response.create", timeout_s=10)
+        assert gw.settings.transfer_return_line in json.dumps(create.event)
+        await resumed.wait_for(lambda: len(resumed.events("media")) >= 1, timeout_s=15)  # the bot speaks again
+        snapshot = await gw.gateway.state_store.load_call(call.call_sid)
+        assert snapshot.fields["escalation_status"] == "returned" and snapshot.fields["resumes"] == "1"
+        await resumed.hang_up()
+        # A replayed dial callback for the same step cannot send the call back twice.
+        url = f"{gw.settings.public_url}{DIAL_DONE_PATH}?call={call.call_sid}&step=0"
+        replay = await caller.post_signed(url, {**caller.call_form(call.call_sid, call.from_, call.to),
+                                                "DialCallStatus": "no-answer"})
+        assert replay.status_code == 200 and [c.tag for c in ET.fromstring(replay.text)] == ["Say", "Hangup"]
+
+
+async def test_transfer_callbacks_are_signature_checked(redis_server: RedisServer) -> None:
+    async with escalation_setup(redis_server, [], transfer_mode="warm", transfer_number=AGENT) as (
+            gw, _realtime, caller, _receiver):
+        call_sid = "CA" + "e" * 32
+        url = f"{gw.settings.public_url}{WHISPER_PATH}?call={call_sid}&step=0"
+        form = {**caller.call_form("CA" + "f" * 32, "+15559870000", AGENT), "AnsweredBy": "human"}
+        assert (await caller.post_signed(url, form, signature=False)).status_code == 403
+        forged = compute_twilio_signature(AUTH_TOKEN, url.replace("step=0", "step=1"), form)
+        assert (await caller.post_signed(url, form, signature=forged)).status_code == 403  # query is signed
+        unknown_step = f"{gw.settings.public_url}{WHISPER_PATH}?call={call_sid}&step=7"
+        assert (await caller.post_signed(unknown_step, form)).status_code == 400
+        ok = await caller.post_signed(url, form)  # a valid callback for a call with no record: no briefing
+        assert ok.status_code == 200 and list(ET.fromstring(ok.text)) == []
