@@ -12,7 +12,6 @@ import xml.etree.ElementTree as ET
 
 import httpx
 import numpy as np
-import pytest
 
 from service.providers.twilio.dialect import compute_twilio_signature
 from service.providers.twilio.transfer import DIAL_DONE_PATH, HOLD_PATH, WHISPER_PATH
@@ -22,7 +21,6 @@ from tests.integration.conftest import AUTH_TOKEN, RunningGateway
 from tests.integration.test_escalation_calls import delivered, escalation_setup, speak_turns
 from tests.standins.realtime_server import RealtimeStandIn
 from tests.standins.twilio_caller import CallHandle, TwilioCallerStandIn
-
 
 AGENT = "+15550100"
 SECOND = "+15550200"
@@ -51,7 +49,7 @@ def _steps(gw: RunningGateway) -> dict[str, float]:
 async def test_the_agent_hears_the_briefing_then_is_connected(redis_server: RedisServer) -> None:
     async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
                                 transfer_briefing_voice="Polly.Joanna") as (gw, realtime, caller, receiver):
-        call, trace = await _escalate_and_follow(gw, realtime, caller, {AGENT: "answer"})
+        _call, trace = await _escalate_and_follow(gw, realtime, caller, {AGENT: "answer"})
         assert trace.outcome == "connected" and len(trace.agents) == 1
         agent = trace.agents[0]
         assert agent.answered_by == "human" and agent.bridged and agent.whisper_status == 200
