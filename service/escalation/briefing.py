@@ -75,7 +75,9 @@ def say_language(configured: str, transcription_language: str) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    text = " ".join(redact_pii(text).split())
+    """Redacted, whitespace-collapsed, at most ``limit`` characters, without a final full stop (the
+    template adds its own)."""
+    text = " ".join(redact_pii(text).split()).rstrip(".。")
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
