@@ -115,13 +115,19 @@ async def test_no_answer_brings_the_call_back_to_the_bot_with_an_apology(redis_s
         assert gw.settings.transfer_return_line in json.dumps(create.event)
         await resumed.wait_for(lambda: len(resumed.events("media")) >= 1, timeout_s=15)  # the bot speaks again
         snapshot = await gw.gateway.state_store.load_call(call.call_sid)
-        assert snapshot.fields["escalation_status"] == "returned" and snapshot.fields["resumes"] == "1"
+        # "returned", or already "none" once the new stream's state is written: no longer escalated.
+        assert snapshot.fields["escalation_status"] in ("returned", "none") and snapshot.fields["resumes"] == "1"
+        assert not await gw.gateway.is_escalated(call.call_sid)
         await resumed.hang_up()
         # A replayed dial callback for the same step cannot send the call back twice.
         url = f"{gw.settings.public_url}{DIAL_DONE_PATH}?call={call.call_sid}&step=0"
         replay = await caller.post_signed(url, {**caller.call_form(call.call_sid, call.from_, call.to),
                                                 "DialCallStatus": "no-answer"})
         assert replay.status_code == 200 and [c.tag for c in ET.fromstring(replay.text)] == ["Say", "Hangup"]
+        # A caller who hung up while the agent's phone rang gets no fallback at all.
+        gone = await caller.post_signed(url, {**caller.call_form(call.call_sid, call.from_, call.to, status="completed"),
+                                              "DialCallStatus": "no-answer"})
+        assert [c.tag for c in ET.fromstring(gone.text)] == ["Hangup"]
 
 
 async def test_transfer_callbacks_are_signature_checked(redis_server: RedisServer) -> None:
@@ -137,3 +143,20 @@ async def test_transfer_callbacks_are_signature_checked(redis_server: RedisServe
         assert (await caller.post_signed(unknown_step, form)).status_code == 400
         ok = await caller.post_signed(url, form)  # a valid callback for a call with no record: no briefing
         assert ok.status_code == 200 and list(ET.fromstring(ok.text)) == []
+
+
+async def test_a_late_webhook_delivery_does_not_mark_a_returned_call_escalated(redis_server: RedisServer) -> None:
+    """The delivery worker's finishing step leaves a call that came back to the bot alone."""
+    import redis.asyncio as aioredis
+
+    from service.escalation.webhook import _FINISH_SCRIPT
+
+    client = aioredis.from_url(redis_server.url)
+    try:
+        for status, expected in (("returned", b"returned"), ("none", b"none"), ("pending", b"delivered")):
+            await client.hset("t:call", mapping={"escalation_status": status})
+            await client.eval(_FINISH_SCRIPT, 3, "t:outbox", "t:call", "t:dead", "g", "0-1", "delivered",
+                              "1.0", "100", "E", "C", "200", "", "", "0")
+            assert await client.hget("t:call", "escalation_status") == expected
+    finally:
+        await client.aclose()

@@ -62,6 +62,9 @@ _XML = "application/xml"
 F_MACHINE_STEP = "transfer_machine_step"
 """Call-hash field: the transfer step a voicemail answered (read by the dial callback)."""
 
+CALLER_GONE = frozenset({"completed", "canceled", "failed", "busy", "no-answer"})
+"""The caller's own ``CallStatus`` values on a dial callback that mean the caller is no longer there."""
+
 ValidatedForm = Callable[["Gateway", Request, str], Awaitable["dict[str, str] | Response"]]
 
 
@@ -216,6 +219,14 @@ async def handle_dial_done(gateway: Gateway, request: Request, validated_form: V
     outcome = dial_outcome(status, machine=machine)
     metrics.TRANSFER_DIALS.labels(outcome).inc()
     following = plan.after(step, outcome)
+    if following is not None and params.get("CallStatus", "in-progress") in CALLER_GONE:
+        # The caller hung up while the agent's phone rang: no fallback for nobody (and never "back to
+        # the bot" for a call that no longer exists).
+        log.info("transfer.dial_done", call_id=call_sid, step=step, dial_status=status, outcome=outcome,
+                 next="caller_gone")
+        response = VoiceResponse()
+        response.hangup()
+        return Response(str(response), media_type=_XML)
     if following is None:  # connected: the agent talked with the caller and the leg is over
         log.info("transfer.dial_done", call_id=call_sid, step=step, dial_status=status, outcome=outcome, next="end")
         response = VoiceResponse()
