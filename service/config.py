@@ -272,6 +272,11 @@ class Settings(BaseSettings):
         "cold", description="`cold`: the escalated call goes straight to the queue or number. `warm`: the agent hears a "
         "spoken briefing from the escalation record before being connected, with fallbacks (docs/transfer.md).",
     )
+    transfer_warm_via: Literal["whisper", "conference"] = Field(
+        "whisper", description="Warm mode on Twilio: `whisper` (`<Dial><Number url>`: pure TwiML; the caller hears the "
+        "hold clip once, then ringing) or `conference` (the caller waits in a conference with looping hold audio while "
+        "the gateway calls agents through the REST API; needs CALLBRIDGE_TWILIO_ACCOUNT_SID).",
+    )
     transfer_fallbacks: str = Field(
         "queue", description="Comma-separated steps tried in order when a dialled agent does not answer, is busy or is "
         "a voicemail: `number` (CALLBRIDGE_TRANSFER_FALLBACK_NUMBER), `queue`, `bot` (back to the bot, which apologises "
@@ -412,6 +417,9 @@ class Settings(BaseSettings):
             )
         if "number" in self.transfer_fallbacks.split(",") and not self.transfer_fallback_number.strip():
             raise ValueError("CALLBRIDGE_TRANSFER_FALLBACKS has `number` but CALLBRIDGE_TRANSFER_FALLBACK_NUMBER is empty")
+        if self.transfer_mode == "warm" and self.transfer_warm_via == "conference" and not self.twilio_account_sid:
+            raise ValueError("CALLBRIDGE_TRANSFER_WARM_VIA=conference needs CALLBRIDGE_TWILIO_ACCOUNT_SID (agents are "
+                             "called through Twilio's REST API)")
         if self.escalation_reset_threshold >= self.escalation_threshold:
             raise ValueError("CALLBRIDGE_ESCALATION_RESET_THRESHOLD must be below CALLBRIDGE_ESCALATION_THRESHOLD")
         return self

@@ -8,7 +8,10 @@ with ``AnsweredBy`` when ``machineDetection`` is set; the ``<Say>`` there is the
 hears, a ``<Hangup>`` there ends the leg unbridged), then POSTs the ``<Dial action>`` (signed, with
 ``DialCallStatus``) and runs the TwiML it returns. ``<Enqueue>`` (queue name or ``workflowSid`` +
 ``<Task>``), ``<Connect><Stream>`` (back to the bot; open it with ``standin.follow(handle, twiml=...)``)
-and ``<Hangup>`` end the walk. Every request is signed over the full URL, query included, like Twilio.
+and ``<Hangup>`` end the walk, and so does ``<Dial><Conference>`` (the conference variant: the wait
+document is fetched and its ``<Play>`` recorded; the agents arrive through REST, played by
+``service.simcaller.twilio_rest.TwilioRestStandIn``). Every request is signed over the full URL,
+query included, like Twilio.
 
 Bounded: at most ``max_documents`` TwiML documents per walk (a gateway that loops is reported in
 ``TransferTrace.violations``, never followed forever).
@@ -45,7 +48,7 @@ class AgentLeg:
 @dataclass
 class TransferTrace:
     """The walk: documents seen, what the caller heard/was played, the agents dialled and how it ended
-    (``connected``, ``queued``, ``bot``, ``hangup``, ``ended``)."""
+    (``connected``, ``queued``, ``bot``, ``hangup``, ``conference``, ``ended``)."""
 
     documents: list[str] = field(default_factory=list)
     played: list[str] = field(default_factory=list)
@@ -56,6 +59,8 @@ class TransferTrace:
     workflow_sid: str = ""
     task_attributes: str = ""
     stream_twiml: str = ""
+    conference: str = ""
+    hold_loops: str = ""
     violations: list[str] = field(default_factory=list)
 
 
@@ -66,6 +71,22 @@ def _number_of(dial: ET.Element) -> ET.Element | None:
 async def _dial(standin: TwilioCallerStandIn, handle: CallHandle, dial: ET.Element,
                 agents: Mapping[str, str], trace: TransferTrace) -> str | None:
     """Dial the agent; the next document (from ``action``), or None to go on with the next verb."""
+    conference = dial.find("Conference")
+    if conference is not None:  # the conference variant: the caller waits, hearing the wait document
+        trace.conference = (conference.text or "").strip()
+        trace.outcome = "conference"
+        wait_url = conference.get("waitUrl", "")
+        if wait_url:
+            form = standin.call_form(handle.call_sid, handle.from_, handle.to, status="in-progress")
+            response = await standin.post_signed(wait_url, form)
+            if response.status_code != 200:
+                trace.violations.append(f"conference waitUrl answered HTTP {response.status_code}")
+            else:
+                for verb in ET.fromstring(response.text):
+                    if verb.tag == "Play":
+                        trace.played.append((verb.text or "").strip())
+                        trace.hold_loops = verb.get("loop", "1")
+        return ""
     noun = _number_of(dial)
     if noun is None:
         trace.violations.append("<Dial> without <Number> or <Sip>")
@@ -140,6 +161,8 @@ async def follow_transfer(standin: TwilioCallerStandIn, handle: CallHandle, agen
                 trace.said_to_caller.append(verb.text or "")
             elif verb.tag == "Dial":
                 next_document = await _dial(standin, handle, verb, agents, trace)
+                if trace.outcome == "conference":
+                    return trace  # the rest happens over REST (``TwilioRestStandIn``)
                 if next_document is not None:
                     break
             elif verb.tag == "Enqueue":

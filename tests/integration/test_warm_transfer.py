@@ -15,8 +15,9 @@ import numpy as np
 
 from service.providers.twilio.dialect import compute_twilio_signature
 from service.providers.twilio.transfer import DIAL_DONE_PATH, HOLD_PATH, WHISPER_PATH
+from service.simcaller.twilio_rest import TwilioRestStandIn
 from service.simcaller.twilio_transfer import TransferTrace, follow_transfer
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, free_port
 from tests.integration.conftest import AUTH_TOKEN, RunningGateway
 from tests.integration.test_escalation_calls import delivered, escalation_setup, speak_turns
 from tests.standins.realtime_server import RealtimeStandIn
@@ -160,3 +161,46 @@ async def test_a_late_webhook_delivery_does_not_mark_a_returned_call_escalated(r
             assert await client.hget("t:call", "escalation_status") == expected
     finally:
         await client.aclose()
+
+
+async def _conference_call(redis_server: RedisServer, agents: dict[str, str], **overrides: object) -> tuple[
+        TransferTrace, TwilioRestStandIn, RunningGateway, CallHandle]:
+    """One escalated call with the conference variant, the REST stand-in playing the agents."""
+    port = free_port()
+    account = "AC" + "7" * 32
+    async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
+                                transfer_warm_via="conference", twilio_account_sid=account,
+                                twilio_api_base=f"http://127.0.0.1:{port}", **overrides) as (
+            gw, realtime, caller, _receiver):
+        caller.account_sid = account
+        async with TwilioRestStandIn(caller, agents, port=port) as rest:
+            _call, trace = await _escalate_and_follow(gw, realtime, caller, {})
+            await rest.wait_for(lambda: bool(rest.calls) and all(
+                c.status_callback_status is not None for c in rest.calls) and (
+                rest.calls[-1].leg.bridged or bool(rest.updates)))
+            assert rest.violations == []
+            return trace, rest, gw, _call
+
+
+async def test_conference_variant_holds_the_caller_and_briefs_the_agent(redis_server: RedisServer) -> None:
+    trace, rest, gw, call = await _conference_call(redis_server, {AGENT: "answer"})
+    assert trace.outcome == "conference" and trace.conference == f"callbridge-{call.call_sid}"
+    assert trace.played == [gw.settings.public_url + HOLD_PATH] and trace.hold_loops == "0"  # loops until answered
+    [agent] = rest.calls
+    assert agent.form["To"] == AGENT and agent.form["From"] == call.to and agent.form["MachineDetection"] == "Enable"
+    assert agent.leg.answered_by == "human" and agent.conference == trace.conference
+    assert "order is missing" in " ".join(agent.leg.heard).lower() and rest.updates == []
+    assert agent.status_callback_status == 204
+
+
+async def test_conference_variant_falls_back_over_rest(redis_server: RedisServer) -> None:
+    trace, rest, _gw, call = await _conference_call(
+        redis_server, {AGENT: "busy", SECOND: "machine"}, transfer_fallbacks="number,queue",
+        transfer_fallback_number=SECOND)
+    assert [(c.leg.target, c.leg.dial_status, c.leg.bridged) for c in rest.calls] == [
+        (AGENT, "busy", False), (SECOND, "completed", False)]
+    assert rest.calls[1].leg.answered_by == "machine_start" and rest.calls[1].leg.heard == []
+    [update] = rest.updates
+    assert update.call_sid == call.call_sid
+    enqueue = ET.fromstring(update.twiml).find("Enqueue")
+    assert enqueue is not None and enqueue.text == "humans" and trace.outcome == "conference"

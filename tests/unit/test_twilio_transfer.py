@@ -103,3 +103,35 @@ def test_bot_step_is_left_to_the_route() -> None:
     plan = build_plan(mode="warm", number="+15550100", queue="q", fallbacks="bot")
     with pytest.raises(ValueError, match="route"):
         step_twiml(plan, 1, public_url=PUBLIC, call_sid=CALL)
+
+
+def test_conference_variant_markup() -> None:
+    from service.providers.twilio.transfer import (
+        AGENT_PATH,
+        AGENT_STATUS_PATH,
+        HOLD_TWIML_PATH,
+        agent_call_form,
+        agent_join_twiml,
+        caller_conference_twiml,
+        hold_twiml,
+    )
+
+    room = ET.fromstring(caller_conference_twiml(PUBLIC, CALL)).find("Dial/Conference")
+    assert room is not None and room.text == f"callbridge-{CALL}"
+    assert room.get("startConferenceOnEnter") == "false" and room.get("endConferenceOnExit") == "true"
+    assert room.get("waitUrl") == PUBLIC + HOLD_TWIML_PATH and room.get("beep") == "false"
+    play = ET.fromstring(hold_twiml("https://cdn.example.com/hold.mp3")).find("Play")
+    assert play is not None and play.get("loop") == "0" and play.text == "https://cdn.example.com/hold.mp3"
+    form = agent_call_form(to="+15550100", from_="+15557654321", public_url=PUBLIC, call_sid=CALL, step=1,
+                           timeout_s=15, machine_detection=True)
+    assert urlsplit(form["Url"]).path == AGENT_PATH and _query(form["Url"]) == {"call": [CALL], "step": ["1"]}
+    assert urlsplit(form["StatusCallback"]).path == AGENT_STATUS_PATH and form["Timeout"] == "15"
+    assert form["MachineDetection"] == "Enable" and form["From"] == "+15557654321"
+    assert "MachineDetection" not in agent_call_form(to="+1", from_="+2", public_url=PUBLIC, call_sid=CALL, step=0,
+                                                     timeout_s=15, machine_detection=False)
+    joined = ET.fromstring(agent_join_twiml(AgentBriefing("Brief.", "en-US"), call_sid=CALL))
+    assert [c.tag for c in joined] == ["Say", "Dial"]
+    agent_room = joined.find("Dial/Conference")
+    assert agent_room is not None and agent_room.text == f"callbridge-{CALL}"
+    assert agent_room.get("startConferenceOnEnter") == "true"
+    assert [c.tag for c in ET.fromstring(agent_join_twiml(None, call_sid=CALL, machine=True))] == ["Hangup"]

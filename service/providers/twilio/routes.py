@@ -135,7 +135,7 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         return Response(twiml, media_type=_XML)
     log.info("twilio.after_stream", call_id=call_sid, escalated=escalated, resumed=False)
     if escalated:
-        return Response(await first_step_twiml(gateway, call_sid), media_type=_XML)
+        return Response(await first_step_twiml(gateway, call_sid, params), media_type=_XML)
     return Response(after_stream_twiml(False, settings.transfer_queue, settings.transfer_number), media_type=_XML)
 
 
@@ -150,7 +150,7 @@ def _rest_transfer(gateway: Gateway, started: StreamStarted) -> RestTransfer | N
         return await update_call_twiml(
             api_base=settings.twilio_api_base, account_sid=account_sid,
             auth_token=settings.twilio_auth_token.get_secret_value(), call_sid=call_sid,
-            twiml=await first_step_twiml(gateway, call_sid),
+            twiml=await first_step_twiml(gateway, call_sid, {"To": started.custom_parameters.get("to", "")}),
         )
 
     return transfer

@@ -13,6 +13,11 @@ docs/providers/twilio.md#warm-transfer, behaviour in docs/transfer.md:
   escalation's attributes (JSON, at most ``TASK_ATTRIBUTES_MAX_BYTES``) when TaskRouter is configured.
 - ``hangup`` says the apology and hangs up. The ``bot`` step (a new media stream) is built by the
   route, which mints the stream token.
+- Conference variant (``CALLBRIDGE_TRANSFER_WARM_VIA=conference``): the caller waits in a conference
+  named after its CallSid (``caller_conference_twiml``; hold audio looping from ``HOLD_TWIML_PATH``),
+  each agent is called through REST (``agent_call_form``: ``Url=AGENT``, ``StatusCallback=AGENT_STATUS``,
+  machine detection) and joins after the briefing (``agent_join_twiml``); the conference ends when
+  either leaves.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from service.escalation.briefing import AgentBriefing, tool_results
 from service.escalation.transfer_plan import TransferPlan, TransferStep
 
 WHISPER_PATH = "/twilio/transfer/whisper"
+AGENT_PATH = "/twilio/transfer/agent"
+AGENT_STATUS_PATH = "/twilio/transfer/agent-status"
+HOLD_TWIML_PATH = "/twilio/transfer/hold"
 DIAL_DONE_PATH = "/twilio/transfer/dial-done"
 HOLD_PATH = "/twilio/transfer/hold.wav"
 TASK_ATTRIBUTES_MAX_BYTES = 4096
@@ -150,3 +158,55 @@ def _fit_json(attrs: dict[str, Any], max_bytes: int) -> str:
         text = _dump({"type": attrs["type"], "escalation_id": attrs["escalation_id"][:64],
                       "call_id": attrs["call_id"][:64], "truncated": True})
     return text
+
+
+def conference_name(call_sid: str) -> str:
+    """The conference a conference-variant transfer of ``call_sid`` meets in (one per call)."""
+    return f"callbridge-{call_sid}"
+
+
+def caller_conference_twiml(public_url: str, call_sid: str) -> str:
+    """The caller waits (hold audio from ``HOLD_TWIML_PATH``, no beep) until an agent enters; the
+    conference, and with it the call, ends when the caller or the agent leaves."""
+    response = VoiceResponse()
+    dial = Dial()
+    dial.conference(conference_name(call_sid), start_conference_on_enter=False, end_conference_on_exit=True,
+                    beep=False, wait_url=public_url.rstrip("/") + HOLD_TWIML_PATH, wait_method="POST")
+    response.append(dial)
+    return str(response)
+
+
+def hold_twiml(hold_url: str) -> str:
+    """The conference's wait document: the hold audio, looping until the agent enters."""
+    response = VoiceResponse()
+    response.play(hold_url, loop=0)
+    return str(response)
+
+
+def agent_call_form(*, to: str, from_: str, public_url: str, call_sid: str, step: int, timeout_s: int,
+                    machine_detection: bool) -> dict[str, str]:
+    """The REST form that calls agent ``to`` for step ``step`` of ``call_sid``'s transfer."""
+    form = {
+        "To": to, "From": from_,
+        "Url": callback_url(public_url, AGENT_PATH, call_sid, step), "Method": "POST",
+        "StatusCallback": callback_url(public_url, AGENT_STATUS_PATH, call_sid, step),
+        "StatusCallbackMethod": "POST", "Timeout": str(timeout_s),
+    }
+    if machine_detection:
+        form["MachineDetection"] = "Enable"
+    return form
+
+
+def agent_join_twiml(briefing: AgentBriefing | None, *, call_sid: str, voice: str = "", machine: bool = False) -> str:
+    """The agent's leg once answered: ``<Hangup/>`` for a voicemail, else the briefing, then into the
+    caller's conference (which starts now; it ends when the agent hangs up)."""
+    response = VoiceResponse()
+    if machine:
+        response.hangup()
+        return str(response)
+    if briefing is not None and briefing.text:
+        response.say(briefing.text, voice=voice or None, language=briefing.language)
+    dial = Dial()
+    dial.conference(conference_name(call_sid), start_conference_on_enter=True, end_conference_on_exit=True, beep=False)
+    response.append(dial)
+    return str(response)

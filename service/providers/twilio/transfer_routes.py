@@ -10,6 +10,11 @@
   resumes the conversation with the apology line: ``service.state.resume.claim_return_to_bot``), or
   the apology and hang-up. Connected calls end with ``<Hangup/>`` when the agent leg ends.
 - ``GET /twilio/transfer/hold.wav``: the bundled hold clip (generated, 8 kHz PCM WAV).
+- Conference variant (``CALLBRIDGE_TRANSFER_WARM_VIA=conference``): the caller waits in a conference
+  (``POST /twilio/transfer/hold``: the looping hold audio) while each agent is called through REST;
+  ``POST /twilio/transfer/agent`` (answered: voicemail hang-up, or briefing then the conference) and
+  ``POST /twilio/transfer/agent-status`` (the agent call ended: the next agent is called, or the
+  caller's TwiML is replaced through REST by the queue, the bot or the apology).
 
 Every POST is signature-checked over the full public URL, query included (the routes' ``validated_form``),
 so the call and step in the query are as the gateway wrote them. Every path logs one line and counts
@@ -42,11 +47,19 @@ from service.escalation.transfer_plan import (
 from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
 from service.providers.tokens import mint_stream_token
 from service.providers.twilio.dialect import AFTER_STREAM_PATH, connect_stream_twiml
+from service.providers.twilio.rest import create_call, update_call_twiml
 from service.providers.twilio.transfer import (
+    AGENT_PATH,
+    AGENT_STATUS_PATH,
     DIAL_DONE_PATH,
     GIVE_UP_LINE,
     HOLD_PATH,
+    HOLD_TWIML_PATH,
     WHISPER_PATH,
+    agent_call_form,
+    agent_join_twiml,
+    caller_conference_twiml,
+    hold_twiml,
     step_twiml,
     task_attributes,
     whisper_twiml,
@@ -98,6 +111,12 @@ async def step_document(gateway: Gateway, plan: TransferPlan, index: int, call_s
         document = await _back_to_bot(gateway, call_sid, params)
         metrics.TRANSFER_STEPS.labels("bot" if document is not None else "hangup").inc()
         return document if document is not None else _give_up(_language(gateway))
+    if step.kind == "dial" and step.warm and s.transfer_warm_via == "conference":
+        if await _call_agent(gateway, call_sid, index, step.target, params.get("To", "")):
+            metrics.TRANSFER_STEPS.labels("dial").inc()
+            return caller_conference_twiml(s.public_url, call_sid)
+        following = _agent_failed(plan, index, call_sid)
+        return await step_document(gateway, plan, following, call_sid, params)
     attributes = ""
     if step.kind == "queue" and s.twilio_workflow_sid:
         payload = await gateway.escalation_payload(call_sid) or {"call_id": call_sid}
@@ -108,12 +127,54 @@ async def step_document(gateway: Gateway, plan: TransferPlan, index: int, call_s
                       workflow_sid=s.twilio_workflow_sid, task_attributes=attributes, language=_language(gateway))
 
 
-async def first_step_twiml(gateway: Gateway, call_sid: str) -> str:
-    """What an escalated call runs first (after-stream or REST update)."""
+async def first_step_twiml(gateway: Gateway, call_sid: str, params: dict[str, str] | None = None) -> str:
+    """What an escalated call runs first (after-stream or REST update). ``params``: the caller's call
+    form (``To`` is the gateway's own number, the caller id of agent legs placed through REST)."""
     plan = plan_for(gateway)
     step = plan.step(0)
     log.info("transfer.started", call_id=call_sid, mode=plan.mode, step=0, kind=step.kind, steps=len(plan.steps))
-    return await step_document(gateway, plan, 0, call_sid, {})
+    return await step_document(gateway, plan, 0, call_sid, params or {})
+
+
+async def _call_agent(gateway: Gateway, call_sid: str, index: int, target: str, from_: str) -> bool:
+    """Conference variant: call agent ``target`` through Twilio's REST API for step ``index``."""
+    s = gateway.settings
+    form = agent_call_form(to=target, from_=from_, public_url=s.public_url, call_sid=call_sid, step=index,
+                           timeout_s=s.transfer_dial_timeout_s, machine_detection=s.transfer_machine_detection)
+    agent_sid = await create_call(api_base=s.twilio_api_base, account_sid=s.twilio_account_sid,
+                                  auth_token=s.twilio_auth_token.get_secret_value(), form=form)
+    log.info("transfer.agent_called", call_id=call_sid, step=index, placed=agent_sid is not None,
+             agent_call_id=agent_sid or "")
+    return agent_sid is not None
+
+
+def _agent_failed(plan: TransferPlan, index: int, call_sid: str) -> int:
+    """The agent's call could not even be placed: counted as ``failed``; the following step (a dial
+    step is always followed by one)."""
+    metrics.TRANSFER_DIALS.labels("failed").inc()
+    following = plan.after(index, "failed")
+    assert following is not None  # build_plan ends every dial with another step
+    log.info("transfer.dial_done", call_id=call_sid, step=index, dial_status="not-placed", outcome="failed",
+             next=plan.step(following).kind)
+    return following
+
+
+async def _advance_conference(gateway: Gateway, plan: TransferPlan, index: int, call_sid: str, from_: str) -> None:
+    """Run step ``index`` for a caller waiting in the conference: a dial calls the next agent (the
+    caller stays on hold); anything else replaces the caller's TwiML through REST. Bounded by the
+    plan's length."""
+    s = gateway.settings
+    while plan.step(index).kind == "dial":
+        if await _call_agent(gateway, call_sid, index, plan.step(index).target, from_):
+            metrics.TRANSFER_STEPS.labels("dial").inc()
+            return
+        index = _agent_failed(plan, index, call_sid)
+    document = await step_document(gateway, plan, index, call_sid, {})
+    updated = await update_call_twiml(api_base=s.twilio_api_base, account_sid=s.twilio_account_sid,
+                                      auth_token=s.twilio_auth_token.get_secret_value(), call_sid=call_sid,
+                                      twiml=document)
+    if not updated:
+        log.warning("transfer.caller_update_failed", call_id=call_sid, step=index, kind=plan.step(index).kind)
 
 
 async def _back_to_bot(gateway: Gateway, call_sid: str, params: dict[str, str]) -> str | None:
@@ -237,6 +298,65 @@ async def handle_dial_done(gateway: Gateway, request: Request, validated_form: V
     return Response(await step_document(gateway, plan, following, call_sid, params), media_type=_XML)
 
 
+async def handle_agent(gateway: Gateway, request: Request, validated_form: ValidatedForm) -> Response:
+    """Conference variant: the agent's leg answered (``AnsweredBy`` with machine detection)."""
+    params = await validated_form(gateway, request, AGENT_PATH)
+    if isinstance(params, Response):
+        return params
+    plan = plan_for(gateway)
+    target = _call_and_step(request, plan)
+    if target is None:
+        return _refuse("agent", request)
+    call_sid, step = target
+    answered_by = params.get("AnsweredBy", "")[:40]
+    if answered_by in MACHINE_ANSWERS:
+        await _remember_machine(gateway, call_sid, step)
+        log.info("transfer.agent_machine", call_id=call_sid, step=step, answered_by=answered_by)
+        return Response(agent_join_twiml(None, call_sid=call_sid, machine=True), media_type=_XML)
+    payload = await gateway.escalation_payload(call_sid)
+    briefing = build_briefing(payload, language=_language(gateway)) if payload is not None else None
+    log.info("transfer.briefing", call_id=call_sid, step=step, answered_by=answered_by or "unknown",
+             chars=len(briefing.text) if briefing else 0, escalation_id=briefing.escalation_id if briefing else "")
+    return Response(agent_join_twiml(briefing, call_sid=call_sid, voice=gateway.settings.transfer_briefing_voice),
+                    media_type=_XML)
+
+
+_FINAL_AGENT_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+async def handle_agent_status(gateway: Gateway, request: Request, validated_form: ValidatedForm) -> Response:
+    """Conference variant: the agent's call ended (``CallStatus``): connected, or the next step."""
+    params = await validated_form(gateway, request, AGENT_STATUS_PATH)
+    if isinstance(params, Response):
+        return params
+    plan = plan_for(gateway)
+    target = _call_and_step(request, plan)
+    if target is None:
+        return _refuse("agent-status", request)
+    call_sid, step = target
+    status = params.get("CallStatus", "")[:20]
+    if status not in _FINAL_AGENT_STATUSES:
+        return Response(status_code=204)
+    machine = await _was_machine(gateway, call_sid, step)
+    outcome = dial_outcome(status, machine=machine)
+    metrics.TRANSFER_DIALS.labels(outcome).inc()
+    following = plan.after(step, outcome)
+    log.info("transfer.dial_done", call_id=call_sid, step=step, dial_status=status, outcome=outcome,
+             next=plan.step(following).kind if following is not None else "end")
+    if following is not None:
+        await _advance_conference(gateway, plan, following, call_sid, params.get("From", ""))
+    return Response(status_code=204)
+
+
+async def handle_hold(gateway: Gateway, request: Request, validated_form: ValidatedForm) -> Response:
+    """Conference variant: the wait document (the hold audio, looping)."""
+    params = await validated_form(gateway, request, HOLD_TWIML_PATH)
+    if isinstance(params, Response):
+        return params
+    s = gateway.settings
+    return Response(hold_twiml(s.transfer_hold_url or s.public_url + HOLD_PATH), media_type=_XML)
+
+
 @cache
 def hold_clip() -> bytes:
     """The bundled hold clip: 4.2 s of a soft two-note chime pattern at about -15 dBFS, 8 kHz 16-bit PCM WAV
@@ -264,6 +384,18 @@ def install(app: FastAPI, gateway: Gateway, validated_form: ValidatedForm) -> No
     @app.post(DIAL_DONE_PATH)
     async def twilio_transfer_dial_done(request: Request) -> Response:
         return await handle_dial_done(gateway, request, validated_form)
+
+    @app.post(AGENT_PATH)
+    async def twilio_transfer_agent(request: Request) -> Response:
+        return await handle_agent(gateway, request, validated_form)
+
+    @app.post(AGENT_STATUS_PATH)
+    async def twilio_transfer_agent_status(request: Request) -> Response:
+        return await handle_agent_status(gateway, request, validated_form)
+
+    @app.post(HOLD_TWIML_PATH)
+    async def twilio_transfer_hold_twiml(request: Request) -> Response:
+        return await handle_hold(gateway, request, validated_form)
 
     @app.get(HOLD_PATH)
     async def twilio_transfer_hold() -> Response:
