@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 
 import httpx
 import numpy as np
+import pytest
 
 from service.providers.twilio.dialect import compute_twilio_signature
 from service.providers.twilio.transfer import DIAL_DONE_PATH, HOLD_PATH, WHISPER_PATH
@@ -73,6 +74,7 @@ async def test_the_agent_hears_the_briefing_then_is_connected(redis_server: Redi
         assert [c.tag for c in ET.fromstring(trace.documents[-1])] == ["Hangup"]
 
 
+@pytest.mark.slow  # a whole call each; the file takes ~30 s on the 2-core machine
 async def test_busy_agent_falls_back_to_the_second_number(redis_server: RedisServer) -> None:
     async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
                                 transfer_fallbacks="number,queue", transfer_fallback_number=SECOND) as (
@@ -87,6 +89,7 @@ async def test_busy_agent_falls_back_to_the_second_number(redis_server: RedisSer
         assert after["dial"] - before["dial"] == 2
 
 
+@pytest.mark.slow  # a whole call each; the file takes ~30 s on the 2-core machine
 async def test_a_voicemail_is_hung_up_and_the_call_goes_to_taskrouter_with_attributes(
         redis_server: RedisServer) -> None:
     async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
@@ -104,6 +107,7 @@ async def test_a_voicemail_is_hung_up_and_the_call_goes_to_taskrouter_with_attri
         assert len(trace.task_attributes.encode()) <= 4096
 
 
+@pytest.mark.slow  # a whole call each; the file takes ~30 s on the 2-core machine
 async def test_no_answer_brings_the_call_back_to_the_bot_with_an_apology(redis_server: RedisServer) -> None:
     async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
                                 transfer_fallbacks="bot") as (gw, realtime, caller, _receiver):
@@ -182,6 +186,7 @@ async def _conference_call(redis_server: RedisServer, agents: dict[str, str], **
             return trace, rest, gw, _call
 
 
+@pytest.mark.slow  # a whole call each; the file takes ~30 s on the 2-core machine
 async def test_conference_variant_holds_the_caller_and_briefs_the_agent(redis_server: RedisServer) -> None:
     trace, rest, gw, call = await _conference_call(redis_server, {AGENT: "answer"})
     assert trace.outcome == "conference" and trace.conference == f"callbridge-{call.call_sid}"
@@ -193,6 +198,7 @@ async def test_conference_variant_holds_the_caller_and_briefs_the_agent(redis_se
     assert agent.status_callback_status == 204
 
 
+@pytest.mark.slow  # a whole call each; the file takes ~30 s on the 2-core machine
 async def test_conference_variant_falls_back_over_rest(redis_server: RedisServer) -> None:
     trace, rest, _gw, call = await _conference_call(
         redis_server, {AGENT: "busy", SECOND: "machine"}, transfer_fallbacks="number,queue",
