@@ -128,9 +128,11 @@ class Gateway:
             return False
 
     async def is_escalated(self, call_id: str) -> bool:
-        """Did this call escalate? Local memory first, then Redis (another replica may have served it)."""
+        """Did this call escalate? Local memory first, then Redis (another replica may have served it).
+        A call a failed transfer brought back to the bot after this replica saw it escalate is not
+        escalated any more (``transfer_returned_at`` in the call hash is later than the local mark)."""
         if call_id in self.escalated_recently:
-            return True
+            return not await self._returned_since(call_id, self.escalated_recently[call_id])
         if self.state_store is None or not call_id:
             return False
         try:
@@ -138,6 +140,17 @@ class Gateway:
             status = snapshot.fields.get("escalation_status", "none") if snapshot is not None else "none"
             return status not in ("", "none", "returned")
         except Exception as error:
+            log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
+            return False
+
+    async def _returned_since(self, call_id: str, escalated_at: float) -> bool:
+        if self.state_store is None:
+            return False
+        try:
+            value = await asyncio.wait_for(
+                self.state_store.redis.hget(self.state_store.keys.call(call_id), "transfer_returned_at"), timeout=2.0)
+            return value is not None and float(value) >= escalated_at
+        except Exception as error:  # Redis down: trust the local memory (transfer, as before)
             log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
             return False
 

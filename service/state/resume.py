@@ -32,6 +32,9 @@ F_END_REASON = "end_reason"
 F_RESUMES = "resumes"
 F_RESUME_PENDING = "resume_pending"
 F_RESUME_LINE = "resume_line"
+F_TRANSFER_RETURNED_AT = "transfer_returned_at"
+"""Unix time a failed transfer brought the call back to the bot (``Gateway.is_escalated`` compares it
+with a replica's own memory of when the call escalated)."""
 #: ``escalation_status`` of a call whose transfer failed and came back to the bot (not escalated any more).
 RETURNED = "returned"
 
@@ -55,7 +58,8 @@ local state, esc, resumes = h[1], h[2], tonumber(h[3] or '0')
 if not state then return 3 end
 if not esc or esc == '' or esc == 'none' or esc == 'returned' then return 0 end
 if resumes >= tonumber(ARGV[1]) then return 2 end
-redis.call('HSET', KEYS[1], 'resume_pending', '1', 'escalation_status', 'returned', 'resume_line', ARGV[2])
+redis.call('HSET', KEYS[1], 'resume_pending', '1', 'escalation_status', 'returned', 'resume_line', ARGV[2],
+  'transfer_returned_at', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'resumes', 1)
 redis.call('DEL', KEYS[2])
 return 1
@@ -95,7 +99,8 @@ async def claim_return_to_bot(redis: Any, keys: k.Keys, call_id: str, max_resume
     resumable one (``escalation_status`` = ``returned``, ``resume_pending``, the apology ``line`` for the
     new stream's first words). ``not_resumable`` when the call is not escalated (a replayed callback),
     ``too_many`` past ``max_resumes``. Raises on Redis errors (the caller falls through to the next step)."""
-    code = await redis.eval(_RETURN, 2, keys.call(call_id), keys.streaming(call_id), max_resumes, line[:500])
+    code = await redis.eval(_RETURN, 2, keys.call(call_id), keys.streaming(call_id), max_resumes, line[:500],
+                            f"{time.time():.3f}")
     return _VERDICTS.get(int(code), "not_resumable")
 
 

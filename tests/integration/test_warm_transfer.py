@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import wave
 import xml.etree.ElementTree as ET
 
@@ -123,6 +124,13 @@ async def test_no_answer_brings_the_call_back_to_the_bot_with_an_apology(redis_s
         # "returned", or already "none" once the new stream's state is written: no longer escalated.
         assert snapshot.fields["escalation_status"] in ("returned", "none") and snapshot.fields["resumes"] == "1"
         assert not await gw.gateway.is_escalated(call.call_sid)
+        # A replica that remembers the escalation from before the return does not transfer the call again,
+        # but one that sees it escalate anew does.
+        gw.gateway.escalated_recently[call.call_sid] = time.time() - 30
+        assert not await gw.gateway.is_escalated(call.call_sid)
+        gw.gateway.mark_escalated(call.call_sid)
+        assert await gw.gateway.is_escalated(call.call_sid)
+        gw.gateway.returned_to_bot(call.call_sid)
         await resumed.hang_up()
         # A replayed dial callback for the same step cannot send the call back twice.
         url = f"{gw.settings.public_url}{DIAL_DONE_PATH}?call={call.call_sid}&step=0"
