@@ -17,6 +17,7 @@ Pure (no I/O), provider-neutral: carriers turn ``AgentBriefing.text`` into their
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,12 +65,19 @@ class AgentBriefing:
     escalation_id: str = ""
 
 
-def say_language(configured: str, transcription_language: str) -> str:
+_JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def say_language(configured: str, transcription_language: str, payload: Mapping[str, Any] | None = None) -> str:
     """The speech language for the briefing: the configured tag, else the call's language (``ja`` ->
-    ``ja-JP``, ``en`` -> ``en-US``), else ``en-US``."""
+    ``ja-JP``, ``en`` -> ``en-US``), else what the caller spoke in the record (Japanese script ->
+    ``ja-JP``), else ``en-US``."""
     if configured.strip():
         return configured.strip()
     base = transcription_language.strip().lower()[:2]
+    if not base and payload is not None:
+        spoken = " ".join(turn.text for turn in _turns(payload) if turn.role == "caller")
+        base = "ja" if _JAPANESE.search(spoken) else ""
     return {"ja": "ja-JP", "en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-ES", "it": "it-IT",
             "pt": "pt-BR", "nl": "nl-NL"}.get(base, "en-US")
 

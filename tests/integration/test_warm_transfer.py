@@ -75,6 +75,16 @@ async def test_the_agent_hears_the_briefing_then_is_connected(redis_server: Redi
         assert [c.tag for c in ET.fromstring(trace.documents[-1])] == ["Hangup"]
 
 
+async def test_a_japanese_caller_gets_a_japanese_briefing(redis_server: RedisServer) -> None:
+    async with escalation_setup(redis_server, ["注文が届きません。オペレーターと話したいです"], transfer_mode="warm",
+                                transfer_number=AGENT) as (gw, realtime, caller, _receiver):
+        _call, trace = await _escalate_and_follow(gw, realtime, caller, {AGENT: "answer"})
+        agent = trace.agents[0]
+        assert agent.say_language == "ja-JP" and trace.outcome == "connected"
+        briefing = " ".join(agent.heard)
+        assert briefing.startswith("音声アシスタントからの転送です。") and "注文が届きません" in briefing
+
+
 @pytest.mark.slow  # a whole call each; the file takes ~30 s on the 2-core machine
 async def test_busy_agent_falls_back_to_the_second_number(redis_server: RedisServer) -> None:
     async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,

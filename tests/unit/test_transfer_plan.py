@@ -97,6 +97,9 @@ def test_briefing_is_bounded_and_survives_odd_records() -> None:
 def test_japanese_briefing_and_language_choice() -> None:
     assert say_language("", "ja") == "ja-JP" and say_language("", "") == "en-US"
     assert say_language("de-DE", "ja") == "de-DE"
+    spoken_ja = {"transcript": [{"role": "caller", "text": "オペレーターと話したいです"}]}
+    assert say_language("", "", spoken_ja) == "ja-JP" and say_language("", "en", spoken_ja) == "en-US"
+    assert say_language("", "", RECORD) == "en-US"
     text = build_briefing({**RECORD, "transcript": [{"role": "caller", "text": "注文が届かない"}]}, language="ja-JP").text
     assert text.startswith("音声アシスタントからの転送です。") and "注文が届かない" in text
 

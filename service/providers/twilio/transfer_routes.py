@@ -89,9 +89,9 @@ def plan_for(gateway: Gateway) -> TransferPlan:
                       bot_available=gateway.state_store is not None)
 
 
-def _language(gateway: Gateway) -> str:
+def _language(gateway: Gateway, payload: dict[str, Any] | None = None) -> str:
     s = gateway.settings
-    return say_language(s.transfer_briefing_language, s.transcription_language)
+    return say_language(s.transfer_briefing_language, s.transcription_language, payload)
 
 
 def _give_up(language: str) -> str:
@@ -120,7 +120,7 @@ async def step_document(gateway: Gateway, plan: TransferPlan, index: int, call_s
     attributes = ""
     if step.kind == "queue" and s.twilio_workflow_sid:
         payload = await gateway.escalation_payload(call_sid) or {"call_id": call_sid}
-        attributes = task_attributes(payload, language=_language(gateway))
+        attributes = task_attributes(payload, language=_language(gateway, payload))
     metrics.TRANSFER_STEPS.labels(step.kind).inc()
     return step_twiml(plan, index, public_url=s.public_url, call_sid=call_sid, timeout_s=s.transfer_dial_timeout_s,
                       machine_detection=s.transfer_machine_detection, hold_url=s.transfer_hold_url,
@@ -260,7 +260,7 @@ async def handle_whisper(gateway: Gateway, request: Request, validated_form: Val
         log.info("transfer.agent_machine", call_id=call_sid, step=step, answered_by=answered_by)
         return Response(whisper_twiml(None, machine=True), media_type=_XML)
     payload = await gateway.escalation_payload(call_sid)
-    briefing = build_briefing(payload, language=_language(gateway)) if payload is not None else None
+    briefing = build_briefing(payload, language=_language(gateway, payload)) if payload is not None else None
     log.info("transfer.briefing", call_id=call_sid, step=step, answered_by=answered_by or "unknown",
              chars=len(briefing.text) if briefing else 0, escalation_id=briefing.escalation_id if briefing else "")
     return Response(whisper_twiml(briefing, voice=gateway.settings.transfer_briefing_voice), media_type=_XML)
@@ -314,7 +314,7 @@ async def handle_agent(gateway: Gateway, request: Request, validated_form: Valid
         log.info("transfer.agent_machine", call_id=call_sid, step=step, answered_by=answered_by)
         return Response(agent_join_twiml(None, call_sid=call_sid, machine=True), media_type=_XML)
     payload = await gateway.escalation_payload(call_sid)
-    briefing = build_briefing(payload, language=_language(gateway)) if payload is not None else None
+    briefing = build_briefing(payload, language=_language(gateway, payload)) if payload is not None else None
     log.info("transfer.briefing", call_id=call_sid, step=step, answered_by=answered_by or "unknown",
              chars=len(briefing.text) if briefing else 0, escalation_id=briefing.escalation_id if briefing else "")
     return Response(agent_join_twiml(briefing, call_sid=call_sid, voice=gateway.settings.transfer_briefing_voice),
