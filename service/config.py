@@ -294,7 +294,7 @@ class Settings(BaseSettings):
     transfer_briefing_voice: str = Field("", description="`<Say voice>` of the agent briefing (empty = Twilio's default).")
     transfer_briefing_language: str = Field(
         "", description="`<Say language>` of the agent briefing, e.g. `en-US`, `ja-JP` (empty = from "
-        "CALLBRIDGE_TRANSCRIPTION_LANGUAGE, else `en-US`).",
+        "CALLBRIDGE_TRANSCRIPTION_LANGUAGE, else `ja-JP` when the caller spoke Japanese, else `en-US`).",
     )
     transfer_return_line: str = Field(
         "I'm sorry, none of my colleagues could take your call right now. I can arrange for someone to call you back. "
