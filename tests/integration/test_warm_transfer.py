@@ -22,6 +22,7 @@ from service.simcaller.twilio_transfer import TransferTrace, follow_transfer
 from tests.conftest import RedisServer, free_port
 from tests.integration.conftest import AUTH_TOKEN, RunningGateway
 from tests.integration.test_escalation_calls import delivered, escalation_setup, speak_turns
+from tests.poll import wait_until
 from tests.standins.realtime_server import RealtimeStandIn
 from tests.standins.twilio_caller import CallHandle, TwilioCallerStandIn
 
@@ -228,3 +229,31 @@ async def test_conference_variant_falls_back_over_rest(redis_server: RedisServer
     assert update.call_sid == call.call_sid
     enqueue = ET.fromstring(update.twiml).find("Enqueue")
     assert enqueue is not None and enqueue.text == "humans" and trace.outcome == "conference"
+
+
+@pytest.mark.slow  # a whole call each; the file takes ~30 s on the 2-core machine
+async def test_conference_variant_back_to_the_bot_keeps_the_callers_number(redis_server: RedisServer) -> None:
+    port = free_port()
+    account = "AC" + "8" * 32
+    async with escalation_setup(redis_server, [ASK], transfer_mode="warm", transfer_number=AGENT,
+                                transfer_warm_via="conference", twilio_account_sid=account, transfer_fallbacks="bot",
+                                twilio_api_base=f"http://127.0.0.1:{port}") as (gw, realtime, caller, _receiver):
+        caller.account_sid = account
+        async with TwilioRestStandIn(caller, {AGENT: "no-answer"}, port=port) as rest:
+            call, trace = await _escalate_and_follow(gw, realtime, caller, {})
+            await rest.wait_for(lambda: bool(rest.updates))
+            assert trace.outcome == "conference" and rest.violations == []
+            resumed = await caller.follow(call, twiml=rest.updates[0].twiml)  # Twilio runs the new TwiML
+            assert resumed is not None
+            session = await realtime.wait_for_session(index=1, timeout_s=10)
+            create = await session.wait_for_received("response.create", timeout_s=10)
+            assert gw.settings.transfer_return_line in json.dumps(create.event)
+
+            async def new_stream_recorded() -> bool:  # the resumed stream's own state write has landed
+                snap = await gw.gateway.state_store.load_call(call.call_sid)
+                return snap is not None and snap.fields.get("stream_id") == resumed.stream_sid
+
+            await wait_until(new_stream_recorded, timeout=10, what="the resumed stream's state")
+            snapshot = await gw.gateway.state_store.load_call(call.call_sid)
+            assert snapshot.fields["from"].endswith("4567") and "555123" not in snapshot.fields["from"]
+            await resumed.hang_up()
