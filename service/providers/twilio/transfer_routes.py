@@ -359,8 +359,8 @@ async def handle_hold(gateway: Gateway, request: Request, validated_form: Valida
 
 @cache
 def hold_clip() -> bytes:
-    """The bundled hold clip: 4.2 s of a soft two-note chime pattern at about -15 dBFS, 8 kHz 16-bit PCM WAV
-    (~67 KB, built once; Twilio's ``<Play>`` takes WAV)."""
+    """The bundled hold clip: 4.8 s of a soft two-note chime pattern (peaks -15 dBFS, -21 dBFS RMS),
+    8 kHz 16-bit PCM WAV (~77 KB, built once and cached; Twilio's ``<Play>`` takes WAV)."""
     rate = 8000
     t = np.arange(int(0.4 * rate)) / rate
     envelope = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.03)
