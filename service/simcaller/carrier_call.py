@@ -36,7 +36,7 @@ import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from service.simcaller.carriers import CarrierProfile, StreamPlan, parse_answer
+from service.simcaller.carriers import CarrierProfile, StreamPlan
 from service.simcaller.twilio_caller import MarkRecord, PlaybackBuffer
 from service.simcaller.wires import CallerWire, Frame
 
@@ -113,13 +113,16 @@ class CarrierCaller:
         """Webhook -> answer -> media socket -> opening frames -> media flowing. ``parameter_overrides``
         replace echoed values (None drops one), e.g. to forge or omit the stream token."""
         call_id = call_id or self.profile.new_call_id()
-        response = await self.answer(call_id, from_=from_, to=to)
-        if response.status_code != 200:
-            raise CallRejected(response.status_code, response.text)
-        try:
-            plan = parse_answer(response.text)
-        except ValueError:
-            raise CallRejected(response.status_code, response.text) from None
+        if self.profile.fixed_plan is not None:
+            plan = self.profile.fixed_plan(self.public_url, self.key)
+        else:
+            response = await self.answer(call_id, from_=from_, to=to)
+            if response.status_code != 200:
+                raise CallRejected(response.status_code, response.text)
+            try:
+                plan = self.profile.parse_answer(response.text)
+            except ValueError:
+                raise CallRejected(response.status_code, response.text) from None
         parameters = dict(plan.parameters)
         for name, value in (parameter_overrides or {}).items():
             if value is None:
@@ -172,8 +175,8 @@ class CarrierCall:
 
     async def open(self, parameters: Mapping[str, str], *, open_timeout: float = 10.0) -> None:
         url = retarget(self.plan.url, self.caller.base_url)
-        self._ws = await connect(url, open_timeout=open_timeout, proxy=None, max_size=2**20, ping_interval=None,
-                                 compression=None)
+        self._ws = await connect(url, additional_headers=self.plan.headers, open_timeout=open_timeout, proxy=None,
+                                 max_size=2**20, ping_interval=None, compression=None)
         self._tasks.append(asyncio.create_task(self._receiver()))
         for frame in self.wire.opening(parameters):
             await self.send_raw(frame)

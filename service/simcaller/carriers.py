@@ -49,6 +49,8 @@ class StreamPlan:
     """The ``<Redirect>`` URL run when the stream ends, if any."""
     attributes: dict[str, str] = field(default_factory=dict)
     """The stream element's attributes (codec choices, ``bidirectional``...)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Headers the carrier puts on the socket upgrade (HTTP Basic for Exotel, a JWT for Vonage)."""
 
 
 def parse_answer(text: str) -> StreamPlan:
@@ -154,6 +156,12 @@ class CarrierProfile:
     """The carrier refuses ``ws://`` stream URLs (SignalWire): the gateway needs an https public URL."""
     key_setting: str = ""
     """The gateway setting that checks this carrier's signatures."""
+    parse_answer: Callable[[str], StreamPlan] = parse_answer
+    """How the carrier reads our answer (XML here; a carrier answered with JSON, Vonage's NCCO, brings
+    its own reader)."""
+    fixed_plan: Callable[[str, str], StreamPlan] | None = None
+    """For carriers whose stream is configured, not set up per call (Exotel's Voicebot applet): (public
+    URL, key) -> the plan; ``voice_path`` is then unused and ``answer`` is never called."""
 
 
 def _plivo_token(token: str) -> str:
