@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import wave
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,13 +38,27 @@ import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from service.audio.g711 import ulaw_to_pcm16
 from service.simcaller.carriers import CarrierProfile, StreamPlan
 from service.simcaller.twilio_caller import MarkRecord, PlaybackBuffer
-from service.simcaller.wires import CallerWire, Frame
+from service.simcaller.wires import CallerWire, Frame, WireAudio
 
-__all__ = ["CallRejected", "CarrierCall", "CarrierCaller", "Received"]
+__all__ = ["CallRejected", "CarrierCall", "CarrierCaller", "Received", "mulaw_to_wire", "retarget"]
 
 Segment = npt.NDArray[np.int16] | bytes
+
+
+def mulaw_to_wire(mulaw8k: bytes, audio: WireAudio) -> bytes:
+    """8 kHz mu-law speech (what ``service.simcaller.speech`` makes) as wire audio of ``audio``'s format."""
+    if audio.codec == "mulaw" and audio.rate == 8000:
+        return mulaw8k
+    pcm = ulaw_to_pcm16(mulaw8k)
+    if audio.rate != 8000:
+        from service.realtime.local.dsp import resample_once
+
+        scaled = resample_once(pcm.astype(np.float32) / 32768.0, 8000, audio.rate)
+        pcm = (np.clip(scaled, -1, 1) * 32767).astype(np.int16)
+    return audio.encode(pcm)
 
 
 class CallRejected(Exception):
@@ -379,6 +395,34 @@ class CarrierCall:
     def caller_audio(self) -> bytes:
         """What the caller sent, wire bytes on the timeline."""
         return bytes(self._caller_audio)
+
+    def stereo(self) -> npt.NDArray[np.int16]:
+        """(N, 2) int16 at the stream's rate: caller left, played bot audio right, on the call's timeline
+        (bot runs are placed at whole samples)."""
+        width = self.wire.audio.width
+        caller = self.wire.audio.decode(self.caller_audio())
+        bot = np.zeros(0, dtype=np.int16)
+        for offset, data in self.playback.played_segments():
+            start = offset // width
+            samples = self.wire.audio.decode(data)
+            if len(bot) < start + len(samples):
+                bot = np.concatenate([bot, np.zeros(start + len(samples) - len(bot), dtype=np.int16)])
+            bot[start:start + len(samples)] = samples
+        length = max(len(caller), len(bot))
+        out = np.zeros((length, 2), dtype=np.int16)
+        out[:len(caller), 0] = caller
+        out[:len(bot), 1] = bot
+        return out
+
+    def write_wav(self, path: str | Path) -> Path:
+        """``stereo()`` as a 16-bit stereo WAV at the stream's rate."""
+        target = Path(path)
+        with wave.open(str(target), "wb") as out:
+            out.setnchannels(2)
+            out.setsampwidth(2)
+            out.setframerate(self.wire.audio.rate)
+            out.writeframes(self.stereo().astype("<i2").tobytes())
+        return target
 
     async def aclose(self) -> None:
         """Tear down: abort the socket if still open, cancel tasks. Idempotent."""

@@ -346,3 +346,38 @@ async def test_rejected_answer_is_reported_not_streamed() -> None:
             await caller.place_call()
         assert rejected.value.status == 403
 
+
+
+# --- the simulated caller as a command --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, marks=[] if r.id == "telnyx-l16" else pytest.mark.slow)
+                                 for r in ROWS[1:] + CODEC_ROWS], ids=str)
+async def test_callbridge_call_speaks_the_carrier(row: Row, tmp_path: Any) -> None:
+    """``callbridge call --provider P`` places a signed call as that carrier, speaks, hears the bot and
+    records both sides at the stream's rate."""
+    import asyncio
+    import sys
+    import wave
+    from pathlib import Path
+
+    behaviour = ScriptedBehaviour(transcripts=["hello"], reply_ms=600)
+    async with carrier_gateway(row, behaviour) as (gw, realtime, _caller):
+        record = tmp_path / "call.wav"
+        executable = Path(sys.executable).parent / "callbridge"
+        command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
+        process = await asyncio.create_subprocess_exec(
+            *command, "call", gw.base_url, "--provider", row.profile.name, "--key", row.key,
+            "--public-url", PUBLIC_URL, "--say", "Hello there, I have a question", "--listen-s", "2.5",
+            "--record", str(record), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=90)
+        assert process.returncode == 0, err.decode()[-2000:]
+        assert f"{row.profile.name} call" in out.decode() and "bot audio heard" in out.decode()
+        assert realtime.sessions[0].responses_done >= 1
+        with wave.open(str(record)) as wav:
+            rate = wav.getframerate()
+            frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+        assert rate == (16000 if row.id.endswith(("l16", "16k")) else 8000)
+        assert level_dbfs(frames[:, 0]) > -40 and level_dbfs(frames[:, 1]) > -40  # caller and bot both there
+        assert realtime.violations == []
+        await wait_call_count(gw, 0)

@@ -106,3 +106,14 @@ def test_parse_answer_refuses_markup_without_a_stream() -> None:
     plan = parse_answer('<Response><Stream extraHeaders="a=1,b=2">wss://x/plivo/media</Stream>'
                         "<Redirect>https://x/after</Redirect></Response>")
     assert (plan.url, plan.parameters, plan.after) == ("wss://x/plivo/media", {"a": "1", "b": "2"}, "https://x/after")
+
+
+def test_callbridge_call_offers_exactly_the_carriers_it_can_speak() -> None:
+    from service.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["call", "http://127.0.0.1:1", "--provider", "plivo", "--key", "k"])
+    assert (args.provider, args.key) == ("plivo", "k")
+    call = next(a for a in parser._subparsers._group_actions[0].choices["call"]._actions  # type: ignore[union-attr]
+                if a.dest == "provider")
+    assert set(call.choices or ()) == set(CARRIERS)
