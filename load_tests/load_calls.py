@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -316,17 +317,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_carriers(options: argparse.Namespace, carriers: list[str]) -> int:
-    """The same scenario once per carrier (fresh gateway each); CPU per call-second next to the first's."""
+    """The same scenario once per carrier (fresh gateway each); CPU per call-second next to the first's
+    (the median of its runs when it is named more than once, e.g. first and last to show drift)."""
     unknown = [c for c in carriers if c not in CARRIER_KEYS]
     if unknown or not carriers:
         print(f"unknown carriers {unknown}; choose from {', '.join(CARRIER_KEYS)}", file=sys.stderr)
         return 2
     name = options.name or f"load_carriers_{options.calls}"
     runs: dict[str, dict[str, Any]] = {}
-    for carrier in carriers:
-        runs[carrier] = run(options.calls, options.caller_procs, options.ramp, options.steady,
-                            f"{name}_{carrier}", options.gateway_workers, not options.no_replies, options.ws, carrier)
-    baseline = runs[carriers[0]]["gateway_cpu_ms_per_call_second"]
+    for carrier in carriers:  # a carrier named twice (e.g. the baseline first and last) gets "#2"
+        label = carrier if carrier not in runs else f"{carrier}#{sum(k.split('#')[0] == carrier for k in runs) + 1}"
+        runs[label] = run(options.calls, options.caller_procs, options.ramp, options.steady,
+                          f"{name}_{label.replace('#', '_')}", options.gateway_workers, not options.no_replies,
+                          options.ws, carrier)
+    baseline = statistics.median(r["gateway_cpu_ms_per_call_second"] for k, r in runs.items()
+                                 if k.split("#")[0] == carriers[0])
     summary = {
         carrier: {
             "gateway_cpu_ms_per_call_second": r["gateway_cpu_ms_per_call_second"],
