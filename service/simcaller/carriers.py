@@ -15,18 +15,37 @@ key the gateway only has the public half of: the caller takes the base64 32-byte
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from service.providers.twilio.dialect import compute_twilio_signature
-from service.simcaller.wires import CallerWire, PlivoWire, SignalWireWire, TelnyxWire, TwilioWire
+from service.simcaller.wires import (
+    CallerWire,
+    ExotelWire,
+    PlivoWire,
+    SignalWireWire,
+    TelnyxWire,
+    TwilioWire,
+    VonageWire,
+)
 
-__all__ = ["CARRIERS", "CarrierProfile", "SignedRequest", "StreamPlan", "parse_answer", "telnyx_public_key"]
+__all__ = [
+    "CARRIERS",
+    "ROUTES_PENDING",
+    "CarrierProfile",
+    "SignedRequest",
+    "StreamPlan",
+    "parse_answer",
+    "parse_ncco",
+    "telnyx_public_key",
+]
 
 
 @dataclass(frozen=True)
@@ -189,3 +208,75 @@ CARRIERS: dict[str, CarrierProfile] = {
         encode_token=_plivo_token, key_setting="CALLBRIDGE_PLIVO_AUTH_TOKEN"),
 }
 """Every carrier the simulated caller speaks, by ``--provider`` name."""
+
+
+def parse_ncco(text: str) -> StreamPlan:
+    """Read a Vonage answer NCCO like Vonage does: the first ``connect`` action's ``websocket`` endpoint
+    (``uri``, ``headers`` echoed on ``websocket:connected``, ``content-type``) and its ``eventUrl``, asked
+    for the next NCCO when the socket closes. ``ValueError`` when it opens no websocket."""
+    try:
+        ncco = json.loads(text)
+    except ValueError:
+        raise ValueError("answer is not JSON") from None
+    for action in ncco if isinstance(ncco, list) else []:
+        if not isinstance(action, dict) or action.get("action") != "connect":
+            continue
+        for endpoint in action.get("endpoint") or []:
+            if isinstance(endpoint, dict) and endpoint.get("type") == "websocket" and endpoint.get("uri"):
+                events = action.get("eventUrl") or []
+                headers = endpoint.get("headers") or {}
+                return StreamPlan(str(endpoint["uri"]), {str(k): str(v) for k, v in headers.items()},
+                                  str(events[0]) if events else None,
+                                  {"content-type": str(endpoint.get("content-type", "audio/l16;rate=16000"))})
+    raise ValueError("the NCCO opens no websocket")
+
+
+def _vonage_signed(key: str, url: str, form: Mapping[str, str]) -> SignedRequest:
+    import jwt
+
+    body = json.dumps(dict(form)).encode()
+    headers = {"Content-Type": "application/json"}
+    if key:
+        claims = {"iat": int(time.time()), "jti": str(uuid.uuid4()), "iss": "Vonage",
+                  "payload_hash": hashlib.sha256(body).hexdigest()}
+        headers["Authorization"] = "Bearer " + jwt.encode(claims, key, algorithm="HS256")
+    return SignedRequest(body, headers)
+
+
+def _vonage_form(call_id: str, from_: str, to: str, status: str) -> dict[str, str]:
+    """The answer webhook, or (``status`` in-progress) the event Vonage sends when our socket closed."""
+    return {"uuid": call_id, "conversation_uuid": "CON-" + call_id, "from": from_.lstrip("+"), "to": to.lstrip("+"),
+            "status": "disconnected" if status == "in-progress" else "ringing"}
+
+
+def _vonage_rate(plan: StreamPlan) -> int:
+    return int(plan.attributes.get("content-type", "audio/l16;rate=16000").rpartition("=")[2] or 16000)
+
+
+def _exotel_plan(public_url: str, key: str) -> StreamPlan:
+    """The Voicebot applet's configured URL (``wss://host/exotel/media?sample-rate=8000``) and the Basic
+    credentials Exotel derives from ``user:password@`` in it (``key`` = ``user:password``)."""
+    scheme, netloc = urlsplit(public_url)[:2]
+    url = urlunsplit(("wss" if scheme == "https" else "ws", netloc, "/exotel/media", "sample-rate=8000", ""))
+    headers = {"Authorization": "Basic " + base64.b64encode(key.encode()).decode()} if key else {}
+    return StreamPlan(url, {}, None, headers=headers)
+
+
+def _exotel_rate(plan: StreamPlan) -> int:
+    return int(parse_qs(urlsplit(plan.url).query).get("sample-rate", ["8000"])[0])
+
+
+ROUTES_PENDING: dict[str, CarrierProfile] = {
+    "vonage": CarrierProfile(
+        "vonage", "/vonage/answer", "stream_token", lambda: str(uuid.uuid4()), _vonage_form, _vonage_signed,
+        lambda call_id, plan: VonageWire(call_id, _vonage_rate(plan)), parse_answer=parse_ncco,
+        key_setting="CALLBRIDGE_VONAGE_SIGNATURE_SECRET"),
+    "exotel": CarrierProfile(
+        "exotel", "", "", lambda: secrets.token_hex(16), _twilio_form, _twilio_signed("X-Unused"),
+        lambda call_id, plan: ExotelWire(call_id, _exotel_rate(plan)), fixed_plan=_exotel_plan,
+        key_setting="CALLBRIDGE_EXOTEL_STREAM_USER"),
+}
+"""Callers for carriers whose dialects exist but whose routes are being wired: their wires are checked
+against the dialects (tests/unit/test_simcaller_wires.py); move each into ``CARRIERS`` (and give it a
+conformance row) when its routes land. The request shapes of Vonage's webhooks (JSON bodies, the event
+webhook's ``status``) follow docs/providers/vonage.md; adjust them to the routes as built."""

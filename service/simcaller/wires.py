@@ -29,12 +29,14 @@ from service.audio.g711 import alaw_to_pcm16, pcm16_to_alaw, pcm16_to_ulaw, ulaw
 
 __all__ = [
     "CallerWire",
+    "ExotelWire",
     "JsonStreamWire",
     "Outbound",
     "PlivoWire",
     "SignalWireWire",
     "TelnyxWire",
     "TwilioWire",
+    "VonageWire",
     "WireAudio",
 ]
 
@@ -406,3 +408,96 @@ class PlivoWire(CallerWire):
                 problems.append("clearAudio must name the stream")
             return Outbound("clear", problems=problems, replies=[json.dumps(self._next("clearedAudio"))])
         return Outbound("invalid", problems=[f"Plivo does not accept event {event!r}"])
+
+
+class ExotelWire(JsonStreamWire):
+    """Exotel's Voicebot stream (docs/providers/exotel.md): snake_case keys, decimal strings, raw PCM16
+    little-endian at the applet's rate, caller audio every 100 ms; our media chunks must be a multiple
+    of 320 bytes, at most 100 KB (3.2 KB at least, except a reply's last chunk); pending marks assumed
+    not echoed on ``clear``."""
+
+    carrier = "exotel"
+    id_key = "stream_sid"
+    sequence_key = "sequence_number"
+    connected_message: ClassVar[dict[str, Any]] = {"event": "connected"}
+    dtmf_track = None
+    frame_ms = 100
+    CHUNK_MULTIPLE = 320
+    MAX_CHUNK = 100_000
+
+    def __init__(self, call_id: str, sample_rate: int = 8000) -> None:
+        super().__init__(WireAudio("l16le", sample_rate), call_id, secrets.token_hex(16))
+        self.account_id = "callbridgetest1"
+
+    def start_body(self, parameters: Mapping[str, str]) -> dict[str, Any]:
+        return {"stream_sid": self.stream_id, "call_sid": self.call_id, "account_sid": self.account_id,
+                "from": "+919876543210", "to": "+918047491899", "custom_parameters": dict(parameters),
+                "media_format": {"encoding": "audio/x-raw", "sample_rate": str(self.audio.rate), "bit_rate": "16"}}
+
+    def stop_body(self) -> dict[str, Any]:
+        return {"call_sid": self.call_id, "account_sid": self.account_id, "reason": "callended"}
+
+    def media(self, chunk: bytes) -> Frame:
+        frame = json.loads(super().media(chunk))
+        del frame["media"]["track"]  # Exotel's media carries no track
+        return json.dumps(frame)
+
+    def read(self, frame: Frame) -> Outbound:
+        out = super().read(frame)
+        if out.kind == "media" and out.audio:
+            if len(out.audio) % self.CHUNK_MULTIPLE:
+                out.problems.append(f"media chunk of {len(out.audio)} B is not a multiple of {self.CHUNK_MULTIPLE}")
+            if len(out.audio) > self.MAX_CHUNK:
+                out.problems.append(f"media chunk of {len(out.audio)} B exceeds {self.MAX_CHUNK}")
+        return out
+
+
+class VonageWire(CallerWire):
+    """Vonage's Voice API websocket (docs/providers/vonage.md): the NCCO ``headers`` flattened onto
+    ``websocket:connected``, then BINARY 20 ms frames of L16 little-endian both ways (each of ours exactly
+    one frame), ``notify`` echoed as ``websocket:notify``, ``clear`` answered by ``websocket:cleared``
+    (pending notifies assumed not echoed). No stop message: the socket closes (``stop`` returns None)."""
+
+    carrier = "vonage"
+
+    def __init__(self, call_id: str, sample_rate: int = 16000) -> None:
+        self.audio = WireAudio("l16le", sample_rate)
+        self.call_id = call_id
+        self.stream_id = call_id
+        self._payloads: dict[str, dict[str, Any]] = {}
+
+    def opening(self, parameters: Mapping[str, str]) -> list[Frame]:
+        return [json.dumps({"event": "websocket:connected", "content-type": f"audio/l16;rate={self.audio.rate}",
+                            **parameters})]
+
+    def media(self, chunk: bytes) -> Frame:
+        return bytes(chunk)
+
+    def dtmf(self, digit: str) -> Frame:
+        return json.dumps({"event": "websocket:dtmf", "digit": digit, "duration": 260})
+
+    def ack(self, name: str) -> Frame:
+        return json.dumps({"event": "websocket:notify", "payload": self._payloads.pop(name, {"name": name})})
+
+    def stop(self) -> Frame | None:
+        return None
+
+    def read(self, frame: Frame) -> Outbound:
+        if isinstance(frame, bytes):
+            size = self.frame_bytes
+            problems = [] if len(frame) == size else [f"binary frame of {len(frame)} B, need exactly {size}"]
+            return Outbound("media", audio=frame, problems=problems)
+        msg, problems = _json_object(frame, self.carrier)
+        if msg is None:
+            return Outbound("invalid", problems=problems)
+        action = msg.get("action")
+        if action == "notify":
+            payload = msg.get("payload")
+            if not isinstance(payload, dict):
+                return Outbound("invalid", problems=["notify needs a payload object"])
+            name = json.dumps(payload, sort_keys=True)  # the payload itself is the marker's identity
+            self._payloads[name] = payload
+            return Outbound("mark", name=name)
+        if action == "clear":
+            return Outbound("clear", replies=[json.dumps({"event": "websocket:cleared"})])
+        return Outbound("invalid", problems=[f"Vonage does not accept {str(msg)[:60]!r}"])

@@ -12,13 +12,33 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.providers.base import DtmfReceived, MarkEchoed, MediaReceived, StreamStarted, StreamStopped
+from service.providers.base import (
+    DtmfReceived,
+    MarkEchoed,
+    MediaReceived,
+    StreamStarted,
+    StreamStopped,
+    build_media_frame,
+)
+from service.providers.exotel.dialect import ExotelDialect
 from service.providers.plivo.dialect import PlivoDialect
 from service.providers.signalwire.dialect import SignalWireDialect
 from service.providers.telnyx.dialect import TelnyxDialect
 from service.providers.twilio.dialect import TwilioDialect
-from service.simcaller.carriers import CARRIERS, parse_answer
-from service.simcaller.wires import CallerWire, PlivoWire, SignalWireWire, TelnyxWire, TwilioWire, WireAudio
+from service.providers.vonage.dialect import VonageDialect
+from service.simcaller.carriers import CARRIERS, ROUTES_PENDING, parse_answer, parse_ncco
+from service.simcaller.wires import (
+    CallerWire,
+    ExotelWire,
+    PlivoWire,
+    SignalWireWire,
+    TelnyxWire,
+    TwilioWire,
+    VonageWire,
+    WireAudio,
+)
+
+VONAGE_CALL = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 
 PAIRS: dict[str, tuple[Callable[[], CallerWire], Callable[[], Any]]] = {
     "twilio": (lambda: TwilioWire("CA" + "a" * 32), TwilioDialect),
@@ -28,16 +48,28 @@ PAIRS: dict[str, tuple[Callable[[], CallerWire], Callable[[], Any]]] = {
     "plivo": (lambda: PlivoWire("0f8b6c1e-2d3a-4b5c-8d9e-0a1b2c3d4e5f"), PlivoDialect),
     "plivo-l16": (lambda: PlivoWire("0f8b6c1e-2d3a-4b5c-8d9e-0a1b2c3d4e5f", "audio/x-l16;rate=16000"),
                   lambda: PlivoDialect("audio/x-l16;rate=16000")),
+    "vonage": (lambda: VonageWire(VONAGE_CALL, 16000), lambda: VonageDialect(16000)),
+    "vonage-8k": (lambda: VonageWire(VONAGE_CALL, 8000), lambda: VonageDialect(8000)),
+    "exotel": (lambda: ExotelWire("c0ffee" * 5), lambda: ExotelDialect(8000)),
+    "exotel-16k": (lambda: ExotelWire("c0ffee" * 5, 16000), lambda: ExotelDialect(16000)),
 }
+
+
+def _echoed(wire: CallerWire, token: str) -> dict[str, str]:
+    """What each carrier echoes from our set-up: the token under the name that carrier carries it."""
+    if wire.carrier == "plivo":
+        return {"callbridgeToken": token}
+    if wire.carrier == "vonage":
+        return {"stream_token": token, "call_uuid": wire.call_id}
+    return {"stream_token": token}
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
 def test_what_the_simulated_carrier_sends_parses_as_what_it_means(name: str) -> None:
     make_wire, make_dialect = PAIRS[name]
     wire, dialect = make_wire(), make_dialect()
-    token = "tok" if wire.carrier != "plivo" else "746f6b"
-    events = [dialect.parse(frame) for frame in wire.opening({"stream_token": token, "from": "1"}
-                                                            if wire.carrier != "plivo" else {"callbridgeToken": token})]
+    token = "746f6b"
+    events = [dialect.parse(frame) for frame in wire.opening(_echoed(wire, token))]
     started = events[-1]
     assert isinstance(started, StreamStarted)
     assert (started.stream_id, started.call_id, started.sample_rate) == (wire.stream_id, wire.call_id, wire.audio.rate)
@@ -56,22 +88,25 @@ def test_what_the_simulated_carrier_sends_parses_as_what_it_means(name: str) -> 
 def test_what_the_gateway_builds_reads_back_without_breaking_a_rule(name: str) -> None:
     make_wire, make_dialect = PAIRS[name]
     wire, dialect = make_wire(), make_dialect()
-    for frame in wire.opening({"callbridgeToken": "746f6b"} if wire.carrier == "plivo" else {"stream_token": "t"}):
+    for frame in wire.opening(_echoed(wire, "746f6b")):
         dialect.parse(frame)
     audio = wire.audio.silence * (wire.frame_bytes // wire.audio.width)
-    media = wire.read(dialect.build_media(audio))
+    media = wire.read(build_media_frame(dialect, audio))
     assert (media.kind, media.audio, media.problems) == ("media", audio, [])
     mark = wire.read(dialect.build_mark("utt-1@160"))
-    assert (mark.kind, mark.name, mark.problems) == ("mark", "utt-1@160", [])
+    assert (mark.kind, mark.problems) == ("mark", [])
+    assert mark.name == "utt-1@160" or wire.carrier == "vonage"  # Vonage's marker is its whole payload
     clear = wire.read(dialect.build_clear())
     assert (clear.kind, clear.problems) == ("clear", [])
-    assert bool(clear.replies) == (wire.carrier == "plivo")  # Plivo answers clearAudio with clearedAudio
+    assert bool(clear.replies) == (wire.carrier in ("plivo", "vonage"))  # they acknowledge a flush
+    ack = dialect.parse(wire.ack(mark.name))  # the acknowledgement names the marker the gateway sent
+    assert ack == MarkEchoed("utt-1@160")
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
 def test_frames_breaking_the_carriers_rules_are_flagged(name: str) -> None:
     wire = PAIRS[name][0]()
-    assert wire.read(b"\x00\x01").problems  # binary: these carriers take JSON text only
+    assert wire.read(b"\x00\x01").problems  # binary: JSON text only (Vonage: exactly one 20 ms frame)
     assert wire.read("not json").problems
     assert wire.read(json.dumps({"event": "hangup"})).kind == "invalid"
     bad_payload = {"event": "media", "media": {"payload": "!!!"}, "streamSid": wire.stream_id}
@@ -96,6 +131,29 @@ def test_every_routed_carrier_has_a_simulated_caller() -> None:
     from service.providers.registry import registered
 
     assert {provider.name for provider in registered()} <= set(CARRIERS)
+
+
+def test_the_pending_carriers_read_their_set_up() -> None:
+    vonage = ROUTES_PENDING["vonage"]
+    plan = parse_ncco(json.dumps([{"action": "connect", "eventUrl": ["https://x/vonage/event"], "endpoint": [
+        {"type": "websocket", "uri": "wss://x/vonage/media", "content-type": "audio/l16;rate=8000",
+         "headers": {"stream_token": "t", "call_uuid": VONAGE_CALL}}]}]))
+    assert (plan.url, plan.after, plan.parameters["stream_token"]) == ("wss://x/vonage/media", "https://x/vonage/event", "t")
+    assert vonage.new_wire(VONAGE_CALL, plan).audio.rate == 8000
+    with pytest.raises(ValueError):
+        parse_ncco('[{"action":"talk","text":"hi"}]')
+    from service.providers.vonage.auth import verify_vonage_webhook
+
+    request = vonage.sign("secret-0123456789-0123456789-0123456789", "https://x/vonage/answer", vonage.call_form(VONAGE_CALL, "+1", "+2", "ringing"))
+    assert verify_vonage_webhook("secret-0123456789-0123456789-0123456789", request.headers["Authorization"], request.body)
+    assert not verify_vonage_webhook("other-secret-0123456789-0123456789-012345", request.headers["Authorization"], request.body)
+    exotel = ROUTES_PENDING["exotel"]
+    assert exotel.fixed_plan is not None
+    plan = exotel.fixed_plan("https://gw.example.test", "user:pass")
+    from service.providers.exotel.auth import verify_basic_auth
+
+    assert plan.url == "wss://gw.example.test/exotel/media?sample-rate=8000"
+    assert verify_basic_auth(plan.headers["Authorization"], "user", "pass")
 
 
 def test_parse_answer_refuses_markup_without_a_stream() -> None:
