@@ -17,14 +17,13 @@ import pytest
 
 from service.providers.twilio.dialect import compute_twilio_signature
 from service.providers.twilio.transfer import DIAL_DONE_PATH, HOLD_PATH, WHISPER_PATH
-from service.simcaller.twilio_rest import TwilioRestStandIn
-from service.simcaller.twilio_transfer import TransferTrace, follow_transfer
 from tests.conftest import RedisServer, free_port
 from tests.integration.conftest import AUTH_TOKEN, RunningGateway
 from tests.integration.test_escalation_calls import delivered, escalation_setup, speak_turns
 from tests.poll import wait_until
 from tests.standins.realtime_server import RealtimeStandIn
 from tests.standins.twilio_caller import CallHandle, TwilioCallerStandIn
+from tests.standins.twilio_transfer import TransferTrace, TwilioRestStandIn, follow_transfer
 
 AGENT = "+15550100"
 SECOND = "+15550200"
