@@ -107,3 +107,15 @@ def test_japanese_briefing_and_language_choice() -> None:
 def test_tool_results_read_either_shape() -> None:
     shaped = {"tool_calls": [{"tool": "lookup_order", "output": json.dumps({"status": "late"})}]}
     assert tool_results(shaped) == [{"tool": "lookup_order", "ok": True, "result": '{"status": "late"}'}]
+
+
+def test_tool_results_read_the_business_tools_record_shape() -> None:
+    """The business-tools feature writes ``tool_calls`` entries with ``tool``, ``outcome``, ``result`` or ``error``."""
+    payload = {**RECORD, "tools": None, "tool_calls": [
+        {"tool": "lookup_order", "outcome": "ok", "latency_ms": 120.0, "arguments": {"order_number": "4567"},
+         "result": {"status": "shipped"}},
+        {"tool": "refund_status", "outcome": "timeout", "latency_ms": 5000.0, "arguments": {}, "error": "timed out"}]}
+    assert tool_results(payload) == [{"tool": "lookup_order", "ok": True, "result": {"status": "shipped"}},
+                                     {"tool": "refund_status", "ok": False, "result": "timed out"}]
+    text = build_briefing(payload).text
+    assert "lookup order: status: shipped" in text and "refund status failed" in text
