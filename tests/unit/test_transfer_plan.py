@@ -119,3 +119,25 @@ def test_tool_results_read_the_business_tools_record_shape() -> None:
                                      {"tool": "refund_status", "ok": False, "result": "timed out"}]
     text = build_briefing(payload).text
     assert "lookup order: status: shipped" in text and "refund status failed" in text
+
+
+def test_briefing_and_task_attributes_stay_bounded_for_any_record() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from service.providers.twilio.transfer import TASK_ATTRIBUTES_MAX_BYTES, task_attributes
+
+    turn = st.fixed_dictionaries({"role": st.sampled_from(["caller", "bot", "system"]), "text": st.text(max_size=3000)})
+    tool = st.fixed_dictionaries({"tool": st.text(max_size=80), "result": st.text(max_size=2000)})
+    record = st.fixed_dictionaries({
+        "trigger": st.text(max_size=50), "reason": st.text(max_size=3000), "caller_mood": st.text(max_size=200),
+        "summary": st.text(max_size=5000), "transcript": st.lists(turn, max_size=12),
+        "tool_calls": st.lists(tool, max_size=30), "escalation_id": st.text(max_size=40)})
+
+    @settings(max_examples=60, deadline=None)
+    @given(record, st.sampled_from(["en-US", "ja-JP", "xx"]))
+    def check(payload: dict[str, Any], language: str) -> None:
+        assert len(build_briefing(payload, language=language).text) <= BRIEFING_MAX_CHARS
+        assert len(task_attributes(payload, language=language).encode()) <= TASK_ATTRIBUTES_MAX_BYTES
+
+    check()
