@@ -39,6 +39,8 @@ import structlog
 
 from service import metrics
 from service.audio.tones import apology_pcm16
+from service.call.filler import FillerSettings, make_filler
+from service.call.firstwords import FirstWords
 from service.call.handoff import Handoff, HandoffState
 from service.call.history import ConversationHistory
 from service.call.legs import BotLeg, CallerLeg
@@ -91,6 +93,8 @@ class CallBridge:
         codec: tuple[str, int] = (pv.ENCODING_MULAW, 8000),
         resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        filler: FillerSettings | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.call_id = call_id
         self.stats = CallStats()
@@ -112,6 +116,11 @@ class CallBridge:
         self.caller = CallerLeg(codec, self.link, realtime, self.stats, self._observer, self.realtime_lost)
         self.bot = BotLeg(codec, provider, to_provider, self.stats, clock)
         self._handoff_guard: asyncio.TimerHandle | None = None
+        self.filler = make_filler(
+            filler, codec, send_clip=lambda wire: to_provider(provider.build_media(wire)),
+            flush=lambda: to_provider(provider.build_clear()), audible=lambda: self.bot.ledger.is_playing(clock()),
+            clock=clock)
+        self.first_words = FirstWords(clock, started_at)
         self._speech_stopped_at: float | None = None
         self._history = ConversationHistory()
         # A call resumed on this replica after its stream dropped: (conversation so far, first line).
@@ -215,6 +224,15 @@ class CallBridge:
         self.link.attach(to_model, immediate)
         if self._rt.client_speaks_first:
             await self._configure()
+
+    async def attach_configured(self, to_model: SendText, immediate: rt.ImmediateSend | None = None) -> None:
+        """A session opened and configured before the stream started (pre-warmed: docs/first-words.md):
+        the held caller audio goes out, then the call proceeds as on ``session.updated`` (the greeting)."""
+        self.link.attach(to_model, immediate)
+        self.link.configure()
+        await self.caller.send_held(self._send_model)
+        self.first_words.prewarmed = True
+        await self._session_updated(rt.SessionUpdated({}))
 
     async def reattach_realtime(self, to_model: SendText, immediate: rt.ImmediateSend | None = None) -> None:
         """A replacement session after the old one dropped (there is no resume: docs/models/realtime.md,
@@ -544,6 +562,7 @@ class CallBridge:
             return
         self.phase.fire("hang_up")
         self.end_reason = reason
+        self.filler.cancel()
         if self._handoff_guard is not None:
             self._handoff_guard.cancel()
         try:
