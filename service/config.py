@@ -174,7 +174,7 @@ class Settings(BaseSettings):
         5.0, gt=0, le=60, description="A pre-warmed session no stream claimed within this time is closed (seconds)."
     )
     filler_after_ms: int = Field(
-        900, ge=0, le=10000,
+        800, ge=0, le=10000,
         description="Silence after the caller's turn ended (or a tool started) before the filler plays; 0 = no filler.",
     )
     filler_repeat_ms: int = Field(
