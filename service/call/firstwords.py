@@ -14,15 +14,15 @@ log = structlog.get_logger(__name__)
 
 
 class FirstWords:
-    """``started_at``: the stream's ``start`` on ``clock`` (default: now). ``heard(now)`` is called
-    for every chunk of bot audio sent; only the first counts. Not thread-safe (one call's loop)."""
+    """``started_at``: the stream's ``start`` on ``clock`` (default: now). ``sent()`` is called for
+    every chunk of bot audio sent; only the first counts. Not thread-safe (one call's loop)."""
 
     __slots__ = ("_clock", "ms", "prewarmed", "started_at")
 
-    def __init__(self, clock: Callable[[], float], started_at: float | None = None) -> None:
+    def __init__(self, clock: Callable[[], float], started_at: float | None = None, *, prewarmed: bool = False) -> None:
         self._clock = clock
         self.started_at = clock() if started_at is None else started_at
-        self.prewarmed = False
+        self.prewarmed = prewarmed
         self.ms: float | None = None  # set by the first bot audio
 
     def sent(self) -> None:
