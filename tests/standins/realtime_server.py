@@ -615,14 +615,13 @@ class StandInSession:
     # -- main loop ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if self.behaviour.session_delay_ms:  # the server creating the session (a simulated latency)
-            await asyncio.sleep(self.behaviour.session_delay_ms / 1000)
-        await self._emit({"type": "session.created", "session": self.session})
-        if self.behaviour.send_conversation_created:
-            await self._emit(
-                {"type": "conversation.created", "conversation": {"id": self._new_id("conv"), "object": "realtime.conversation"}}
-            )
         try:
+            if self.behaviour.session_delay_ms:  # the server creating the session (a simulated latency)
+                await asyncio.sleep(self.behaviour.session_delay_ms / 1000)
+            await self._emit({"type": "session.created", "session": self.session})
+            if self.behaviour.send_conversation_created:
+                await self._emit({"type": "conversation.created",
+                                  "conversation": {"id": self._new_id("conv"), "object": "realtime.conversation"}})
             async for message in self.ws:
                 await self._on_message(message)
         except ConnectionClosed:
