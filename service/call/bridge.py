@@ -112,7 +112,7 @@ class CallBridge:
         self.bot = BotLeg(codec, provider, to_provider, self.stats, clock)
         call_filler = make_filler(filler, codec, send_clip=lambda wire: to_provider(provider.build_media(wire)),
                                   flush=lambda: to_provider(provider.build_clear()),
-                                  audible=lambda: self.bot.ledger.is_playing(clock()), clock=clock)
+                                  audible=lambda: self.bot.ledger.is_playing(clock()), clock=clock, stats=self.stats)
         self.parts = CallParts(realtime, self.phase, self.link, self.replies, self.handoff, self.bot,
                                self._history, self.stats, self._observer, clock, self.model.send,
                                lambda reason, code: self.end(reason, close_code=code), filler=call_filler)

@@ -37,6 +37,7 @@ from service import metrics
 from service.audio.codecs import make_outbound
 from service.audio.filler_clip import load_wav_clip, synthesize_hmm
 from service.call.machine import Machine
+from service.call.stats import CallStats
 
 log = structlog.get_logger(__name__)
 
@@ -191,10 +192,11 @@ class Filler:
 
     def __init__(self, *, clip: FillerClip, codec: tuple[str, int], after_ms: int, repeat_ms: int,
                  send_clip: Callable[[bytes], Awaitable[None]], flush: Callable[[], Awaitable[None]],
-                 audible: Callable[[], bool], clock: Callable[[], float]) -> None:
+                 audible: Callable[[], bool], clock: Callable[[], float], stats: CallStats | None = None) -> None:
         self.plan = FillerPlan(after_s=after_ms / 1000, repeat_s=repeat_ms / 1000, clip_s=clip.duration_s)
         self._clip, self._codec = clip, codec
         self._send_clip, self._flush, self._audible, self._clock = send_clip, flush, audible, clock
+        self._stats = stats
         self._timer: asyncio.TimerHandle | None = None
         self._sending: asyncio.Task[None] | None = None
         self.plays_total = 0
@@ -251,6 +253,8 @@ class Filler:
         await self._send_clip(self._clip.wire(self._codec))
         self.plan.played(self._clock())
         self.plays_total += 1
+        if self._stats is not None:
+            self._stats.fillers += 1
         metrics.FILLERS.labels(self.plan.reason if self.plan.reason in FILLER_REASONS else "other").inc()
         log.info("call.filler", reason=self.plan.reason, waited_ms=waited_ms, play=self.plan.plays)
         if self.plan.deadline is not None and self.plan.state is not FillerState.IDLE:
@@ -275,9 +279,10 @@ class NoFiller:
 
 def make_filler(settings: FillerSettings | None, codec: tuple[str, int], *,
                 send_clip: Callable[[bytes], Awaitable[None]], flush: Callable[[], Awaitable[None]],
-                audible: Callable[[], bool], clock: Callable[[], float]) -> Filler | NoFiller:
-    """The call's filler driver, or ``NoFiller`` when the filler is off."""
+                audible: Callable[[], bool], clock: Callable[[], float], stats: CallStats | None = None,
+                ) -> Filler | NoFiller:
+    """The call's filler driver, or ``NoFiller`` when the filler is off. ``stats.fillers`` counts plays."""
     if settings is None:
         return NoFiller()
     return Filler(clip=settings.clip, codec=codec, after_ms=settings.after_ms, repeat_ms=settings.repeat_ms,
-                  send_clip=send_clip, flush=flush, audible=audible, clock=clock)
+                  send_clip=send_clip, flush=flush, audible=audible, clock=clock, stats=stats)

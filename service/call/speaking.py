@@ -38,7 +38,9 @@ class Speaking:
             await self.filler.stop("bot_audio")
         if not await p.bot.play(delta.item_id, delta.audio):
             return
-        self.first_words.sent()
+        if p.stats.first_words_ms is None:
+            self.first_words.sent()
+            p.stats.first_words_ms = self.first_words.ms
         if self._speech_stopped_at is not None:
             latency, self._speech_stopped_at = p.clock() - self._speech_stopped_at, None
             p.stats.response_latencies_ms.append(latency * 1000)
