@@ -250,7 +250,11 @@ class Filler:
 
     async def _play(self, due_at: float) -> None:
         waited_ms = round((due_at - self.plan.started_at) * 1000)
-        await self._send_clip(self._clip.wire(self._codec))
+        try:
+            await self._send_clip(self._clip.wire(self._codec))
+        except Exception as error:  # the provider socket failed: the call's own readers end the call
+            log.warning("call.filler_failed", reason=self.plan.reason, error=repr(error)[:200])
+            return
         self.plan.played(self._clock())
         self.plays_total += 1
         if self._stats is not None:

@@ -249,3 +249,20 @@ def test_a_bad_filler_file_stops_start_up_naming_the_problem(tmp_path: Path) -> 
     settings = Settings(filler_file=good, filler_after_ms=500)
     configured = filler_settings(settings.filler_after_ms, settings.filler_repeat_ms, settings.filler_file)
     assert configured is not None and abs(configured.clip.duration_s - 0.5) < 0.03
+
+
+async def test_a_failed_clip_send_is_logged_and_the_wait_can_still_stop() -> None:
+    provider = Provider()
+    failed = asyncio.Event()
+
+    async def broken(wire: bytes) -> None:
+        failed.set()
+        raise ConnectionResetError("socket gone")
+
+    loop = asyncio.get_running_loop()
+    filler = Filler(clip=FillerClip(synthesize_hmm()), codec=(ENCODING_MULAW, 8000), after_ms=10, repeat_ms=0,
+                    send_clip=broken, flush=provider.flush, audible=lambda: False, clock=loop.time)
+    filler.start("turn")
+    await asyncio.wait_for(failed.wait(), 5)
+    await filler.stop("bot_audio")  # waits for the failed send; nothing raised
+    assert filler.plays_total == 0 and not filler.active
