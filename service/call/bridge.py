@@ -201,6 +201,7 @@ class CallBridge:
             await self.responses.request(None)
 
     async def _response_done(self, done: rt.ResponseDone) -> None:
+        await self.speaking.response_done(done)  # first: a tool it starts may begin a new wait
         await self.responses.done(done)  # its tool calls may escalate
         if not await self.escalating.response_done(done.response_id):
             await self.responses.continue_pending()

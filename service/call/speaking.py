@@ -53,5 +53,11 @@ class Speaking:
         self._p.observer.caller_speech_stopped(event.audio_end_ms)
         self.filler.start("turn")
 
+    async def response_done(self, done: rt.ResponseDone) -> None:
+        """A response that ended without calling a tool will not be followed by more of its audio: a
+        filler still waiting for it would cover nothing (it never plays into an answer that is not coming)."""
+        if self.filler.active and not any(item.get("type") == "function_call" for item in done.output):
+            await self.filler.stop("response_done")
+
     def session_replaced(self) -> None:
         self._speech_stopped_at = None

@@ -77,3 +77,20 @@ async def test_an_answer_before_the_deadline_means_no_clip_and_no_clear() -> Non
     await h.bot_delta("resp_1", "item_A", 100)  # within the 10 ms: the wait ends unplayed
     assert h.twilio_events() == ["media", "mark"]
     assert not h.bridge.parts.filler.active and h.bridge.stats.fillers == 0
+
+
+async def test_a_response_without_audio_or_tool_ends_the_wait_but_a_tool_call_keeps_it() -> None:
+    h = FillerHarness()
+    h.bridge.parts.filler.plan.after_s = 60.0  # the deadline stays ahead: only response.done decides
+    await h.start()
+    await h.turn_ends()
+    await h.server({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}})
+    tool_item = {"id": "item_f", "type": "function_call", "call_id": "call_1", "name": "lookup_order",
+                 "arguments": "{}", "status": "completed"}
+    await h.server({"type": "response.done", "response": {"id": "resp_1", "status": "completed",
+                                                          "output": [tool_item]}})
+    assert h.bridge.parts.filler.active  # the tool's run is still covered
+    await h.server({"type": "response.created", "response": {"id": "resp_2", "status": "in_progress"}})
+    await h.server({"type": "response.done", "response": {"id": "resp_2", "status": "completed", "output": []}})
+    assert not h.bridge.parts.filler.active
+    assert h.twilio_events() == []
