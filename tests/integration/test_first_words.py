@@ -53,8 +53,10 @@ def sent_at(session: Any, event_type: str, index: int = 0) -> float:
 
 
 async def test_slow_model_filler_starts_in_time_stops_before_the_answer_and_the_ledger_stays_exact() -> None:
+    # Appends are not validated strictly here (other tests do): the three peers share this loop, and
+    # 50 validations a second would only add scheduling jitter to the timing measured.
     behaviour = ScriptedBehaviour(transcripts=["where is my order", "wait"], reply_ms=3000, reply_tone_hz=REPLY_HZ,
-                                  first_delta_delay_ms=550, pacing=4.0)
+                                  first_delta_delay_ms=550, pacing=4.0, validate_appends=False)
     async with bridged(behaviour, filler_after_ms=FILLER_AFTER_MS, filler_repeat_ms=0,
                        vad_silence_duration_ms=300) as (_gw, realtime, caller):
         fillers_before = metric("callbridge_fillers_total", reason="turn")
