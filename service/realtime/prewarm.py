@@ -200,8 +200,7 @@ class PrewarmPool:
             return None
         task = self._tasks.get(call_id)
         if task is not None and not task.done():
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(task), wait_s)
+            await asyncio.wait({task}, timeout=wait_s)  # never raises for the task; the claimer may be cancelled
         entry = self.book.entries.get(call_id)
         session = self._ready.pop(call_id, None)
         if entry is None or session is None or entry.state is not WarmState.READY:
@@ -282,8 +281,8 @@ class PrewarmPool:
         close its socket and release its lease in the background."""
         self.book.fire(call_id, event)
         task = self._tasks.get(call_id)
-        if task is not None and not task.done():
-            task.cancel()
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()  # (a failing opening ends its own entry: it is finishing, not cancelled)
         session = self._ready.pop(call_id, None)
         self._forget(call_id)
         metrics.PREWARM.labels(outcome).inc()

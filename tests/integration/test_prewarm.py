@@ -215,3 +215,22 @@ def test_a_bug_in_the_pool_never_fails_the_webhook() -> None:
     from service.realtime.prewarm import prewarm_call
 
     prewarm_call(Broken(), CALL)  # logs prewarm.failed (internal), raises nothing
+
+
+async def test_a_claim_of_a_failing_or_late_session_returns_none_and_leaks_nothing(redis_server: RedisServer) -> None:
+    async with RealtimeStandIn(ScriptedBehaviour(), reject_status=503) as failing:
+        slots = leases(redis_server.url, "replica-a", limit=3)
+        pool = pool_for(settings_for(failing), slots=slots)
+        pool.warm(CALL)
+        assert await pool.claim(CALL, wait_s=5.0) is None  # the opening failed while the claim waited
+        await wait_until(lambda: slots.held == 0, timeout=5, what="the failed entry's lease to be released")
+    async with RealtimeStandIn(ScriptedBehaviour(session_delay_ms=3000)) as slow:
+        pool = pool_for(settings_for(slow), slots=slots)
+        pool.warm(CALL)
+        assert await pool.claim(CALL, wait_s=0.2) is None  # not ready in time: given up, the call connects
+        assert len(pool) == 0
+        session = await slow.wait_for_session()
+        await session.wait_until(lambda: session.closed, timeout_s=5.0)
+        await wait_until(lambda: slots.held == 0, timeout=5, what="the late entry's lease to be released")
+        assert await slots.count() == 0
+    await slots.close()
