@@ -44,8 +44,6 @@ async def stop_gateway_services(gateway: Gateway) -> None:
         # redis-py's wait_for can swallow a single cancel on 3.11: cancel until the task is done.
         with contextlib.suppress(Exception):
             await cancel_and_wait(task)
-    if gateway.prewarm_pool is not None:  # before the leases: closing entries releases theirs
-        await gateway.prewarm_pool.close()
     if gateway.model_leases is not None:
         await gateway.model_leases.close()
     if gateway.outbox is not None:

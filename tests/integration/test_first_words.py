@@ -17,6 +17,7 @@ import numpy.typing as npt
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from service.providers.twilio.dialect import VOICE_PATH
 from tests.conftest import RedisServer
 from tests.integration.conftest import AUTH_TOKEN, RunningGateway, run_gateway
 from tests.integration.test_call_bridge import API_KEY, bridged, speech
@@ -191,3 +192,15 @@ async def test_a_stream_on_another_replica_does_not_claim_and_the_first_replica_
                 await wait_until(only_b_holds_a_lease, timeout=5, what="A's pre-warm lease to be released")
                 await call.hang_up()
                 await client.aclose()
+
+
+async def test_a_webhook_without_a_stream_leaves_no_session_when_the_gateway_stops() -> None:
+    async with RealtimeStandIn(ScriptedBehaviour(), require_auth=("Authorization", f"Bearer {API_KEY}")) as realtime:
+        async with greeting_gateway(realtime, prewarm=2, prewarm_ttl_s=30.0) as (gw, caller):
+            form = caller.call_form("CA" + "4" * 32, "+15551230000", "+15559870000")
+            answer = await caller.post_signed(caller.public_url + VOICE_PATH, form)
+            assert answer.status_code == 200 and "<Stream" in answer.text
+            warmed = await realtime.wait_for_session()
+            await warmed.wait_for_sent("session.updated")  # configured while no stream ever comes
+            assert len(gw.gateway.prewarm_pool) == 1
+        await warmed.wait_until(lambda: warmed.closed, timeout_s=5.0)  # shutdown closed it
