@@ -160,12 +160,6 @@ class CallBridge:
         self.handoff.session_replaced()
         self.speaking.session_replaced()
 
-    async def attach_configured(self, to_model: SendText, immediate: rt.ImmediateSend | None = None) -> None:
-        """A session configured before the stream started (pre-warmed, docs/first-words.md): held caller
-        audio goes out, then the call goes on as on ``session.updated`` (the greeting)."""
-        await self.model.attach_configured(to_model, immediate)
-        await self._session_updated(rt.SessionUpdated({}))
-
     async def on_realtime_message(self, message: str | bytes) -> None:
         try:
             event = self._rt.parse(message)
@@ -282,7 +276,7 @@ class CallBridge:
 _MODEL_HANDLERS: dict[type, Callable[[CallBridge, Any], Awaitable[None]]] = {
     rt.AudioDelta: lambda b, e: b.speaking.audio(e),
     rt.SpeechStarted: lambda b, e: b.barge_in.speech_started(e),
-    rt.SpeechStopped: lambda b, e: _now(b.speaking.speech_stopped, e),
+    rt.SpeechStopped: lambda b, e: b.speaking.speech_stopped(e),
     rt.OutputYielded: lambda b, e: b.barge_in.output_yielded(),
     rt.ResponseCreated: lambda b, e: b.responses.created(e),
     rt.ResponseDone: CallBridge._response_done,

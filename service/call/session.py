@@ -36,6 +36,7 @@ from service.realtime.events import (
     RealtimeDialect,
     RealtimeTransport,
     SessionConfig,
+    SessionUpdated,
 )
 from service.wsio import MessageSocket, WebSocketClosed
 
@@ -126,7 +127,8 @@ class CallSession:
             opened = time.perf_counter()
             if self._prewarmed is not None:  # opened and configured already (docs/first-words.md)
                 self._transport = self._prewarmed.transport
-                await self.bridge.attach_configured(self._transport.send, _immediate(self._transport))
+                await self.bridge.model.attach_configured(self._transport.send, _immediate(self._transport))
+                await self.bridge.on_realtime_event(SessionUpdated({}))  # as if it had just been confirmed
                 tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
             elif self._slots is not None and not await self._slots.acquire(self._lease_id):
                 await self.bridge.escalating.model_unavailable("cap", self.settings.model_unavailable_action)

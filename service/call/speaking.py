@@ -47,7 +47,7 @@ class Speaking:
             metrics.FIRST_AUDIO_SECONDS.observe(latency)
         p.phase.fire("bot_audio")
 
-    def speech_stopped(self, event: rt.SpeechStopped) -> None:
+    async def speech_stopped(self, event: rt.SpeechStopped) -> None:
         """The caller's turn ended: the answer's latency starts, and so does the filler's wait."""
         self._speech_stopped_at = self._p.clock()
         self._p.observer.caller_speech_stopped(event.audio_end_ms)
