@@ -82,6 +82,7 @@ class CallSession:
         self._open_session = open_session
         self._transport: RealtimeTransport | None = None
         self._slots = model_slots
+        self._observer = observer
         self.bridge = CallBridge(
             call_id=call_id,
             provider=provider,
@@ -227,6 +228,7 @@ class CallSession:
             self._transport = transport
             await self.bridge.reattach_realtime(transport.send, _immediate(transport))
             metrics.REALTIME_RECONNECTS.inc()
+            self._observer.model_reconnected(attempt_no)
             log.info("realtime.reconnected", reconnect=attempt_no, attempt=attempt + 1)
             return transport
         return None

@@ -128,3 +128,52 @@ def test_redeliver_moves_a_dead_letter_back_to_the_outbox(redis_server) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_call_events_escalation_list_and_agent_view_from_redis(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Events written by the call's writer reach the call API in order; an escalation recorded by the
+    outbox shows in the recent list with its delivery status; the agent link opens its view."""
+    import time
+
+    from service.console import auth
+    from service.escalation.outbox import Outbox
+    from service.escalation.record import EscalationRecord
+
+    async def scenario() -> None:
+        store = StateStore(redis_server.url, prefix="cb", replica_id="r-1")
+        await store.start()
+        outbox = Outbox.for_store(store)
+        await outbox.start()
+        settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+        app = create_app(settings, start_services=False)
+        app.state.gateway.state_store = store
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            call = store.call("CA-ev-1")
+            call.started({"from": "+14155550123", "provider": "twilio"})
+            call.transcript("caller", "I was charged twice on my bill")
+            call.event("barge_in", {"heard_ms": 1200, "sent_ms": 3400})
+            call.event("tool_call", {"name": "lookup_order", "result": "x" * 5000})
+            call.event("escalation", {"trigger": "explicit_request", "reason": "caller asked for a person"})
+            assert await store.flush(5.0)
+            outbox.enqueue(EscalationRecord("ESC-9", "CA-ev-1", "explicit_request", time.time(), b"{}"))
+            assert await outbox.flush(5.0)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+                one = (await client.get("/console/api/calls/CA-ev-1", headers=headers)).json()
+                assert [e["kind"] for e in one["events"]] == ["barge_in", "tool_call", "escalation"]
+                assert one["events"][0]["heard_ms"] == 1200
+                assert len(one["events"][1]["result"]) < 300  # capped when written
+                assert one["escalation_detail"]["status"] == "pending" and one["escalation_detail"]["id"] == "ESC-9"
+                esc = (await client.get("/console/api/escalations", headers=headers)).json()
+                assert [(e["escalation_id"], e["status"]) for e in esc["recent"]] == [("ESC-9", "pending")]
+                assert [e["escalation_id"] for e in esc["pending"]] == ["ESC-9"]
+                link = auth.agent_link("http://gw", auth.agent_link_key(TOKEN, ""), "ESC-9", time.time(), 60)
+                page = await client.get(link)
+                assert page.status_code == 200 and "charged twice" in page.text and "lookup_order" in page.text
+                assert "caller asked for a person" in page.text
+                assert (await client.get(link.replace("ESC-9", "ESC-8"))).status_code == 401
+        finally:
+            await outbox.close()
+            await store.close()
+
+    asyncio.run(scenario())
