@@ -78,6 +78,20 @@ def fleet() -> str:
         "</tr></thead><tbody id=replicas></tbody></table></div>"))
 
 
+def phone() -> str:
+    """The softphone: call/hang-up buttons, a keypad row, and fixed-size counters (``static/phone.js``)."""
+    keys = "".join(f"<button type=button data-digit={d}>{d}</button>" for d in "123456789*0#")
+    return shell("callbridge softphone", "phone", (
+        "<h1>Softphone</h1><p>Talk to the bot from this browser's microphone; the call shows in the "
+        "console like any phone call.</p><p><button type=button id=call>Call</button> "
+        "<button type=button id=hangup disabled>Hang up</button></p>"
+        f"<p aria-label=keypad>{keys}</p>"
+        "<div class=facts><div>Status: <span id=phone-status>idle</span></div>"
+        "<div>Call: <a id=call-link href=/console>–</a></div>"
+        "<div>Frames sent: <span id=sent>0</span></div><div>Bot audio received: <span id=heard>0</span> ms</div>"
+        "<div>Barge-ins (flushes): <span id=clears>0</span></div></div>"), script="phone.js")
+
+
 def agent(view: dict[str, Any]) -> str:
     """The agent's page, rendered on the server (it needs no script): every value escaped."""
     esc = html.escape

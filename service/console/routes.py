@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from service.console import auth, pages, views
 from service.gateway import Gateway
+from service.providers.browser.routes import issue_call
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +156,20 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
     router.add_api_route("", page(pages.calls), methods=["GET"])
     router.add_api_route("/escalations", page(pages.escalations), methods=["GET"])
     router.add_api_route("/fleet", page(pages.fleet), methods=["GET"])
+    router.add_api_route("/phone", page(pages.phone), methods=["GET"])
+
+    @router.post("/api/phone/calls")
+    async def phone_call(request: Request) -> Response:
+        """A softphone call id and its single-use stream token for the logged-in page (POST,
+        cross-site refused); the page opens the browser provider's socket with them."""
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        if not settings.streams_enabled:
+            return JSONResponse({"error": "no stream-token key configured"}, status_code=503)
+        issued = issue_call(settings)
+        log.info("console.phone_call_issued", call_id=issued["call_id"])
+        return JSONResponse(issued, headers={"Cache-Control": "no-store"})
 
     @router.get("/calls/{call_id}")
     async def call_page(request: Request, call_id: str) -> Response:
