@@ -38,7 +38,7 @@ def calls() -> str:
     return shell("callbridge console: active calls", "calls", (
         "<h1>Active calls (<span id=count>0</span>)</h1>"
         "<div class=scroll id=calls-region tabindex=0 aria-label='active calls'><table><thead><tr>"
-        "<th style=width:14rem>call</th><th>provider</th><th>caller</th><th>state</th><th>duration</th>"
+        "<th style=width:20rem>call</th><th>provider</th><th>caller</th><th>state</th><th>duration</th>"
         "<th>language</th><th style=width:9rem>frustration</th><th>cost</th><th>replica</th>"
         "</tr></thead><tbody id=calls></tbody></table></div>"))
 
