@@ -177,3 +177,84 @@ def test_call_events_escalation_list_and_agent_view_from_redis(redis_server) -> 
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_sse_client_that_never_reads_is_dropped(redis_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A raw socket subscribes to the active-calls feed and never reads while the feed changes fast
+    (300 calls, ~100 KB per snapshot): once the socket buffers are full the server's send blocks, the
+    client is dropped after SSE_SEND_TIMEOUT_S and its connection closed; what it was sent is bounded
+    by the socket buffers (nothing queued per client), and a reading client is served meanwhile.
+    The connection is aborted by the gateway's HTTP guard (``http.write_stalled``), not left to
+    flush forever."""
+    import contextlib
+    import socket
+
+    import uvicorn
+
+    from service import http_guard
+    from service.app import uvicorn_config
+    from service.console import routes
+    from tests.conftest import free_port
+    from tests.poll import wait_until
+
+    monkeypatch.setattr(routes, "SSE_PERIOD_S", 0.01)
+    monkeypatch.setattr(routes, "SSE_SEND_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(http_guard, "WRITE_STALL_TIMEOUT_S", 1.0)
+
+    async def scenario() -> None:
+        store = StateStore(redis_server.url, prefix="cb", replica_id="r-1")
+        await store.start()
+        for n in range(300):
+            store.call(f"CA-flood-{n:03d}").started({"from": "+14155550123", "provider": "twilio"})
+        assert await store.flush(10.0)
+        settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+        app = create_app(settings, start_services=False)
+        app.state.gateway.state_store = store
+        port = free_port()
+        server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, lifespan="off"))  # the gateway's HTTP guard
+        task = asyncio.create_task(server.serve())
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stop = asyncio.Event()
+
+        async def churn() -> None:  # every snapshot differs: the feed always has something to send
+            n = 0
+            while not stop.is_set():
+                n += 1
+                store.call("CA-flood-000").set_state(f"s{n}")
+                await store.flush(1.0)
+
+        churner = asyncio.create_task(churn())
+        try:
+            await wait_until(lambda: server.started, timeout=10, what="server listening")
+            stalled.connect(("127.0.0.1", port))
+            stalled.sendall(f"GET /console/api/stream/calls HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                            f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+            await wait_until(lambda: len(server.server_state.connections) == 1, timeout=10, what="stream open")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                async with client.stream("GET", "/console/api/stream/calls",
+                                         headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+                    events = 0
+                    async for line in response.aiter_lines():
+                        events += line.startswith("event: calls")
+                        if events >= 3:
+                            break
+            await wait_until(lambda: len(server.server_state.connections) == 0, timeout=30,
+                             what="the stalled client dropped")
+            stalled.setblocking(True)
+            stalled.settimeout(10)
+            received = 0
+            with contextlib.suppress(ConnectionResetError):  # aborted: the kernel may answer with a reset
+                while chunk := stalled.recv(65536):  # what the kernel held, up to the server's abort
+                    received += len(chunk)
+                    assert received < 32 << 20
+            assert received < 32 << 20
+        finally:
+            stop.set()
+            await churner
+            stalled.close()
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+            await store.close()
+
+    asyncio.run(scenario())
