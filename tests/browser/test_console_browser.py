@@ -27,7 +27,7 @@ from service.config import Settings
 from tests.conftest import free_port
 from tests.poll import wait_until
 from tests.standins.speech import silence, synthesize
-from tests.standins.webhook_receiver import WebhookReceiver
+from tests.standins.webhook_receiver import Reply, WebhookReceiver
 
 TOKEN = "browser-test-token"
 RESULTS = Path(__file__).parent / "results"
@@ -153,12 +153,16 @@ async def gateway(redis_url: str, webhook_url: str) -> AsyncIterator[tuple[str, 
 
 def test_console_follows_a_stand_in_call_to_its_escalation(redis_server, chromedriver: int) -> None:  # type: ignore[no-untyped-def]
     """Log in; a Twilio stand-in call appears in the active calls with its masked caller; its page's
-    transcript grows and its events show the escalation; the escalation lands in the escalations list
-    as delivered; the fleet shows the replica; the agent link from the webhook opens the agent view."""
+    transcript grows (without moving the page's regions) and its events show the escalation; the
+    receiver refuses the first delivery (422), so the escalation lands in the escalations list as a
+    dead letter with the receiver's answer; the Re-deliver button (pressed from the keyboard) gets it
+    delivered; the fleet shows the replica; the agent link from the webhook opens the agent view."""
     from service.simcaller.twilio_caller import TwilioCallerStandIn
 
     async def scenario() -> None:
-        receiver = WebhookReceiver("browser-webhook-secret")
+        refusal = b'{"error":"agent queue closed"}'
+        receiver = WebhookReceiver("browser-webhook-secret",
+                                   policy=lambda r: Reply(status=422, body=refusal) if r.attempt == 1 else Reply())
         await receiver.up()
         driver = Driver(chromedriver, [])
         try:
@@ -173,18 +177,28 @@ def test_console_follows_a_stand_in_call_to_its_escalation(redis_server, chromed
                     await driver.shots("calls")
                     await driver.go(f"{base}/console/calls/{call.call_sid}")
                     await driver.wait_text("#turns", "bot:")  # the greeting
+                    regions = [await driver.layout_box(css) for css in ("#chart", "#turns", "#events")]
                     await call.send_audio(synthesize("I want to check the status of my order.", 8000),
                                           silence(1200), timeout_s=30)
                     await driver.wait_text("#turns", "order", timeout_s=40)
                     await call.send_audio(synthesize("This is ridiculous. I want to speak to a human.", 8000),
                                           silence(1200), timeout_s=30)
                     await driver.wait_text("#events", "escalation", timeout_s=40)
-                    await driver.wait_text("#escalation", "delivered", timeout_s=30)
+                    await driver.wait_text("#escalation", "dead_letter", timeout_s=30)
+                    assert [await driver.layout_box(css) for css in ("#chart", "#turns", "#events")] == regions
                     await driver.shots("call")
                     await driver.go(f"{base}/console/escalations")
                     await driver.wait_text("#escalations", call.call_sid)
-                    await driver.wait_text("#escalations", "delivered", timeout_s=30)
+                    await driver.wait_text("#dead", "agent queue closed")  # the receiver's answer
+                    await driver.wait_text("#escalations", "dead_letter")
                     await driver.shots("escalations")
+                    button = await driver.element("#dead button")
+                    await driver.script("document.querySelector('#dead button').focus()")
+                    await driver.cmd("POST", f"/element/{button}/value", {"text": "\ue007"})  # Enter key
+                    await driver.wait_text("#status", "re-delivery queued")
+                    await driver.wait_text("#escalations", "delivered", timeout_s=30)
+                    assert "agent queue closed" not in await driver.text_of("#dead")
+                    await driver.shots("escalations-redelivered")
                     await driver.go(f"{base}/console/fleet")
                     await driver.wait_text("#replicas", "r-browser")
                     await driver.shots("fleet")

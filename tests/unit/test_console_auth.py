@@ -152,3 +152,40 @@ def test_event_stream_drops_a_client_that_stops_reading(monkeypatch: pytest.Monk
     asyncio.run(scenario())
     assert produced == [1, 2]  # one chunk sent in full, the second blocked: nothing piles up
     assert state["closed"]
+
+
+API_ROUTES = [
+    ("GET", "/console/api/calls"), ("GET", "/console/api/calls/CA-1"), ("GET", "/console/api/escalations"),
+    ("GET", "/console/api/fleet"), ("GET", "/console/api/stream/calls"), ("GET", "/console/api/stream/calls/CA-1"),
+    ("GET", "/console/api/stream/escalations"), ("GET", "/console/api/stream/fleet"),
+    ("POST", "/console/api/escalations/dead/1-0/redeliver"), ("POST", "/console/api/phone/calls"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), API_ROUTES)
+def test_every_api_refuses_missing_wrong_and_cross_site(method: str, path: str) -> None:
+    """401 without a valid token (and no data), 403 for a cross-site request even with the token;
+    with the token and no Redis the request gets past both checks (503 or, for the softphone, 503
+    because no stream-token key is configured here)."""
+    with _client() as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 401 and response.json() == {"error": "unauthorized"}
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        for cross in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            assert client.request(method, path, headers={**good, **cross}).status_code == 403
+        assert client.request(method, path, headers={**good, "Sec-Fetch-Site": "same-origin"}).status_code == 503
+
+
+@pytest.mark.parametrize("path", ["/console", "/console/escalations", "/console/fleet", "/console/phone",
+                                  "/console/calls/CA-1"])
+def test_pages_redirect_and_static_files_refuse_without_login(path: str) -> None:
+    with _client() as client:
+        page = client.get(path, follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/console/login"
+        assert client.get("/console/static/console.js").status_code == 401
+        client.post("/console/login", data={"token": TOKEN})
+        assert client.get(path).status_code == 200
+        script = client.get("/console/static/phone-worklet.js")
+        assert script.status_code == 200 and "registerProcessor" in script.text
+        assert client.get("/console/static/..%2Fauth.py").status_code == 404

@@ -103,7 +103,8 @@ function renderEscalations(d) {
   fill("escalations", d.recent, (tr, e) => {
     cell(tr, e.escalation_id);
     cell(tr, link("/console/calls/" + encodeURIComponent(e.call_id), e.call_id));
-    for (const v of [e.trigger, e.status, e.at]) cell(tr, v);
+    const at = Number(e.at) ? new Date(Number(e.at) * 1000).toLocaleString() : "–";
+    for (const v of [e.trigger, e.status, at]) cell(tr, v);
   });
   fill("dead", d.dead_letter, (tr, e) => {
     for (const v of [e.escalation_id, e.call_id, e.status, e.response]) cell(tr, v).title = v || "";
