@@ -40,6 +40,27 @@ def polyline(scores: Sequence[float], width: int, height: int) -> str:
     return " ".join(f"{i * step:.1f},{(1.0 - v) * height:.1f}" for i, v in enumerate(values))
 
 
+def row_snapshot(call_id: str, raw_hash: dict[Any, Any], raw_points: list[Any]) -> CallSnapshot | None:
+    """A partial snapshot (hash and sentiment tail) for an active-calls row, from raw Redis replies;
+    None when the hash is gone. Points that do not parse are skipped (stored data is not trusted)."""
+    if not raw_hash:
+        return None
+    fields = {_text(k): _text(v) for k, v in raw_hash.items()}
+    points: list[SentimentPoint] = []
+    for raw in dict.fromkeys(raw_points):  # drops a replayed batch's byte-identical repeats
+        try:
+            point = SentimentPoint.from_json(raw)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(point.score, int | float) and not isinstance(point.score, bool):
+            points.append(point)
+    return CallSnapshot(call_id=call_id, fields=fields, sentiment=points)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _float(fields: dict[str, str], key: str) -> float | None:
     try:
         return float(fields[key])

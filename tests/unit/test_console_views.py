@@ -60,3 +60,37 @@ def test_agent_view_has_summary_reason_and_tool_results_escaped_in_html() -> Non
     assert "bill" in view["summary"] and "Escalated:" in view["summary"]
     page = pages.agent(view)
     assert "<script>alert" not in page and "&lt;script&gt;" in page
+
+
+def test_row_snapshot_from_raw_replies_skips_bad_points() -> None:
+    raw_hash = {b"provider": b"telnyx", b"from": b"+*******4567", b"started_at": b"100.0", b"replica": b"r-2"}
+    good = b'{"ts":101.0,"turn":1,"score":0.4,"language":"ja","seq":3}'
+    raw_points = [good, good, b"not json", b'{"ts":1,"turn":2,"score":"high"}', b"[1,2]"]
+    snap = views.row_snapshot("CA-9", raw_hash, raw_points)
+    assert snap is not None and [p.score for p in snap.sentiment] == [0.4]
+    row = views.call_row(snap, now=130.0)
+    assert row["provider"] == "telnyx" and row["language"] == "ja" and row["duration_s"] == 30
+    assert views.row_snapshot("CA-gone", {}, [good]) is None
+
+
+def test_shared_snapshots_build_once_per_period_for_all_clients() -> None:
+    import asyncio
+
+    from service.console.routes import SharedSnapshots
+
+    async def scenario() -> None:
+        builds = 0
+
+        async def build() -> dict[str, int]:
+            nonlocal builds
+            builds += 1
+            return {"n": builds}
+
+        shared = SharedSnapshots()
+        clients = [asyncio.ensure_future(shared.get("/feed", build)) for _ in range(10)]
+        assert [await c for c in clients] == [{"n": 1}] * 10 and builds == 1
+        for n in range(SharedSnapshots.MAX_FEEDS + 50):  # many distinct feeds: the table stays bounded
+            await shared.get(f"/feed/{n}", build)
+        assert len(shared._entries) <= SharedSnapshots.MAX_FEEDS
+
+    asyncio.run(scenario())
