@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from service.app import create_app
 from service.config import Settings
@@ -255,6 +256,45 @@ def test_sse_client_that_never_reads_is_dropped(redis_server, monkeypatch) -> No
             stalled.close()
             server.should_exit = True
             await asyncio.wait_for(task, 10)
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_call_recorder_writes_the_console_events_and_cost(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """The per-call recorder puts barge-ins (heard ms), model reconnects, tool calls with their result
+    and the running cost into Redis, where the console's call page reads them."""
+    from service.call.recorder import CallRecorder
+    from service.gateway import Gateway
+    from service.providers.base import StreamStarted
+    from service.realtime.prices import load_prices, prices_for, usage_cost_usd
+
+    async def scenario() -> None:
+        store = StateStore(redis_server.url, prefix="cb", replica_id="r-1")
+        await store.start()
+        settings = Settings(redis_url=redis_server.url, realtime_api_key="sk-test", _env_file=None)  # type: ignore[call-arg]
+        gateway = Gateway(settings=settings, state_store=store)
+        started = StreamStarted(stream_id="MZ1", call_id="CA-rec-1", account_id="AC1",
+                                custom_parameters={"from": "+14155550123"})
+        try:
+            recorder = CallRecorder(gateway, started, "twilio")
+            recorder.bot_truncated("item-1", heard_ms=1180, sent_ms=4200)
+            recorder.model_reconnected(1)
+            result = recorder.tool_call("unknown_tool", "{}")
+            usage = {"input_token_details": {"audio_tokens": 2000, "text_tokens": 500},
+                     "output_token_details": {"audio_tokens": 3000, "text_tokens": 100}}
+            recorder.usage(usage)
+            recorder.usage(usage)
+            assert await store.flush(5.0)
+            snap = await store.load_call("CA-rec-1")
+            assert snap is not None
+            assert [(e["kind"], e.get("heard_ms"), e.get("attempt")) for e in snap.events] == [
+                ("barge_in", 1180, None), ("reconnect", None, 1), ("tool_call", None, None)]
+            assert snap.events[2]["name"] == "unknown_tool" and snap.events[2]["result"] == result
+            prices = prices_for(load_prices(settings.prices_file), settings.realtime_model)
+            assert prices is not None
+            assert float(snap.fields["cost_usd"]) == pytest.approx(2 * usage_cost_usd(usage, prices), rel=1e-4)
+        finally:
             await store.close()
 
     asyncio.run(scenario())
