@@ -89,7 +89,10 @@ def phone() -> str:
         "<div class=facts><div>Status: <span id=phone-status>idle</span></div>"
         "<div>Call: <a id=call-link href=/console>–</a></div>"
         "<div>Frames sent: <span id=sent>0</span></div><div>Bot audio received: <span id=heard>0</span> ms</div>"
-        "<div>Barge-ins (flushes): <span id=clears>0</span></div></div>"), script="phone.js")
+        "<div>Barge-ins (flushes): <span id=clears>0</span></div>"
+        "<div>Call state: <span id=call-state>–</span></div><div>Escalation: <span id=call-escalation>–</span></div>"
+        "</div><h2>Transcript</h2><ol id=turns class=scroll tabindex=0 aria-label=transcript></ol>"),
+        script="phone.js")
 
 
 def agent(view: dict[str, Any]) -> str:

@@ -224,9 +224,12 @@ def test_console_follows_a_stand_in_call_to_its_escalation(redis_server, chromed
 
 
 def _speech_wav(path: Path) -> None:
-    """A fake microphone: one spoken sentence then silence (Chromium loops the file)."""
+    """A fake microphone: a question, a pause for the answer, a request for a person, then silence
+    (Chromium loops the file)."""
     pcm = np.concatenate([silence(500, 16000), synthesize("I want to check the status of my order.", 16000),
-                          silence(4000, 16000)])
+                          silence(4000, 16000),
+                          synthesize("This is ridiculous. I want to speak to a human.", 16000),
+                          silence(8000, 16000)])
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
@@ -235,8 +238,10 @@ def _speech_wav(path: Path) -> None:
 
 
 def test_softphone_with_a_fake_microphone_completes_a_turn(redis_server, chromedriver: int, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Chromium's fake capture device speaks a sentence into the softphone page: the offline engine
-    transcribes it, the page receives and schedules the bot's audio, and the call is in the console."""
+    """Chromium's fake capture device speaks into the softphone page: the offline engine transcribes
+    it, the page receives and plays the bot's audio (echoing playback markers), the call is in the
+    console as provider ``browser``; asking for a person escalates it, which the page shows from the
+    call's console feed, and the gateway ends the call after the hand-off line."""
     wav = tmp_path / "caller.wav"
     _speech_wav(wav)
 
@@ -273,9 +278,13 @@ def test_softphone_with_a_fake_microphone_completes_a_turn(redis_server, chromed
 
                 await wait_until(marks_echoed, timeout=30, what="a playback marker echoed by the page")
                 assert await driver.script("return window.phoneStats.framesSent") > 100
+                await driver.wait_text("#turns", "order")  # the page's own view of the call
+                await driver.wait_text("#call-escalation", "pending", timeout_s=40)  # no receiver configured
                 await driver.shots("phone")
-                await driver.click("#hangup")
-                await driver.wait_text("#phone-status", "call ended")
+                await driver.wait_text("#phone-status", "call ended", timeout_s=40)
+                async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+                    detail = (await api.get(f"/console/api/calls/{call_id}")).json()
+                    assert detail["ended"] and detail["outcome"] == "escalated"
         finally:
             if driver.session:
                 await driver.cmd("DELETE", "")

@@ -9,7 +9,7 @@ const MAX_UNSENT = 50; // frames held while the socket is busy (1 s, 32 KB): new
 const stats = {framesSent: 0, botAudioMs: 0, marksEchoed: 0, clears: 0, framesDropped: 0};
 window.phoneStats = stats;
 let ctx = null, ws = null, stream = null, node = null, playHead = 0;
-let sources = new Set(), markTimers = new Set();
+let sources = new Set(), markTimers = new Set(), feed = null;
 
 function show(text) { $("phone-status").textContent = text; }
 function showStats() {
@@ -81,6 +81,7 @@ async function call() {
       stats.framesSent++;
       if (stats.framesSent % 25 === 0) showStats();
     };
+    follow(issued.call_id);
     const a = $("call-link");
     a.href = "/console/calls/" + encodeURIComponent(issued.call_id);
     a.textContent = issued.call_id;
@@ -96,6 +97,27 @@ async function call() {
     else if (msg.event === "clear") clearPlayback();
   };
   ws.onclose = (e) => { show(`call ended (${e.code})`); stop(false); };
+}
+
+// The call as the console sees it (state, escalation, transcript), from the call's event stream.
+function follow(callId) {
+  if (feed) feed.close();
+  feed = new EventSource("/console/api/stream/calls/" + encodeURIComponent(callId));
+  feed.addEventListener("call", (e) => {
+    const d = JSON.parse(e.data);
+    if (d.error) return;
+    $("call-state").textContent = d.state || "–";
+    const esc = d.escalation_detail;
+    $("call-escalation").textContent = esc.status === "none" ? "none" : `${esc.status} (${esc.trigger})`;
+    const turns = $("turns");
+    turns.textContent = "";
+    for (const t of d.transcript.slice(-8)) {
+      const li = document.createElement("li");
+      li.textContent = `${t.role}: ${t.text}`;
+      turns.append(li);
+    }
+    if (d.ended && feed) { feed.close(); feed = null; }
+  });
 }
 
 function stop(sendStop) {
