@@ -88,8 +88,8 @@ _STATIC = {"console.css": "text/css", "console.js": "text/javascript", "phone.js
 
 class SharedSnapshots:
     """One build per feed and period, shared by every client of that feed: ten operators watching the
-    active calls cost one Redis round trip a second, not ten. Bounded: at most ``MAX_FEEDS`` entries
-    (expired ones are pruned first, then the oldest). A failed build fails every client waiting on it
+    active calls cost one Redis round trip a second, not ten. Bounded: only the current period's
+    snapshots are kept (expired ones are pruned on every build), at most ``MAX_FEEDS`` of them. A failed build fails every client waiting on it
     (each feed then keeps its last snapshot) and is retried at the next period."""
 
     MAX_FEEDS = 256
@@ -101,9 +101,10 @@ class SharedSnapshots:
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is None or entry[0] <= now:
+            for stale in [k for k, (expiry, _) in self._entries.items() if expiry <= now]:
+                del self._entries[stale]  # only snapshots of the current period stay in memory
             if len(self._entries) >= self.MAX_FEEDS:
-                for stale in [k for k, (expiry, _) in self._entries.items() if expiry <= now] or [next(iter(self._entries))]:
-                    del self._entries[stale]
+                del self._entries[next(iter(self._entries))]
             entry = (now + SSE_PERIOD_S * 0.9, asyncio.ensure_future(build()))
             self._entries[key] = entry
         return await asyncio.shield(entry[1])
