@@ -303,9 +303,9 @@ async def _console_demo(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            _print(f"\n  console:   http://127.0.0.1:{port}/console/login")
+            _print(f"\n  console:   http://127.0.0.1:{port}/console/login?next=/console/phone")
             _print(f"  token:     {token}")
-            _print(f"  softphone: http://127.0.0.1:{port}/console/phone (after logging in; allow the microphone)")
+            _print("  (log in with the token: the softphone opens; press Call and allow the microphone)")
             _print(f"  logs:      {log_path}\n  Ctrl-C stops the demo.")
             try:
                 await stop.wait()

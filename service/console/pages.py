@@ -27,9 +27,11 @@ def shell(title: str, view: str, body: str, script: str | None = "console.js") -
     )
 
 
-def login() -> str:
+def login(next_page: str = "/console") -> str:
+    """The login form; ``next_page`` (a console path, see ``auth.safe_next``) is where it leads."""
     return shell("callbridge console: log in", "login", (
         "<h1>callbridge console</h1><form method=post action=/console/login>"
+        f"<input type=hidden name=next value='{html.escape(next_page, quote=True)}'>"
         "<label>Operator token <input name=token type=password autocomplete=current-password required></label> "
         "<button type=submit>Log in</button></form>"), script=None)
 

@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
@@ -142,17 +142,18 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
         return None
 
     @router.get("/login")
-    async def login_form() -> HTMLResponse:
-        return _page(pages.login())
+    async def login_form(next_page: str = Query("/console", alias="next")) -> HTMLResponse:
+        return _page(pages.login(auth.safe_next(next_page)))
 
     @router.post("/login")
-    async def login(request: Request, token_field: str = Form("", alias="token")) -> Response:
+    async def login(request: Request, token_field: str = Form("", alias="token"),
+                    next_field: str = Form("/console", alias="next")) -> Response:
         if auth.cross_site(request.headers, request.headers.get("host", "")):
             return JSONResponse({"error": "cross-site request refused"}, status_code=403)
         if not auth.token_matches(token, token_field):
             log.warning("console.login_failed", client=request.client.host if request.client else None)
             return HTMLResponse("wrong token", status_code=401)
-        response = RedirectResponse("/console", status_code=303)
+        response = RedirectResponse(auth.safe_next(next_field), status_code=303)
         response.set_cookie(
             auth.SESSION_COOKIE, auth.make_session(skey, time.time(), settings.console_session_ttl_s),
             max_age=settings.console_session_ttl_s, httponly=True, samesite="strict", path="/console",

@@ -81,12 +81,15 @@ def test_demo_console_prints_a_working_url_and_token(tmp_path: Path) -> None:
             key, _, value = line.strip().partition(": ")
             if key in ("console", "token"):
                 printed[key] = value.strip()
-        assert printed.get("console", "").endswith("/console/login"), printed
-        base = printed["console"].removesuffix("/console/login")
+        assert printed.get("console", "").endswith("/console/login?next=/console/phone"), printed
+        base = printed["console"].removesuffix("/console/login?next=/console/phone")
         with httpx.Client(base_url=base, timeout=10) as client:
+            form = client.get("/console/login", params={"next": "/console/phone"})
+            assert "name=next value='/console/phone'" in form.text
             assert client.post("/console/login", data={"token": "wrong"}).status_code == 401
-            login = client.post("/console/login", data={"token": printed["token"]}, follow_redirects=False)
-            assert login.status_code == 303
+            login = client.post("/console/login", data={"token": printed["token"], "next": "/console/phone"},
+                                follow_redirects=False)
+            assert login.status_code == 303 and login.headers["location"] == "/console/phone"
             page = client.get("/console/phone")
             assert page.status_code == 200 and "phone.js" in page.text
             issued = client.post("/console/api/phone/calls").json()

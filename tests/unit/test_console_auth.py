@@ -189,3 +189,25 @@ def test_pages_redirect_and_static_files_refuse_without_login(path: str) -> None
         script = client.get("/console/static/phone-worklet.js")
         assert script.status_code == 200 and "registerProcessor" in script.text
         assert client.get("/console/static/..%2Fauth.py").status_code == 404
+
+
+@pytest.mark.parametrize(("wanted", "target"), [
+    ("/console/phone", "/console/phone"), ("/console", "/console"), ("/console/calls/CA1", "/console/calls/CA1"),
+    (None, "/console"), ("", "/console"), ("https://evil.example/console", "/console"),
+    ("//evil.example/console", "/console"), ("/console//evil", "/console"), ("/consolex", "/console"),
+    ("/console/\\evil", "/console"), ("/console/\nx", "/console"), ("/metrics", "/console"),
+])
+def test_login_goes_only_to_console_pages(wanted: str | None, target: str) -> None:
+    assert auth.safe_next(wanted) == target
+
+
+def test_login_form_carries_next_and_the_login_follows_it() -> None:
+    with _client() as client:
+        form = client.get("/console/login", params={"next": "/console/phone"})
+        assert "value='/console/phone'" in form.text
+        evil = client.get("/console/login", params={"next": "https://evil.example/'><script>"})
+        assert "evil" not in evil.text and "value='/console'" in evil.text
+        response = client.post("/console/login", data={"token": TOKEN, "next": "/console/phone"}, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/console/phone"
+        response = client.post("/console/login", data={"token": TOKEN, "next": "//evil.example"}, follow_redirects=False)
+        assert response.headers["location"] == "/console"
