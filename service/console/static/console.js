@@ -126,6 +126,13 @@ function renderFleet(d) {
 
 const view = document.body.dataset.view;
 if (view === "calls") stream("/console/api/stream/calls", "calls", renderCalls);
-if (view === "call") stream("/console/api/stream/calls/" + encodeURIComponent($("cid").textContent), "call", renderCall);
+if (view === "call") {
+  const es = stream("/console/api/stream/calls/" + encodeURIComponent($("cid").textContent), "call", (d) => {
+    if (d.error) { $("status").textContent = d.error; return; }
+    renderCall(d);
+    const settled = ["none", "delivered"].includes(d.escalation_detail.status);
+    if (d.ended && settled) { es.close(); $("status").textContent = "call ended"; } // nothing more will change
+  });
+}
 if (view === "escalations") stream("/console/api/stream/escalations", "escalations", renderEscalations);
 if (view === "fleet") stream("/console/api/stream/fleet", "fleet", renderFleet);
