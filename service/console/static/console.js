@@ -32,10 +32,13 @@ function svgLine(points, cls, w, h, label) {
 
 function fill(tbodyId, rows, build) {
   const body = $(tbodyId);
+  // Each cell carries its column's name: on a phone the rows are shown as labelled cards.
+  const labels = [...body.closest("table").querySelectorAll("th")].map((th) => th.textContent);
   body.textContent = "";
   for (const item of rows) {
     const tr = document.createElement("tr");
     build(tr, item);
+    [...tr.children].forEach((td, i) => { td.dataset.label = labels[i] || ""; });
     body.append(tr);
   }
 }
