@@ -298,3 +298,30 @@ def test_call_recorder_writes_the_console_events_and_cost(redis_server) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_fleet_shows_draining_replicas_and_calls_they_own(redis_server) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> None:
+        serving = StateStore(redis_server.url, prefix="cb", replica_id="r-a")
+        draining = StateStore(redis_server.url, prefix="cb", replica_id="r-b")
+        for store in (serving, draining):
+            await store.start()
+        draining.draining = True  # what drain_gateway sets
+        try:
+            draining.call("CA-b1").started({"provider": "twilio"})
+            draining.call("CA-b2").started({"provider": "twilio"})
+            assert await draining.flush(5.0)
+            await serving.heartbeat_once()
+            await draining.heartbeat_once()
+            settings = Settings(console_token=TOKEN, redis_url=redis_server.url, _env_file=None)  # type: ignore[arg-type, call-arg]
+            app = create_app(settings, start_services=False)
+            app.state.gateway.state_store = serving
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+                fleet = (await client.get("/console/api/fleet", headers={"Authorization": f"Bearer {TOKEN}"})).json()
+            assert [(r["replica"], r["draining"], r["active_calls"]) for r in fleet["replicas"]] == [
+                ("r-a", False, 0), ("r-b", True, 2)]
+        finally:
+            for store in (serving, draining):
+                await store.close()
+
+    asyncio.run(scenario())
