@@ -1,7 +1,8 @@
 """The softphone's browser provider end to end without a browser: the console issues a call id and
 stream token, a WebSocket client on a real 127.0.0.1 socket speaks the page's wire format (binary
 PCM16 16 kHz up, base64 PCM16 down) through the same call bridge to the embedded offline engine, and
-the call shows up in the console's API with its transcript. The bot's audio is measured (dB)."""
+the call shows up in the console's API with its transcript. The bot's audio is measured (dB); talking
+over the greeting flushes the page (``clear``) and the console's events show what had been heard."""
 
 from __future__ import annotations
 
@@ -28,26 +29,45 @@ TOKEN = "softphone-test-token"
 
 
 class Page:
-    """What the softphone page does with the gateway's frames: collect bot audio, echo marks."""
+    """What the softphone page does with the gateway's frames: bot audio is "played" back to back in
+    real time (a virtual audio clock), each marker is echoed when the audio before it has played, and
+    a ``clear`` drops what is unplayed along with the pending markers: the same rules as phone.js."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.audio = bytearray()
         self.clears = 0
-        self.changed = asyncio.Event()
+        self.audio_at_clear = 0
+        self.played_until = 0.0  # loop time at which the scheduled audio runs out
+        self.pending: set[asyncio.TimerHandle] = set()
+        self.sends: set[asyncio.Future[None]] = set()
         self.task = asyncio.create_task(self._read())
 
+    def _echo(self, name: str) -> None:
+        task = asyncio.ensure_future(self.ws.send(json.dumps({"event": "mark", "name": name})))
+        self.sends.add(task)
+        task.add_done_callback(self.sends.discard)
+
     async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async for message in self.ws:
                 msg = json.loads(message)
+                now = loop.time()
                 if msg["event"] == "media":
-                    self.audio += base64.b64decode(msg["payload"])
-                elif msg["event"] == "mark":  # "played" at once: the test plays nothing
-                    await self.ws.send(json.dumps({"event": "mark", "name": msg["name"]}))
+                    chunk = base64.b64decode(msg["payload"])
+                    self.audio += chunk
+                    self.played_until = max(self.played_until, now) + len(chunk) / 32000
+                elif msg["event"] == "mark":
+                    handle = loop.call_at(max(now, self.played_until), self._echo, msg["name"])
+                    self.pending.add(handle)
                 elif msg["event"] == "clear":
                     self.clears += 1
-                self.changed.set()
+                    self.audio_at_clear = len(self.audio)
+                    for handle in self.pending:
+                        handle.cancel()
+                    self.pending.clear()
+                    self.played_until = now
         except websockets.ConnectionClosed:
             return
 
@@ -83,6 +103,7 @@ def test_softphone_call_reaches_the_offline_engine_and_the_console(redis_server)
                                               "sample_rate": 16000}))
                     page = Page(ws)
                     await wait_until(lambda: len(page.audio) > 16000, timeout=30, what="greeting audio")
+                    greeting_started = asyncio.get_running_loop().time()
 
                     async def listed() -> bool:
                         rows = (await client.get("/console/api/calls")).json()["calls"]
@@ -91,15 +112,24 @@ def test_softphone_call_reaches_the_offline_engine_and_the_console(redis_server)
                     await wait_until(listed, timeout=10, what="softphone call in the console")
                     greeting = np.frombuffer(bytes(page.audio), dtype="<i2")
                     assert rms_dbfs(greeting) > -35.0  # real speech, not silence
-                    before = len(page.audio)
+                    # Talk over the greeting while it plays: a barge-in, flushed on the page.
                     await page.speak(np.concatenate([silence(300, 16000), synthesize(
                         "I want to check the status of my order.", 16000), silence(1200, 16000)]))
+                    await wait_until(lambda: page.clears >= 1, timeout=10, what="a clear (barge-in) sent to the page")
+                    before = page.audio_at_clear
 
                     async def transcribed() -> bool:
                         detail = (await client.get(f"/console/api/calls/{call_id}")).json()
                         return any(t["role"] == "caller" and "order" in t["text"] for t in detail["transcript"])
 
                     await wait_until(transcribed, timeout=30, what="caller turn transcribed")
+                    detail = (await client.get(f"/console/api/calls/{call_id}")).json()
+                    barge = [e for e in detail["events"] if e["kind"] == "barge_in"]
+                    elapsed_ms = (asyncio.get_running_loop().time() - greeting_started) * 1000
+                    # What the page had played when it was cut: more than the 300 ms of silence before
+                    # the caller spoke, less than the greeting and less than the time that had passed.
+                    assert barge and 300 < barge[0]["heard_ms"] < min(barge[0]["sent_ms"], elapsed_ms + 500)
+                    assert barge[0]["sent_ms"] <= before * 1000 // 32000 + 100  # what reached the page
                     await wait_until(lambda: len(page.audio) > before + 16000, timeout=30, what="bot reply audio")
                     reply = np.frombuffer(bytes(page.audio[before:]), dtype="<i2")
                     assert rms_dbfs(reply) > -35.0
