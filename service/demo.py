@@ -298,7 +298,18 @@ async def _console_demo(args: argparse.Namespace) -> int:
             )
             await preload(settings, _progress)
             receiver, receiver_task = await _serve(_receiver_app(webhook_secret, clock, []), receiver_port)
-            server, server_task = await _serve(create_app(settings), port)
+            app = create_app(settings)
+
+            def on_event(kind: str, fields: dict[str, Any]) -> None:  # the softphone's conversation, live
+                if kind == "transcript":
+                    _print(f"{clock.stamp()} {fields['call_id']} {fields['role']:<6}: {fields['text']}")
+                elif kind == "barge_in":
+                    _print(f"{clock.stamp()} {fields['call_id']} barge-in after {fields['heard_ms']} ms of the reply")
+                elif kind == "escalation":
+                    _print(f"{clock.stamp()} {fields['call_id']} escalation: {fields['trigger']} ({fields['reason']})")
+
+            app.state.gateway.listeners.append(on_event)
+            server, server_task = await _serve(app, port)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
