@@ -1,8 +1,10 @@
-"""Console routes (docs/console.md): login, the active-calls and one-call views, their JSON APIs,
-and the agent's signed view of one escalation.
+"""Console routes (docs/console.md): login, the pages (active calls, one call, escalations, fleet,
+softphone), their JSON APIs and Server-Sent-Event feeds, re-delivery of dead letters, the softphone's
+call issue, and the agent's signed view of one escalation.
 
-Thin adapter: authentication rules are in ``service.console.auth``; data is read from Redis through
-the gateway's ``StateStore`` so every replica shows the whole fleet. Every route checks the session
+Thin adapter: authentication rules are in ``service.console.auth``, view shaping in
+``service.console.views``, HTML in ``service.console.pages``; data is read from Redis through the
+gateway's ``StateStore`` so every replica shows the whole fleet. Every route checks the session
 cookie or ``Authorization: Bearer``: APIs answer 401 with no data, pages redirect to the login form.
 APIs refuse cross-site browser requests (403).
 """
@@ -28,9 +30,9 @@ from service.providers.browser.routes import issue_call
 log = structlog.get_logger(__name__)
 
 LIST_LIMIT = 100
+"""Most entries any list API returns (escalations, dead letters, replicas): bounds every response."""
 ACTIVE_LIMIT = 500
 """Most active calls a list or feed carries."""
-"""Most entries any list API returns (escalations, dead letters, replicas): bounds every response."""
 SSE_PERIOD_S = 1.0
 SSE_HEARTBEAT_S = 15.0
 SSE_MAX_LIFETIME_S = 3600.0
@@ -81,6 +83,7 @@ def _entry(fields: dict[Any, Any], keep: tuple[str, ...]) -> dict[str, str]:
         out["response"] = out["response"][:500]
     return out
 
+
 _STATIC = {"console.css": "text/css", "console.js": "text/javascript", "phone.js": "text/javascript",
            "phone-worklet.js": "text/javascript"}
 """The console's own static files (service/console/static/): no external fetches, no CDN."""
@@ -89,8 +92,9 @@ _STATIC = {"console.css": "text/css", "console.js": "text/javascript", "phone.js
 class SharedSnapshots:
     """One build per feed and period, shared by every client of that feed: ten operators watching the
     active calls cost one Redis round trip a second, not ten. Bounded: only the current period's
-    snapshots are kept (expired ones are pruned on every build), at most ``MAX_FEEDS`` of them. A failed build fails every client waiting on it
-    (each feed then keeps its last snapshot) and is retried at the next period."""
+    snapshots are kept (expired ones are pruned on every build), at most ``MAX_FEEDS`` of them. A
+    failed build fails every client waiting on it (each feed then keeps its last snapshot) and is
+    retried at the next period. Cancel-safe: a client that goes away does not cancel the shared build."""
 
     MAX_FEEDS = 256
 
