@@ -265,6 +265,10 @@ class PlaybackBuffer:
             total -= max(0, min(hi, upper) - max(lo, start))
         return total
 
+    def played_segments(self) -> list[tuple[int, bytes]]:
+        """What played, as (byte offset on the timeline from ``origin``, audio bytes) runs in order."""
+        return [(offset, bytes(data)) for offset, data in self._segments]
+
     def played_mulaw(self, total_samples: int | None = None) -> bytes:
         """Played bot audio on the timeline (sample 0 = ``origin``), mu-law silence in the gaps."""
         end = max((offset + len(data) for offset, data in self._segments), default=0)
