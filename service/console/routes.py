@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from service.console import auth, pages, views
 from service.gateway import Gateway
-from service.providers.browser.routes import issue_call
+from service.providers.browser import routes as softphone
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +197,7 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
             return refusal
         if not settings.streams_enabled:
             return JSONResponse({"error": "no stream-token key configured"}, status_code=503)
-        issued = issue_call(settings)
+        issued = softphone.issue_call(settings)
         log.info("console.phone_call_issued", call_id=issued["call_id"])
         return JSONResponse(issued, headers={"Cache-Control": "no-store"})
 
@@ -401,4 +401,10 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
             await asyncio.sleep(SSE_PERIOD_S)
 
     app.include_router(router)
+    # The softphone's media socket: a provider, but no carrier (no webhook, no carrier registry entry);
+    # it exists only with the console, next to the carriers' sockets served by ``service.wsio``.
+    websocket_routes = getattr(app.state, "websocket_routes", None)
+    if websocket_routes is None:
+        websocket_routes = app.state.websocket_routes = {}
+    softphone.PROVIDER.install(app, gateway, websocket_routes)
     log.info("console.mounted")

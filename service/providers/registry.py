@@ -15,10 +15,9 @@ __all__ = ["MediaHandler", "Provider", "registered"]
 
 def registered() -> tuple[Provider, ...]:
     """Every provider the gateway serves (imported here, not at module import, to keep start-up lean)."""
-    from service.providers.browser.routes import PROVIDER as BROWSER
     from service.providers.plivo.routes import PROVIDER as PLIVO
     from service.providers.signalwire.routes import PROVIDER as SIGNALWIRE
     from service.providers.telnyx.routes import PROVIDER as TELNYX
     from service.providers.twilio.routes import PROVIDER as TWILIO
 
-    return (TWILIO, SIGNALWIRE, TELNYX, PLIVO, BROWSER)
+    return (TWILIO, SIGNALWIRE, TELNYX, PLIVO)

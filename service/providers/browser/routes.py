@@ -1,7 +1,8 @@
 """The softphone's media route: the same admission and call bridge as a carrier's stream
 (``service.providers.media.run_media_stream``). Instead of a carrier's signed webhook, the console
 (operator login) issues the call id and its single-use stream token (``issue_call``); the page
-sends both in its ``start`` frame. Mounted only when the console is on (``CALLBRIDGE_CONSOLE_TOKEN``).
+sends both in its ``start`` frame. Not a carrier, so not in ``service.providers.registry``: the console
+installs it (``service.console.routes.mount``), only when it is on (``CALLBRIDGE_CONSOLE_TOKEN``).
 """
 
 from __future__ import annotations
