@@ -8,7 +8,8 @@ Covered per carrier: a full turn with a greeting; barge-in (flush within 5 ms of
 truncation within 40 ms of what the carrier acknowledged as played); DTMF; stop from each side; a bad
 signature refused with 403; a missing, forged, expired or replayed stream token closed with 1008 and no
 model session; malformed frames skipped then a flood closed 1008, an oversized frame closed 1009;
-escalation reaching the webhook receiver and the carrier's transfer markup after the stream.
+escalation reaching the webhook receiver and the carrier's transfer markup after the stream; a model
+session pre-warmed at the voice webhook and claimed by the stream.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from nacl.signing import SigningKey
+from prometheus_client import REGISTRY
 
 from service.providers.tokens import mint_stream_token
 from service.simcaller.carrier_call import CallRejected, CarrierCall, CarrierCaller
@@ -108,6 +110,23 @@ async def test_full_turn_with_greeting(row: Row) -> None:
         assert len(realtime.sessions) == 1
         await call.hang_up()
         await wait_call_count(gw, 0)
+        assert_clean(realtime, call)
+
+
+@rows
+async def test_the_voice_webhook_prewarms_the_session_the_stream_claims(row: Row) -> None:
+    """With ``CALLBRIDGE_PREWARM``, the carrier's voice webhook opens and configures the model session
+    (docs/first-words.md) and the call's stream takes it: one session, configured once, greeting heard."""
+    needs_setup(row)
+    claimed = REGISTRY.get_sample_value("callbridge_prewarm_total", {"outcome": "claimed"}) or 0.0
+    async with carrier_gateway(row, ScriptedBehaviour(reply_ms=600), greeting=True, prewarm=2) as (gw, realtime, caller):
+        call = await caller.place_call()
+        await call.wait_for(lambda: call.playback.played_total >= 0.5 * call.wire.audio.bytes_per_second, 10)
+        session = realtime.sessions[0]
+        assert len(realtime.sessions) == 1 and session.received_types().count("session.update") == 1
+        assert REGISTRY.get_sample_value("callbridge_prewarm_total", {"outcome": "claimed"}) == claimed + 1
+        assert len(gw.gateway.prewarm_pool) == 0
+        await call.hang_up()
         assert_clean(realtime, call)
 
 
