@@ -53,6 +53,19 @@ FIRST_AUDIO_SECONDS = Histogram(
     "Time from the caller's speech_stopped to the first bot audio sent to the provider.",
     buckets=_HUMAN_BUCKETS,
 )
+FIRST_WORDS_SECONDS = Histogram(
+    "callbridge_first_words_seconds",
+    "Time from the media stream's start to the first greeting audio sent to the provider, by whether "
+    "the model session was pre-warmed.",
+    ["prewarmed"],
+    buckets=_HUMAN_BUCKETS,
+)
+FILLERS = Counter(
+    "callbridge_fillers_total", "Filler clips played to cover a slow answer, by what the caller waited for.", ["reason"]
+)  # turn | tool | other
+PREWARM = Counter(
+    "callbridge_prewarm_total", "Pre-warmed model sessions, by outcome.", ["outcome"]
+)  # claimed | expired | failed | full | cap | missed
 BARGE_INS = Counter("callbridge_barge_ins_total", "Caller interruptions of bot audio.")
 INTERRUPTIONS = Counter(
     "callbridge_interruptions_total",
@@ -120,6 +133,16 @@ REDIS_UP = Gauge("callbridge_redis_up", "1 when Redis answered the last health c
 SENTIMENT_SCORE = Histogram(
     "callbridge_frustration_score", "Per-turn fused caller frustration score.",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+TRANSFER_STEPS = Counter(
+    "callbridge_transfer_steps_total",
+    "Transfer steps started for escalated calls (dial an agent, queue, back to the bot, give up), by kind.",
+    ["step"],
+)
+TRANSFER_DIALS = Counter(
+    "callbridge_transfer_dials_total",
+    "Dialled agent legs by outcome (connected, no_answer, busy, failed, machine, canceled).",
+    ["outcome"],
 )
 ESCALATIONS = Counter("callbridge_escalations_total", "Escalations decided, by trigger.", ["trigger"])
 WEBHOOK_DELIVERIES = Counter(

@@ -75,6 +75,8 @@ class BargeIn:
 
     async def speech_started(self, event: rt.SpeechStarted) -> None:
         self._p.observer.caller_speech_started(event.audio_start_ms)
+        if self._p.filler.active:  # the caller talks: the filler's wait is over (it clears its clip)
+            await self._p.filler.stop("caller_speech")
         if self.deciding:  # more speech within the same pause: decided together
             self._paused_items.add(event.item_id)
         elif self._decider is None or not self._p.bot.playing:
@@ -130,6 +132,14 @@ class BargeIn:
         task = asyncio.get_running_loop().create_task(self._act_logged(at_deadline))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def speech_stopped(self, event: rt.SpeechStopped,
+                             turn_ended: Callable[[rt.SpeechStopped], Awaitable[None]]) -> None:
+        """The caller stopped: ``turn_ended`` (``Speaking``: answer latency, the filler's wait) runs,
+        unless the speech was already judged false: no answer is coming, so no filler may cover it."""
+        await turn_ended(event)
+        if event.item_id in self._false_items and self._p.filler.active:
+            await self._p.filler.stop("false_interruption")
 
     async def transcript(self, event: rt.InputTranscriptionCompleted) -> None:
         """The caller's words for an item spoken during the pause may decide it."""
@@ -188,6 +198,8 @@ class BargeIn:
                 await self._p.send_model(self._p.dialect.item_delete(item_id))
             else:
                 self._false_items.append(item_id)
+        if self._p.filler.active:  # a wait started by this speech's end: no answer is coming
+            await self._p.filler.stop("false_interruption")
         await self._p.bot.resume()
         self._p.phase.fire("bot_audio" if self._p.bot.playing else "playback_done")
 
@@ -223,13 +235,6 @@ class BargeIn:
                  voiced_ms=decision.voiced_ms, peak_dbfs=decision.peak_dbfs,
                  transcript_words=len(decision.transcript.split()), item_id=head.item_id if head else None,
                  heard_ms=head.heard_ms if head else None)
-
-    def transcription_failed(self, event: rt.InputTranscriptionFailed) -> None:
-        """No words for this item: a pending decision falls back on levels and the deadline."""
-        log.warning("realtime.transcription_failed", item_id=event.item_id, error=event.message[:300])
-
-    def truncated(self, event: rt.ItemTruncated) -> None:
-        log.info("realtime.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
 
     def session_replaced(self) -> None:
         """The model session was replaced while deciding: its items are gone; forget the pause and

@@ -54,6 +54,10 @@ def session_config_from(settings: Settings) -> SessionConfig:
         vad_type=settings.vad_type,
         vad_eagerness=settings.vad_eagerness,
         noise_reduction=settings.noise_reduction,
+        # pause-then-decide (docs/interruptions.md): the server neither cancels nor answers by itself;
+        # the same flags a call's bridge sets, so a pre-warmed session is configured alike
+        interrupt_response=settings.interrupt_confirm_ms == 0,
+        create_response=settings.interrupt_confirm_ms == 0,
     )
 
 

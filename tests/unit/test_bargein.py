@@ -191,3 +191,25 @@ async def test_session_flags_are_valid_json() -> None:
     h = PauseHarness()
     await h.start()
     assert json.loads(json.dumps(h.to_model[0]))["type"] == "session.update"
+
+
+async def test_a_false_interruption_starts_no_filler_wait() -> None:
+    """The cough's own end of speech must not let the filler play into the resumed reply (or after
+    it): no answer is coming for it."""
+    from service.audio.filler_clip import synthesize_hmm
+    from service.call.filler import FillerClip, FillerSettings
+
+    h = PauseHarness()
+    h.bridge = CallBridge(
+        call_id=CALL, provider=h.twilio, realtime=GaDialect(), session_config=SessionConfig(instructions="x"),
+        to_provider=h._send_twilio, close_provider=h._close, greeting=False, observer=h.observer, clock=h.clock,
+        filler=FillerSettings(FillerClip(synthesize_hmm()), after_ms=10, repeat_ms=0), interruptions=POLICY,
+    )
+    await paused_at_350ms(h)
+    await h.transcript("")  # judged false: resumed
+    await h.server({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 6000, "item_id": "item_U"})
+    assert not h.bridge.parts.filler.active  # the wait its speech_stopped began is over at once
+    await h.server({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 9000, "item_id": "item_V"})
+    assert h.bridge.parts.filler.active  # a real turn's end still starts it
+    h.bridge.barge_in.close()
+    h.bridge.parts.filler.cancel()
