@@ -216,7 +216,7 @@ class BargeIn:
             await p.send_model(p.dialect.item_truncate(cut.item_id, cut.heard_ms))
             p.stats.truncates += 1
             p.observer.bot_truncated(cut.item_id, cut.heard_ms, cut.sent_ms)
-            p.history.shorten(cut.item_id, cut.heard_ms, cut.sent_ms)
+            p.history.shorten(cut.item_id, cut.heard_ms, cut.total_ms)
         if positions:
             p.stats.barge_ins += 1
             metrics.BARGE_INS.inc()

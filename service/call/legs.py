@@ -175,8 +175,8 @@ class BotLeg:
         task.add_done_callback(self._tasks.discard)
 
     async def flush(self) -> list[HeardPosition]:
-        """Empty the provider's buffer now and pause: what each queued item was heard to (``sent_ms``:
-        all the model sent for it, held audio included, so ``cut`` says if a truncate is due). The unheard
+        """Empty the provider's buffer now and pause: what each queued item was heard to (with
+        ``generated_ms``, held audio included, so ``cut`` says if a truncate is due). The unheard
         audio stays held (``resume`` plays it from the heard sample, ``discard`` forgets it)."""
         async with self._lock:
             self.paused = True
@@ -187,11 +187,10 @@ class BotLeg:
             for position in positions:
                 self.ledger.rewind(position.item_id, position.heard_bytes)
             self.playout.rewind(positions)
-            # ``sent_ms`` becomes what the model generated for the item: held audio counts as unheard,
-            # and items held but never sent were heard to 0.
+            # held audio counts as unheard (``generated_ms``), and items held but never sent were heard to 0
             known = {p.item_id for p in positions}
-            return [replace(p, sent_ms=max(p.sent_ms, self.received_ms(p.item_id))) for p in positions] + [
-                HeardPosition(item_id, 0, received // self.bytes_per_ms, 0)
+            return [replace(p, generated_ms=self.received_ms(p.item_id)) for p in positions] + [
+                HeardPosition(item_id, 0, 0, 0, received // self.bytes_per_ms)
                 for item_id, received in self.playout.unsent_items() if item_id not in known]
 
     async def resume(self) -> None:

@@ -77,11 +77,17 @@ class HeardPosition:
     heard_ms: int
     sent_ms: int
     heard_bytes: int = 0  # the same position in wire bytes (sample-exact, for resuming playback)
+    generated_ms: int = 0  # audio the model produced for the item, held (not yet sent) audio included
+
+    @property
+    def total_ms(self) -> int:
+        """The item's audio as the model holds it: the larger of what was sent and what was generated."""
+        return max(self.sent_ms, self.generated_ms)
 
     @property
     def cut(self) -> bool:
-        """True when some of the item's sent audio was not heard (a truncate is needed)."""
-        return self.heard_ms < self.sent_ms
+        """True when some of the item's audio was not heard (a truncate is needed)."""
+        return self.heard_ms < self.total_ms
 
 
 class PlaybackLedger:
