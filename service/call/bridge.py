@@ -48,7 +48,9 @@ from service.call.observer import CallObserver, EscalationRequest, NullObserver
 from service.call.phase import TRANSITIONS, CallState, call_phase
 from service.call.stats import CallStats
 from service.call.toolargs import ESCALATION_TOOL_NAME, parse_tool_arguments, tool_arguments_problem
+from service.call.toolcalls import Filler, ToolBackend, ToolCalls
 from service.call.turns import ReplyState, ReplyTracker
+from service.call.waittone import WaitTone
 from service.escalation import defaults as escalation_defaults
 from service.providers import base as pv
 from service.realtime import events as rt
@@ -91,6 +93,9 @@ class CallBridge:
         codec: tuple[str, int] = (pv.ENCODING_MULAW, 8000),
         resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tools: ToolBackend | None = None,
+        filler: Filler | None = None,
+        max_tool_calls: int = 4,
     ) -> None:
         self.call_id = call_id
         self.stats = CallStats()
@@ -112,6 +117,9 @@ class CallBridge:
         self.caller = CallerLeg(codec, self.link, realtime, self.stats, self._observer, self.realtime_lost)
         self.bot = BotLeg(codec, provider, to_provider, self.stats, clock)
         self._handoff_guard: asyncio.TimerHandle | None = None
+        # business tools (docs/tools.md): run off the audio path, a filler while they take long
+        self.tools = ToolCalls(tools, self._send_tool_output, self._tool_outputs_sent,
+                               filler or WaitTone(self.bot, clock), max_tool_calls) if tools is not None else None
         self._speech_stopped_at: float | None = None
         self._history = ConversationHistory()
         # A call resumed on this replica after its stream dropped: (conversation so far, first line).
@@ -303,6 +311,8 @@ class CallBridge:
         if self.replies.is_dropped(delta.response_id):
             self.stats.dropped_deltas += 1
             return
+        if self.tools is not None:
+            await self.tools.model_audio()  # the tool filler stops before the model is heard
         if not await self.bot.play(delta.item_id, delta.audio):
             return
         if self._speech_stopped_at is not None:
@@ -397,6 +407,10 @@ class CallBridge:
             log.warning("realtime.response_failed", response_id=done.response_id, reason=done.reason[:200])
         tool_calls = self.replies.pop_tool_calls(done.response_id)
         if done.status == "completed":
+            business = [c for c in tool_calls if self.tools is not None and self.tools.handles(c[1])]
+            if business and self.tools is not None:  # outputs and the next response come when they finish
+                self.tools.start_batch(business)
+            tool_calls = [c for c in tool_calls if c not in business]
             for call_id, name, arguments in tool_calls:
                 await self._run_tool(call_id, name, arguments)
             if tool_calls and self.handoff.state is HandoffState.NONE and self.replies.pending is None:
@@ -425,6 +439,15 @@ class CallBridge:
             args = parse_tool_arguments(arguments)
             reason = bounded_free_text(args.get("reason")) or "the model asked for a human"
             await self.escalate(EscalationRequest(trigger="model_tool", reason=reason, inputs=args))
+
+    async def _send_tool_output(self, call_id: str, output: str) -> None:
+        if not self._closing:
+            await self._send_model(self._rt.function_call_output(call_id, output))
+
+    async def _tool_outputs_sent(self) -> None:
+        """A batch of business tool outputs went out: the model answers with them (not while handing off)."""
+        if not self._closing and self.handoff.state is HandoffState.NONE:
+            await self._request_response(None)
 
     async def _realtime_error(self, error: rt.RealtimeError) -> None:
         if error.code in _BENIGN_ERRORS or "already shorter" in error.message:
@@ -546,6 +569,8 @@ class CallBridge:
         self.end_reason = reason
         if self._handoff_guard is not None:
             self._handoff_guard.cancel()
+        if self.tools is not None:
+            await self.tools.close()
         try:
             await self._close_provider(close_code, reason[:120])
         except Exception as error:

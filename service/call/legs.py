@@ -134,3 +134,8 @@ class BotLeg:
         wire = self._outbound.process(pcm24k)
         await self._to_provider(self._provider.build_media(wire))
         return len(wire) / self.bytes_per_ms / 1000
+
+    async def clear_tone(self) -> None:
+        """Stop a generated signal still queued at the provider (its clear), leaving the ledger alone."""
+        await self._to_provider(self._provider.build_clear())
+        self._outbound.reset()

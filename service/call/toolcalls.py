@@ -1,0 +1,139 @@
+"""Business tool calls of one call, run off the audio path (docs/tools.md, "In a call").
+
+The bridge hands each business tool call (any tool but the escalation tool) to ``ToolCalls.start``
+once the response that made it is done; a task runs it through the ``ToolBackend`` (the signed HTTP
+runner, ``service.tools``) while caller and bot audio keep flowing. When every tool call of that
+response has its output, the outputs are sent in call order and one ``response.create`` follows
+(a function output never makes the model speak by itself).
+
+Guarantees:
+- Every started tool call gets exactly one function output, unless the call ends first (then its
+  task is cancelled; ``close`` is idempotent and cancel-safe).
+- Bounded: at most ``max_running`` tool calls run per call (a further call gets a ``busy`` error
+  output at once); each task holds only its arguments (<= 64 KB) and its output (<= the runner's
+  response bound).
+- While tools run, the ``Filler`` is started with the shortest ``filler_after_ms`` of the batch and
+  stopped before the model's next audio (``model_audio``) or when the call ends.
+- A backend that raises anyway (a bug) produces an error output; the call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import orjson
+import structlog
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_RUNNING = 4
+
+
+class ToolBackend(Protocol):
+    """What runs business tools for one call (``service.tools.percall.CallTools``)."""
+
+    def handles(self, name: str) -> bool:
+        """True for a tool this backend runs (declared in the tools file)."""
+        ...
+
+    def filler_after_ms(self, name: str) -> int: ...
+
+    async def run(self, name: str, arguments: str) -> str:
+        """The function output text; never raises (failures are outputs the model can apologise for)."""
+        ...
+
+    def busy(self, name: str, arguments: str) -> str:
+        """The output for a call refused because too many are running (counted, recorded)."""
+        ...
+
+
+class Filler(Protocol):
+    """Something the caller hears while they wait (the first-words filler, or a tone)."""
+
+    def start(self, reason: str, after_ms: int | None = None) -> None: ...
+
+    async def stop(self, reason: str) -> None: ...
+
+
+class NoFiller:
+    def start(self, reason: str, after_ms: int | None = None) -> None:
+        return None
+
+    async def stop(self, reason: str) -> None:
+        return None
+
+
+class ToolCalls:
+    """The running business tool calls of one call. Event-loop only (not thread-safe).
+
+    ``send_output(call_id, output)`` sends one ``function_call_output``; ``respond()`` asks the
+    model for its next response (queued by the bridge if one is active)."""
+
+    def __init__(self, backend: ToolBackend, send_output: Callable[[str, str], Awaitable[None]],
+                 respond: Callable[[], Awaitable[None]], filler: Filler | None = None,
+                 max_running: int = DEFAULT_MAX_RUNNING) -> None:
+        self._backend = backend
+        self._send_output, self._respond = send_output, respond
+        self.filler: Filler = filler or NoFiller()
+        self._max_running = max_running
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def handles(self, name: str) -> bool:
+        return self._backend.handles(name)
+
+    def start_batch(self, calls: list[tuple[str, str, str]]) -> None:
+        """Start one response's business tool calls ``(call_id, name, arguments)``: one task that
+        runs them concurrently, sends the outputs in call order, then asks for the next response."""
+        if self._closed or not calls:
+            return
+        admitted: list[tuple[str, str, str]] = []
+        refused: list[tuple[str, str]] = []
+        for call_id, name, arguments in calls:
+            if self.running + len(admitted) < self._max_running:
+                admitted.append((call_id, name, arguments))
+            else:
+                refused.append((call_id, self._backend.busy(name, arguments)))
+        if admitted:
+            self.filler.start("tool", min(self._backend.filler_after_ms(name) for _, name, _ in admitted))
+        task = asyncio.get_running_loop().create_task(self._batch(admitted, refused), name="tool-calls")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _batch(self, admitted: list[tuple[str, str, str]], refused: list[tuple[str, str]]) -> None:
+        outputs = await asyncio.gather(*(self._one(name, arguments) for _, name, arguments in admitted))
+        if self._closed:
+            return
+        for (call_id, _, _), output in zip(admitted, outputs, strict=True):
+            await self._send_output(call_id, output)
+        for call_id, output in refused:
+            await self._send_output(call_id, output)
+        await self._respond()
+
+    async def _one(self, name: str, arguments: str) -> str:
+        try:
+            return await self._backend.run(name, arguments)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug in the backend: the model still gets an answer
+            log.error("tool.backend_failed", tool=name[:64], error=repr(error)[:300])
+            return orjson.dumps({"ok": False, "error": "the tool failed"}).decode()
+
+    async def model_audio(self) -> None:
+        """The model is about to be heard: the filler stops first."""
+        await self.filler.stop("bot_audio")
+
+    async def close(self) -> None:
+        """The call is ending: cancel running tool calls (their outputs are not sent)."""
+        self._closed = True
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # cancelled or failed: the call is over
+        await self.filler.stop("call_ended")

@@ -1,0 +1,65 @@
+"""One call's view of the business tools: binds the process-wide ``ToolRunner`` to the call id and
+context, and reports each finished tool call to the call's recorder (transcript, escalation record,
+summary). Implements ``service.call.toolcalls.ToolBackend``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from service import metrics
+from service.redaction import redact_pii
+from service.tools.runner import ToolContext, ToolResult, ToolRunner
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string redacted under the PII policy (depth-capped, like the JSON it came from)."""
+    if depth > 32:
+        return None
+    if isinstance(value, str):
+        return redact_pii(value[:2000])
+    if isinstance(value, dict):
+        return {str(k)[:200]: _redacted(v, depth + 1) for k, v in list(value.items())[:100]}
+    if isinstance(value, list):
+        return [_redacted(v, depth + 1) for v in value[:100]]
+    return value
+
+
+def tool_entry(result: ToolResult) -> dict[str, Any]:
+    """A finished tool call as recorded (transcript, escalation record, summary): redacted, bounded."""
+    entry: dict[str, Any] = {"tool": result.tool[:64], "outcome": result.outcome,
+                             "latency_ms": round(result.latency_s * 1000, 1),
+                             "arguments": _redacted(result.arguments)}
+    if result.ok:
+        entry["result"] = _redacted(result.result)
+    else:
+        entry["error"] = result.detail[:200]
+    return entry
+
+
+class CallTools:
+    """Business tools for one call. ``on_result`` gets each finished call's ``tool_entry``."""
+
+    def __init__(self, runner: ToolRunner, call_id: str, context: ToolContext,
+                 on_result: Callable[[dict[str, Any]], None]) -> None:
+        self._runner, self._call_id, self._context, self._on_result = runner, call_id, context, on_result
+
+    def handles(self, name: str) -> bool:
+        return self._runner.registry.get(name) is not None
+
+    def filler_after_ms(self, name: str) -> int:
+        after = self._runner.filler_after_ms(name)
+        return after if after is not None else 700
+
+    async def run(self, name: str, arguments: str) -> str:
+        result = await self._runner.run(self._call_id, name, arguments, self._context)
+        self._on_result(tool_entry(result))
+        return result.output
+
+    def busy(self, name: str, arguments: str) -> str:
+        metrics.TOOL_CALLS.labels(name if self.handles(name) else "unknown", "busy").inc()
+        self._on_result({"tool": name[:64], "outcome": "busy", "latency_ms": 0.0, "arguments": None,
+                         "error": "too many tool calls running"})
+        return orjson.dumps({"ok": False, "error": "too many look-ups at once; try again in a moment"}).decode()
