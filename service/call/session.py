@@ -26,6 +26,7 @@ from service.aio import cancel_and_wait
 from service.call.bridge import QUOTA_CODES, CallBridge
 from service.call.observer import CallObserver
 from service.call.pump import ProviderPump, PushSocket
+from service.call.toolcalls import ToolBackend
 from service.config import Settings
 from service.providers.base import ENCODING_MULAW, TelephonyDialect
 from service.realtime.events import (
@@ -74,6 +75,7 @@ class CallSession:
         resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         model_slots: ModelSlots | None = None,
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
+        tools: ToolBackend | None = None,
     ) -> None:
         self.settings = settings
         self.call_id = call_id
@@ -97,6 +99,8 @@ class CallSession:
             model_unavailable_action=settings.model_unavailable_action,
             codec=codec,
             resume=resume,
+            tools=tools,
+            max_tool_calls=settings.tools_max_per_call,
         )
 
     async def run(self) -> dict[str, Any]:

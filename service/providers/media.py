@@ -27,6 +27,8 @@ from service.realtime import sessions as model_sessions
 from service.redaction import cap_text, mask_number
 from service.state.model_leases import model_leases_for
 from service.state.resume import ResumeSeed, claim_resume, take_resume_seed
+from service.tools.percall import CallTools, tool_runner_for
+from service.tools.runner import ToolContext
 from service.wsio import MessageSocket, WebSocketClosed
 
 if TYPE_CHECKING:
@@ -147,7 +149,12 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
     observer = build_observer(gateway, started, provider, seed.started_at if seed else "")
     rest_transfer = rest_transfer_factory(started) if rest_transfer_factory is not None else None
 
-    model = model_sessions.model_side(settings)
+    runner = tool_runner_for(gateway)
+    model = model_sessions.model_side(settings, runner.registry.function_tools() if runner is not None else ())
+    tools = CallTools(runner, started.call_id,
+                      ToolContext(caller=mask_number(started.custom_parameters.get("from")),
+                                  language=settings.transcription_language or ""),
+                      observer.tool_result) if runner is not None else None
     session = CallSession(
         settings=settings,
         dialect=model.dialect,
@@ -160,6 +167,7 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
         socket=websocket,
         observer=observer,
         rest_transfer=rest_transfer,
+        tools=tools,
         resume=(seed.turns, settings.resume_line) if seed else None,
         model_slots=model_leases_for(gateway) if settings.max_model_sessions else None,
     )

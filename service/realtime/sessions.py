@@ -38,7 +38,8 @@ def load_instructions(settings: Settings) -> str:
     return resources.files("service.personas").joinpath("support_agent.md").read_text(encoding="utf-8")
 
 
-def session_config_from(settings: Settings) -> SessionConfig:
+def session_config_from(settings: Settings, extra_tools: tuple[FunctionTool, ...] = ()) -> SessionConfig:
+    """The session configuration; ``extra_tools``: the business tools (docs/tools.md) after the escalation tool."""
     return SessionConfig(
         instructions=load_instructions(settings),
         voice=settings.voice,
@@ -50,7 +51,7 @@ def session_config_from(settings: Settings) -> SessionConfig:
         transcription_model=settings.input_transcription_model,
         reasoning_effort=settings.realtime_reasoning_effort,
         transcription_language=settings.transcription_language,
-        tools=(ESCALATION_TOOL,),
+        tools=(ESCALATION_TOOL, *extra_tools),
     )
 
 
@@ -80,6 +81,6 @@ class ModelSide:
     open: Callable[[Settings], Awaitable[RealtimeTransport]]
 
 
-def model_side(settings: Settings) -> ModelSide:
+def model_side(settings: Settings, extra_tools: tuple[FunctionTool, ...] = ()) -> ModelSide:
     """A call's model side from settings. ``open_realtime`` is looked up at call time (tests swap it)."""
-    return ModelSide(dialect_from(settings), session_config_from(settings), lambda s: open_realtime(s))
+    return ModelSide(dialect_from(settings), session_config_from(settings, extra_tools), lambda s: open_realtime(s))

@@ -11,6 +11,7 @@ import orjson
 
 from service import metrics
 from service.redaction import redact_pii
+from service.tools.registry import load_tools_file
 from service.tools.runner import ToolContext, ToolResult, ToolRunner
 
 
@@ -63,3 +64,16 @@ class CallTools:
         self._on_result({"tool": name[:64], "outcome": "busy", "latency_ms": 0.0, "arguments": None,
                          "error": "too many tool calls running"})
         return orjson.dumps({"ok": False, "error": "too many look-ups at once; try again in a moment"}).decode()
+
+
+def tool_runner_for(gateway: Any) -> ToolRunner | None:
+    """The process's ``ToolRunner`` (created on first use, closed by ``stop_gateway_services``), or
+    None without ``CALLBRIDGE_TOOLS_FILE``. The file was validated when the settings were loaded."""
+    settings = gateway.settings
+    if settings.tools_file is None:
+        return None
+    if gateway.tool_runner is None:
+        gateway.tool_runner = ToolRunner(load_tools_file(settings.tools_file),
+                                         max_response_bytes=settings.tools_max_response_bytes)
+    runner: ToolRunner = gateway.tool_runner
+    return runner

@@ -27,6 +27,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from service.realtime.events import FunctionTool
+
 RESERVED_NAMES = frozenset({"escalate_to_human"})
 MAX_TOOLS = 32
 MAX_FILE_BYTES = 256 * 1024
@@ -147,6 +149,10 @@ class ToolRegistry:
 
     def __len__(self) -> int:
         return len(self.tools)
+
+    def function_tools(self) -> tuple[FunctionTool, ...]:
+        """The tools as declared to the model (name, description, parameters; nothing else leaks)."""
+        return tuple(FunctionTool(t.name, t.description, t.parameters) for t in self.tools)
 
 
 def _where(index: int, loc: tuple[Any, ...]) -> str:
