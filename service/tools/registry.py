@@ -172,15 +172,16 @@ def parse_tools(document: Any, source: str, environ: Mapping[str, str] | None = 
     specs: list[ToolSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(top.tools):
+        name = raw.get("name")
+        if isinstance(name, str) and name in seen:  # checked even when an earlier entry is broken
+            problems.append(f"{_where(index, ('name',))}: {name!r} is declared twice")
+            continue
+        seen.add(name if isinstance(name, str) else "")
         try:
             entry = _ToolEntry.model_validate(raw)
         except ValidationError as error:
             problems += [f"{_where(index, tuple(e['loc']))}: {e['msg']}" for e in error.errors()]
             continue
-        if entry.name in seen:
-            problems.append(f"{_where(index, ('name',))}: {entry.name!r} is declared twice")
-            continue
-        seen.add(entry.name)
         secret = b""
         if entry.secret_env is not None:
             value = env.get(entry.secret_env, "")
