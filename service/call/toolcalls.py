@@ -13,7 +13,8 @@ Guarantees:
   output at once); each task holds only its arguments (<= 64 KB) and its output (<= the runner's
   response bound).
 - While tools run, the ``Filler`` is started with the shortest ``filler_after_ms`` of the batch and
-  stopped before the model's next audio (``model_audio``) or when the call ends.
+  stopped before the model's next audio (``model_audio``) or when the call ends; it is not stopped
+  when the tool answers (the model still needs a moment to speak: the filler covers that too).
 - A backend that raises anyway (a bug) produces an error output; the call goes on.
 """
 
@@ -25,6 +26,10 @@ from typing import Protocol
 
 import orjson
 import structlog
+
+from service.call.handoff import HandoffState
+from service.call.parts import CallParts
+from service.call.waittone import WaitTone
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +76,7 @@ class ToolCalls:
     ``send_output(call_id, output)`` sends one ``function_call_output``; ``respond()`` asks the
     model for its next response (queued by the bridge if one is active)."""
 
-    def __init__(self, backend: ToolBackend, send_output: Callable[[str, str], Awaitable[None]],
+    def __init__(self, backend: ToolBackend | None, send_output: Callable[[str, str], Awaitable[None]],
                  respond: Callable[[], Awaitable[None]], filler: Filler | None = None,
                  max_running: int = DEFAULT_MAX_RUNNING) -> None:
         self._backend = backend
@@ -81,27 +86,49 @@ class ToolCalls:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
+    @classmethod
+    def for_call(cls, backend: ToolBackend | None, parts: CallParts, respond: Callable[[], Awaitable[None]],
+                 filler: Filler | None = None, max_running: int = DEFAULT_MAX_RUNNING) -> ToolCalls:
+        """The bridge's instance: outputs go through ``parts.send_model`` (not once the call is
+        ending), the next response only outside a hand-off, the filler (default: ``WaitTone``) stops
+        before each chunk of model audio. With no backend it handles nothing."""
+
+        async def send_output(call_id: str, output: str) -> None:
+            if not parts.closing:
+                await parts.send_model(parts.dialect.function_call_output(call_id, output))
+
+        async def respond_now() -> None:
+            if not parts.closing and parts.handoff.state is HandoffState.NONE:
+                await respond()
+
+        tools = cls(backend, send_output, respond_now,
+                    filler or (WaitTone(parts.bot, parts.clock) if backend is not None else None), max_running)
+        if backend is not None:
+            parts.bot.before_audio = tools.model_audio
+        return tools
+
     @property
     def running(self) -> int:
         return len(self._tasks)
 
     def handles(self, name: str) -> bool:
-        return self._backend.handles(name)
+        return self._backend is not None and self._backend.handles(name)
 
     def start_batch(self, calls: list[tuple[str, str, str]]) -> None:
         """Start one response's business tool calls ``(call_id, name, arguments)``: one task that
         runs them concurrently, sends the outputs in call order, then asks for the next response."""
-        if self._closed or not calls:
+        if self._closed or not calls or self._backend is None:
             return
+        backend = self._backend
         admitted: list[tuple[str, str, str]] = []
         refused: list[tuple[str, str]] = []
         for call_id, name, arguments in calls:
             if self.running + len(admitted) < self._max_running:
                 admitted.append((call_id, name, arguments))
             else:
-                refused.append((call_id, self._backend.busy(name, arguments)))
+                refused.append((call_id, backend.busy(name, arguments)))
         if admitted:
-            self.filler.start("tool", min(self._backend.filler_after_ms(name) for _, name, _ in admitted))
+            self.filler.start("tool", min(backend.filler_after_ms(name) for _, name, _ in admitted))
         task = asyncio.get_running_loop().create_task(self._batch(admitted, refused), name="tool-calls")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -117,6 +144,7 @@ class ToolCalls:
         await self._respond()
 
     async def _one(self, name: str, arguments: str) -> str:
+        assert self._backend is not None  # only admitted with a backend
         try:
             return await self._backend.run(name, arguments)
         except asyncio.CancelledError:
