@@ -1,5 +1,6 @@
 """A tone filler for business tool calls (``service.call.toolcalls.Filler``): after ``after_ms``
-without bot audio, a soft chime pattern plays (``service.audio.tones.waiting_chime_pcm16``, 4 s);
+of silence (counted from the start, or from when the bot's own audio, e.g. "let me check", ended),
+a soft chime pattern plays (``service.audio.tones.waiting_chime_pcm16``, 4 s);
 ``stop`` flushes the provider if the chime may still be sounding.
 
 Guarantees: the chime goes out without playback markers and never enters the ``PlaybackLedger``,
@@ -40,6 +41,8 @@ class WaitTone:
         self._task: asyncio.Task[None] | None = None
         self._sounding_until = 0.0
         self._reason = ""
+        self._after_s = 0.7
+        self._bot_was_audible = False
         self.plays = 0
 
     @property
@@ -50,13 +53,19 @@ class WaitTone:
         if self._timer is not None:
             return  # a wait is already under way: keep its deadline
         self._reason = reason
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later((after_ms if after_ms is not None else 700) / 1000, self._due)
+        self._after_s = (after_ms if after_ms is not None else 700) / 1000
+        self._bot_was_audible = False
+        self._timer = asyncio.get_running_loop().call_later(self._after_s, self._due)
 
     def _due(self) -> None:
         loop = asyncio.get_running_loop()
         if self._bot.playing:  # the bot is audible ("let me check..."): look again shortly
+            self._bot_was_audible = True
             self._timer = loop.call_later(_RECHECK_S, self._due)
+            return
+        if self._bot_was_audible:  # the silence counts from when the bot went quiet
+            self._bot_was_audible = False
+            self._timer = loop.call_later(self._after_s, self._due)
             return
         self._timer = None
         self._task = loop.create_task(self._play())

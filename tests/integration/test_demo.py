@@ -1,5 +1,6 @@
 """`callbridge demo` end to end, as a new user runs it: a real subprocess, the private redis-server,
-the local engine, a full spoken call with a barge-in and an escalation, a stereo WAV and a summary."""
+the local engine, a full spoken call with an order look-up over a signed business tool, a barge-in and an
+escalation, a stereo WAV and a summary."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
     assert "barge-in: bot audio cleared" in out
     assert "human queue: escalation" in out and "signature ok" in out
     assert "<Enqueue>" in out
+    # the order look-up is a business tool call: signed request, result read back to the caller
+    assert "order service: signed look-up of order 4567 (signature ok)" in out
+    assert 'tool   : lookup_order({"order_number": "4567"}) -> ok in' in out
+    assert "bot   : Order four five six seven is shipped. It should arrive tomorrow before noon." in out
+    assert "human queue: tool calls in the record: lookup_order=ok" in out  # the agent sees the look-up
 
     summaries = list(tmp_path.glob("call-*.json"))
     wavs = list(tmp_path.glob("call-*.wav"))
@@ -40,6 +46,7 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
     assert summary["errors"] == 0
     assert summary["escalations_delivered"] == 1
     assert summary["first_audio_ms_median"] < 1500
+    assert [(t["tool"], t["outcome"]) for t in summary["tool_calls"]] == [("lookup_order", "ok")]
 
     with wave.open(str(wavs[0])) as wav:
         assert wav.getnchannels() == 2 and wav.getframerate() == 8000 and wav.getsampwidth() == 2
