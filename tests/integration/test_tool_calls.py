@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from service.simcaller.twilio_caller import mulaw_decode
+from tests.conftest import RedisServer
 from tests.integration.conftest import AUTH_TOKEN, RunningGateway, run_gateway
 from tests.integration.test_call_bridge import API_KEY
+from tests.poll import wait_until
 from tests.standins.realtime_server import (
     FunctionCallScript,
     RealtimeStandIn,
@@ -38,7 +40,7 @@ QUESTION = synthesize("My order?")
 @contextlib.asynccontextmanager
 async def tool_call_setup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, arguments: dict[str, Any], *,
-    filler_after_ms: int = 300, timeout_s: float = 1.0, slow_s: float = 1.5,
+    filler_after_ms: int = 300, timeout_s: float = 1.0, slow_s: float = 1.5, redis_url: str = "",
 ) -> AsyncIterator[tuple[RunningGateway, RealtimeStandIn, CallHandle, ToolServer, list[tuple[str, dict[str, Any]]]]]:
     monkeypatch.setenv("ORDER_TOOL_SECRET", SECRET)
     behaviour = ScriptedBehaviour(transcripts=["where is my order A-1042"], reply_ms=900,
@@ -52,7 +54,9 @@ async def tool_call_setup(
             "filler_after_ms": filler_after_ms}]}))
         settings = {"realtime_provider": "openai", "realtime_api_key": API_KEY, "realtime_url": realtime.url,
                     "vad_silence_duration_ms": 300, "tools_file": str(tools), "tools_max_response_bytes": 4096}
-        async with run_gateway(**settings) as gw, TwilioCallerStandIn(gw.base_url, AUTH_TOKEN, keep_raw=True) as caller:
+        if redis_url:
+            settings["redis_url"] = redis_url
+        async with run_gateway(start_services=bool(redis_url), **settings) as gw, TwilioCallerStandIn(gw.base_url, AUTH_TOKEN, keep_raw=True) as caller:
             events: list[tuple[str, dict[str, Any]]] = []
             gw.gateway.listeners.append(lambda kind, fields: events.append((kind, fields)))
             call = await caller.place_call(from_="+15551234567")
@@ -83,8 +87,10 @@ def _next_response_after_output(session: StandInSession) -> None:
     assert session.responses[1].status == "completed" and session.responses[1].function_call is None
 
 
-async def test_signed_request_result_in_the_output_then_the_models_reply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with tool_call_setup(tmp_path, monkeypatch, "tools", {"order_number": "A-1042"}) as (_gw, realtime, call, server, events):
+async def test_signed_request_result_in_the_output_then_the_models_reply(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) -> None:
+    async with tool_call_setup(tmp_path, monkeypatch, "tools", {"order_number": "A-1042"},
+                               redis_url=redis_server.url) as (gw, realtime, call, server, events):
         session = await _tool_turn(realtime, call)
         (request,) = server.requests
         assert request.signature_ok
@@ -98,6 +104,12 @@ async def test_signed_request_result_in_the_output_then_the_models_reply(tmp_pat
         await call.hang_up()
         await call.wait_closed()
         assert realtime.violations == [] and call.violations == []
+        store = gw.gateway.state_store
+        await wait_until(lambda: gw.gateway.calls == {}, what="the call to end")
+        await store.flush(5.0)
+        snapshot = await store.load_call(call.call_sid)
+        (turn,) = [t for t in snapshot.transcript if t.role == "tool"]  # in the Redis transcript
+        assert json.loads(turn.text)["result"]["status"] == "shipped"
     recorded = [fields for kind, fields in events if kind == "tool_call"]
     assert recorded and recorded[0]["outcome"] == "ok" and recorded[0]["result"]["status"] == "shipped"
     summary = next(fields["summary"] for kind, fields in events if kind == "call_ended")
