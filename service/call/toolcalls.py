@@ -12,7 +12,8 @@ Guarantees:
 - Bounded: at most ``max_running`` tool calls run per call (a further call gets a ``busy`` error
   output at once); each task holds only its arguments (<= 64 KB) and its output (<= the runner's
   response bound).
-- While tools run, the ``Filler`` is started with the shortest ``filler_after_ms`` of the batch and
+- While tools run, the ``Filler`` is started with the shortest ``filler_after_ms`` of the batch (None,
+  the filler's own default, when no tool of the batch sets one) and
   stopped before the model's next audio (``model_audio``) or when the call ends; it is not stopped
   when the tool answers (the model still needs a moment to speak: the filler covers that too).
 - A backend that raises anyway (a bug) produces an error output; the call goes on.
@@ -43,7 +44,9 @@ class ToolBackend(Protocol):
         """True for a tool this backend runs (declared in the tools file)."""
         ...
 
-    def filler_after_ms(self, name: str) -> int: ...
+    def filler_after_ms(self, name: str) -> int | None:
+        """The tool's own wait before the filler, or None for the filler's default."""
+        ...
 
     async def run(self, name: str, arguments: str) -> str:
         """The function output text; never raises (failures are outputs the model can apologise for)."""
@@ -128,7 +131,8 @@ class ToolCalls:
             else:
                 refused.append((call_id, backend.busy(name, arguments)))
         if admitted:
-            self.filler.start("tool", min(backend.filler_after_ms(name) for _, name, _ in admitted))
+            waits = [w for _, name, _ in admitted if (w := backend.filler_after_ms(name)) is not None]
+            self.filler.start("tool", min(waits) if waits else None)
         task = asyncio.get_running_loop().create_task(self._batch(admitted, refused), name="tool-calls")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

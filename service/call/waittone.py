@@ -24,6 +24,7 @@ from service.call.legs import BotLeg
 log = structlog.get_logger(__name__)
 
 
+DEFAULT_AFTER_MS = 700  # a tool without filler_after_ms (docs/tools.md)
 _RECHECK_S = 0.1  # while the bot is still audible when the filler is due
 
 
@@ -53,7 +54,7 @@ class WaitTone:
         if self._timer is not None:
             return  # a wait is already under way: keep its deadline
         self._reason = reason
-        self._after_s = (after_ms if after_ms is not None else 700) / 1000
+        self._after_s = (after_ms if after_ms is not None else DEFAULT_AFTER_MS) / 1000
         self._bot_was_audible = False
         self._timer = asyncio.get_running_loop().call_later(self._after_s, self._due)
 

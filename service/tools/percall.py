@@ -50,9 +50,8 @@ class CallTools:
     def handles(self, name: str) -> bool:
         return self._runner.registry.get(name) is not None
 
-    def filler_after_ms(self, name: str) -> int:
-        after = self._runner.filler_after_ms(name)
-        return after if after is not None else 700
+    def filler_after_ms(self, name: str) -> int | None:
+        return self._runner.filler_after_ms(name)
 
     async def run(self, name: str, arguments: str) -> str:
         result = await self._runner.run(self._call_id, name, arguments, self._context)

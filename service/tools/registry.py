@@ -32,7 +32,6 @@ from service.realtime.events import FunctionTool
 RESERVED_NAMES = frozenset({"escalate_to_human"})
 MAX_TOOLS = 32
 MAX_FILE_BYTES = 256 * 1024
-DEFAULT_FILLER_AFTER_MS = 700
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -125,7 +124,7 @@ class ToolSpec:
     url: str
     timeout_s: float
     idempotent: bool
-    filler_after_ms: int
+    filler_after_ms: int | None  # None: the filler's own default (docs/tools.md)
     secret: bytes = field(default=b"", repr=False)
     _validator: Draft202012Validator = field(default=None, repr=False, compare=False)
 
@@ -159,8 +158,7 @@ def _where(index: int, loc: tuple[Any, ...]) -> str:
     return f"tools[{index}]" + "".join(f".{part}" if isinstance(part, str) else f"[{part}]" for part in loc)
 
 
-def parse_tools(document: Any, source: str, environ: Mapping[str, str] | None = None,
-                default_filler_after_ms: int = DEFAULT_FILLER_AFTER_MS) -> ToolRegistry:
+def parse_tools(document: Any, source: str, environ: Mapping[str, str] | None = None) -> ToolRegistry:
     """A registry from the parsed YAML ``document``, or ``ToolsFileError`` with every problem."""
     env = os.environ if environ is None else environ
     try:
@@ -192,7 +190,7 @@ def parse_tools(document: Any, source: str, environ: Mapping[str, str] | None = 
         specs.append(ToolSpec(
             name=entry.name, description=entry.description, parameters=entry.parameters, url=entry.url,
             timeout_s=entry.timeout_s, idempotent=entry.idempotent,
-            filler_after_ms=default_filler_after_ms if entry.filler_after_ms is None else entry.filler_after_ms,
+            filler_after_ms=entry.filler_after_ms,
             secret=secret, _validator=Draft202012Validator(entry.parameters),
         ))
     if problems:
@@ -200,8 +198,7 @@ def parse_tools(document: Any, source: str, environ: Mapping[str, str] | None = 
     return ToolRegistry(tuple(specs))
 
 
-def load_tools_file(path: str | Path, environ: Mapping[str, str] | None = None,
-                    default_filler_after_ms: int = DEFAULT_FILLER_AFTER_MS) -> ToolRegistry:
+def load_tools_file(path: str | Path, environ: Mapping[str, str] | None = None) -> ToolRegistry:
     """Read and validate the tools file at ``path`` (at most 256 KB of YAML)."""
     source = str(path)
     try:
@@ -217,7 +214,7 @@ def load_tools_file(path: str | Path, environ: Mapping[str, str] | None = None,
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ToolsFileError(source, [f"not valid YAML{at}: {getattr(error, 'problem', None) or error}"]) from None
-    return parse_tools(document, source, environ, default_filler_after_ms)
+    return parse_tools(document, source, environ)
 
 
 def example_tools_path() -> Path:

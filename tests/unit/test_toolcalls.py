@@ -21,7 +21,7 @@ class Backend:
         return name != "escalate_to_human"
 
     def filler_after_ms(self, name: str) -> int:
-        return {"fast": 200, "slow": 900}.get(name, 700)
+        return {"fast": 200, "slow": 900}.get(name)
 
     async def run(self, name: str, arguments: str) -> str:
         await self.release.setdefault(name, asyncio.Event()).wait()
@@ -76,9 +76,10 @@ async def test_outputs_in_call_order_then_one_response() -> None:
 
 
 async def test_calls_beyond_the_bound_get_a_busy_output_at_once() -> None:
-    tools, backend, _filler, sent, responses = _setup(max_running=2)
+    tools, backend, filler, sent, responses = _setup(max_running=2)
     tools.start_batch([("c1", "a", "{}"), ("c2", "b", "{}"), ("c3", "c", "{}")])
     assert backend.busy_calls == ["c"]
+    assert filler.started == [("tool", None)]  # no tool sets a wait: the filler's own default
     for name in ("a", "b"):
         backend.release.setdefault(name, asyncio.Event()).set()
     await wait_until(lambda: responses != [], timeout=2, what="the response request")

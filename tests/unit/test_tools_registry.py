@@ -51,7 +51,7 @@ def test_the_shipped_example_is_valid() -> None:
 
 def test_defaults_apply() -> None:
     tool = parse_tools({"tools": [_entry()]}, "t").tools[0]
-    assert (tool.timeout_s, tool.idempotent, tool.secret, tool.filler_after_ms) == (5.0, False, b"", 700)
+    assert (tool.timeout_s, tool.idempotent, tool.secret, tool.filler_after_ms) == (5.0, False, b"", None)
 
 
 def test_every_problem_is_reported_once_with_its_place() -> None:
