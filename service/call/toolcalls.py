@@ -93,7 +93,7 @@ class ToolCalls:
     def for_call(cls, backend: ToolBackend | None, parts: CallParts, respond: Callable[[], Awaitable[None]],
                  filler: Filler | None = None, max_running: int = DEFAULT_MAX_RUNNING) -> ToolCalls:
         """The bridge's instance: outputs go through ``parts.send_model`` (not once the call is
-        ending), the next response only outside a hand-off, the filler (default: ``WaitTone``) stops
+        ending), the next response only outside a hand-off and when no reply is under way, the filler (default: ``WaitTone``) stops
         before each chunk of model audio. With no backend it handles nothing."""
 
         async def send_output(call_id: str, output: str) -> None:
@@ -101,7 +101,9 @@ class ToolCalls:
                 await parts.send_model(parts.dialect.function_call_output(call_id, output))
 
         async def respond_now() -> None:
-            if not parts.closing and parts.handoff.state is HandoffState.NONE:
+            # a reply already under way answers the caller's newer turn (they spoke while the tool
+            # ran): no second reply (docs/models/realtime.md, "Function calling")
+            if not parts.closing and parts.handoff.state is HandoffState.NONE and not parts.replies.busy:
                 await respond()
 
         tools = cls(backend, send_output, respond_now,
