@@ -8,7 +8,9 @@ response has its output, the outputs are sent in call order and one ``response.c
 
 Guarantees:
 - Every started tool call gets exactly one function output, unless the call ends first (then its
-  task is cancelled; ``close`` is idempotent and cancel-safe).
+  task is cancelled; ``close`` is idempotent and cancel-safe). If the model session was replaced
+  while it ran (a reconnect), the new session never saw the call: the result goes to it as a
+  system note instead.
 - Bounded: at most ``max_running`` tool calls run per call (a further call gets a ``busy`` error
   output at once); each task holds only its arguments (<= 64 KB) and its output (<= the runner's
   response bound).
@@ -35,6 +37,7 @@ from service.call.waittone import WaitTone
 log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_RUNNING = 4
+SendOutput = Callable[[str, str, str, bool], Awaitable[None]]
 
 
 class ToolBackend(Protocol):
@@ -76,12 +79,15 @@ class NoFiller:
 class ToolCalls:
     """The running business tool calls of one call. Event-loop only (not thread-safe).
 
-    ``send_output(call_id, output)`` sends one ``function_call_output``; ``respond()`` asks the
-    model for its next response (queued by the bridge if one is active)."""
+    ``send_output(call_id, name, output, stale)`` sends one ``function_call_output`` (``stale``: the
+    model session that made the call was replaced meanwhile, see ``session``); ``respond()`` asks
+    the model for its next response (queued by the bridge if one is active); ``session()`` numbers
+    the model session currently attached."""
 
-    def __init__(self, backend: ToolBackend | None, send_output: Callable[[str, str], Awaitable[None]],
+    def __init__(self, backend: ToolBackend | None, send_output: SendOutput,
                  respond: Callable[[], Awaitable[None]], filler: Filler | None = None,
-                 max_running: int = DEFAULT_MAX_RUNNING) -> None:
+                 max_running: int = DEFAULT_MAX_RUNNING, session: Callable[[], int] = lambda: 0) -> None:
+        self._session = session
         self._backend = backend
         self._send_output, self._respond = send_output, respond
         self.filler: Filler = filler or NoFiller()
@@ -96,9 +102,15 @@ class ToolCalls:
         ending), the next response only outside a hand-off and when no reply is under way, the filler (default: ``WaitTone``) stops
         before each chunk of model audio. With no backend it handles nothing."""
 
-        async def send_output(call_id: str, output: str) -> None:
-            if not parts.closing:
-                await parts.send_model(parts.dialect.function_call_output(call_id, output))
+        async def send_output(call_id: str, name: str, output: str, stale: bool) -> None:
+            if parts.closing:
+                return
+            if stale:  # a replacement session knows no such call_id: tell it the result as a note
+                log.info("tool.output_as_note", tool=name[:64], reason="model session replaced")
+                await parts.send_model(parts.dialect.system_text_item(
+                    f"Result of the {name[:64]} tool call made before the connection was re-established: {output}"))
+                return
+            await parts.send_model(parts.dialect.function_call_output(call_id, output))
 
         async def respond_now() -> None:
             # a reply already under way answers the caller's newer turn (they spoke while the tool
@@ -107,7 +119,8 @@ class ToolCalls:
                 await respond()
 
         tools = cls(backend, send_output, respond_now,
-                    filler or (WaitTone(parts.bot, parts.clock) if backend is not None else None), max_running)
+                    filler or (WaitTone(parts.bot, parts.clock) if backend is not None else None), max_running,
+                    lambda: parts.link.sessions)
         if backend is not None:
             parts.bot.before_audio = tools.model_audio
         return tools
@@ -126,27 +139,30 @@ class ToolCalls:
             return
         backend = self._backend
         admitted: list[tuple[str, str, str]] = []
-        refused: list[tuple[str, str]] = []
+        refused: list[tuple[str, str, str]] = []
         for call_id, name, arguments in calls:
             if self.running + len(admitted) < self._max_running:
                 admitted.append((call_id, name, arguments))
             else:
-                refused.append((call_id, backend.busy(name, arguments)))
+                refused.append((call_id, name, backend.busy(name, arguments)))
         if admitted:
             waits = [w for _, name, _ in admitted if (w := backend.filler_after_ms(name)) is not None]
             self.filler.start("tool", min(waits) if waits else None)
-        task = asyncio.get_running_loop().create_task(self._batch(admitted, refused), name="tool-calls")
+        task = asyncio.get_running_loop().create_task(self._batch(admitted, refused, self._session()),
+                                                      name="tool-calls")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _batch(self, admitted: list[tuple[str, str, str]], refused: list[tuple[str, str]]) -> None:
+    async def _batch(self, admitted: list[tuple[str, str, str]], refused: list[tuple[str, str, str]],
+                     session: int) -> None:
         outputs = await asyncio.gather(*(self._one(name, arguments) for _, name, arguments in admitted))
         if self._closed:
             return
-        for (call_id, _, _), output in zip(admitted, outputs, strict=True):
-            await self._send_output(call_id, output)
-        for call_id, output in refused:
-            await self._send_output(call_id, output)
+        stale = self._session() != session
+        for (call_id, name, _), output in zip(admitted, outputs, strict=True):
+            await self._send_output(call_id, name, output, stale)
+        for call_id, name, output in refused:
+            await self._send_output(call_id, name, output, stale)
         await self._respond()
 
     async def _one(self, name: str, arguments: str) -> str:

@@ -107,3 +107,19 @@ async def test_the_escalation_tool_is_still_answered_at_once() -> None:
     await h.tool_response("r1", name="escalate_to_human")
     assert h.bridge.tools.running == 0 and h.log == []
     assert h.observer.tools and h.observer.tools[0][0] == "escalate_to_human"
+
+
+async def test_a_result_after_a_reconnect_goes_to_the_new_session_as_a_note() -> None:
+    h = ToolHarness()
+    await h.start()
+    await h.tool_response("r1")
+    await h.bridge.model.reattach(h._send_model)  # the model socket dropped; a replacement session
+    await h.server({"type": "session.created", "session": {}})
+    await h.server({"type": "session.updated", "session": {}})
+    h.backend.done.set()
+    await wait_until(lambda: h.bridge.tools.running == 0, timeout=2, what="the tool batch to finish")
+    items = [e["item"] for e in h.to_model if e["type"] == "conversation.item.create"]
+    assert all(item["type"] != "function_call_output" for item in items)  # call_r1 is unknown there
+    note = items[-1]
+    assert note["role"] == "system" and '"status": "shipped"' in note["content"][0]["text"]
+    assert h.model_types()[-1] == "response.create"

@@ -51,7 +51,8 @@ def _setup(max_running: int = 4) -> tuple[ToolCalls, Backend, Filler, list[tuple
     sent: list[tuple[str, str]] = []
     responses: list[str] = []
 
-    async def send(call_id: str, output: str) -> None:
+    async def send(call_id: str, name: str, output: str, stale: bool) -> None:
+        assert not stale
         sent.append((call_id, output))
 
     async def respond() -> None:
