@@ -7,16 +7,17 @@ Two gateways run in this process (the real app under uvicorn on 127.0.0.1), each
 Realtime stand-in that answers the caller's question with a ``lookup_order`` tool call, and one real
 HTTP tool service (``tests/standins/tool_server.py``) that answers after ``--slow-s``:
 
-* ``filler``: the tools file's ``filler_after_ms`` is ``--filler-after-ms``;
-* ``baseline``: the same, but ``filler_after_ms`` is 10000 (no filler within the call), measured in the
-  same run, calls interleaved with the other gateway's so machine noise hits both alike.
+* ``filler``: ``CALLBRIDGE_FILLER_AFTER_MS`` and the tool's ``filler_after_ms`` are
+  ``--filler-after-ms`` (the call's filler, docs/first-words.md, repeats after 2 s by default);
+* ``baseline``: the filler off (``CALLBRIDGE_FILLER_AFTER_MS=0``), measured in the same run, calls
+  interleaved with the other gateway's so machine noise hits both alike.
 
 Per call, from the caller stand-in's own playback model (audio plays from arrival, back to back; a
 ``clear`` cuts what is queued):
 
 * ``tool_ms``: the gateway's tool latency (request to answer, ``callbridge_tool_seconds``'s source);
 * ``dead_air_ms``: the longest stretch with nothing playing between the tool request reaching the
-  service and the model's first answer audio (the chime counts as sound, including its soft pauses);
+  service and the model's first answer audio (a filler clip counts as sound);
 * ``filler_after_request_ms``: tool request -> first filler audio at the caller;
 * ``clear_to_model_audio_ms``: the filler's ``clear`` -> the model's first audio.
 
@@ -66,7 +67,8 @@ async def _gateway(workdir: Path, server: ToolServer, mode: str, filler_after_ms
         "filler_after_ms": filler_after_ms}]}))
     async with RealtimeStandIn(behaviour, require_auth=("Authorization", f"Bearer {API_KEY}")) as realtime:
         settings = {"realtime_provider": "openai", "realtime_api_key": API_KEY, "realtime_url": realtime.url,
-                    "vad_silence_duration_ms": 300, "tools_file": str(tools), "log_level": "warning"}
+                    "vad_silence_duration_ms": 300, "tools_file": str(tools), "log_level": "warning",
+                    "filler_after_ms": 0 if mode == "baseline" else filler_after_ms}
         async with run_gateway(**settings) as gw, TwilioCallerStandIn(gw.base_url, AUTH_TOKEN) as caller:
             events: list[dict[str, Any]] = []
             gw.gateway.listeners.append(lambda kind, fields: events.append(fields) if kind == "tool_call" else None)
@@ -143,7 +145,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-tools-") as tmp:
         async with ToolServer(SECRET, slow_s=args.slow_s) as server, \
                 _gateway(Path(tmp), server, "filler", args.filler_after_ms, args.model_delay_ms) as with_filler, \
-                _gateway(Path(tmp), server, "baseline", 10_000, args.model_delay_ms) as baseline:
+                _gateway(Path(tmp), server, "baseline", args.filler_after_ms, args.model_delay_ms) as baseline:
             for index in range(args.calls):
                 for mode, setup in (("filler", with_filler), ("baseline", baseline)):
                     rows[mode].append(await _one_call(setup, server, question, index))

@@ -53,6 +53,19 @@ FIRST_AUDIO_SECONDS = Histogram(
     "Time from the caller's speech_stopped to the first bot audio sent to the provider.",
     buckets=_HUMAN_BUCKETS,
 )
+FIRST_WORDS_SECONDS = Histogram(
+    "callbridge_first_words_seconds",
+    "Time from the media stream's start to the first greeting audio sent to the provider, by whether "
+    "the model session was pre-warmed.",
+    ["prewarmed"],
+    buckets=_HUMAN_BUCKETS,
+)
+FILLERS = Counter(
+    "callbridge_fillers_total", "Filler clips played to cover a slow answer, by what the caller waited for.", ["reason"]
+)  # turn | tool | other
+PREWARM = Counter(
+    "callbridge_prewarm_total", "Pre-warmed model sessions, by outcome.", ["outcome"]
+)  # claimed | expired | failed | full | cap | missed
 BARGE_INS = Counter("callbridge_barge_ins_total", "Caller interruptions of bot audio.")
 BARGE_IN_REACTION_SECONDS = Histogram(
     "callbridge_barge_in_reaction_seconds",
@@ -137,9 +150,6 @@ TOOL_OUTCOMES = ("ok", "invalid_arguments", "unknown_tool", "busy", "timeout", "
 TOOL_SECONDS = Histogram(
     "callbridge_tool_seconds", "Business tool call latency, from the model's call to its output, by tool.", ["tool"],
     buckets=_HUMAN_BUCKETS,
-)
-TOOL_FILLERS = Counter(
-    "callbridge_tool_fillers_total", "Fillers played because a business tool ran past its filler_after_ms.", ["tool"]
 )
 DRAINING = Gauge("callbridge_draining", "1 while this replica drains after SIGTERM.", multiprocess_mode="livemax")
 

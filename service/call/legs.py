@@ -99,8 +99,6 @@ class BotLeg:
         self.ledger = PlaybackLedger(self.bytes_per_ms)
         self._outbound = make_outbound(*codec)
         self._provider, self._to_provider, self._stats, self._clock = provider, to_provider, stats, clock
-        # awaited before each chunk of model audio (the tool filler stops there); must be cheap when idle
-        self.before_audio: Callable[[], Awaitable[None]] | None = None
 
     @property
     def playing(self) -> bool:
@@ -108,8 +106,6 @@ class BotLeg:
 
     async def play(self, item_id: str, pcm24k: bytes) -> bool:
         """Send one chunk and its marker; False when the resampler had nothing to emit yet."""
-        if self.before_audio is not None:
-            await self.before_audio()
         wire = self._outbound.process(pcm24k)
         if not wire:
             return False
@@ -138,8 +134,3 @@ class BotLeg:
         wire = self._outbound.process(pcm24k)
         await self._to_provider(self._provider.build_media(wire))
         return len(wire) / self.bytes_per_ms / 1000
-
-    async def clear_tone(self) -> None:
-        """Stop a generated signal still queued at the provider (its clear), leaving the ledger alone."""
-        await self._to_provider(self._provider.build_clear())
-        self._outbound.reset()

@@ -14,10 +14,11 @@ Guarantees:
 - Bounded: at most ``max_running`` tool calls run per call (a further call gets a ``busy`` error
   output at once); each task holds only its arguments (<= 64 KB) and its output (<= the runner's
   response bound).
-- While tools run, the ``Filler`` is started with the shortest ``filler_after_ms`` of the batch (None,
-  the filler's own default, when no tool of the batch sets one) and
-  stopped before the model's next audio (``model_audio``) or when the call ends; it is not stopped
-  when the tool answers (the model still needs a moment to speak: the filler covers that too).
+- While tools run, the call's ``Filler`` (docs/first-words.md) is started with reason ``tool`` and
+  the shortest ``filler_after_ms`` of the batch (None, the filler's own default, when no tool of the
+  batch sets one; a wait already running since the caller's turn ended keeps its earlier deadline).
+  The bridge stops it before the model's next audio; it is not stopped when the tool answers (the
+  model still needs a moment to speak: the filler covers that too).
 - A backend that raises anyway (a bug) produces an error output; the call goes on.
 """
 
@@ -30,9 +31,9 @@ from typing import Protocol
 import orjson
 import structlog
 
+from service.call.filler import NoFiller
 from service.call.handoff import HandoffState
 from service.call.parts import CallParts
-from service.call.waittone import WaitTone
 
 log = structlog.get_logger(__name__)
 
@@ -61,19 +62,11 @@ class ToolBackend(Protocol):
 
 
 class Filler(Protocol):
-    """Something the caller hears while they wait (the first-words filler, or a tone)."""
+    """Something the caller hears while they wait (``service.call.filler``)."""
 
     def start(self, reason: str, after_ms: int | None = None) -> None: ...
 
     async def stop(self, reason: str) -> None: ...
-
-
-class NoFiller:
-    def start(self, reason: str, after_ms: int | None = None) -> None:
-        return None
-
-    async def stop(self, reason: str) -> None:
-        return None
 
 
 class ToolCalls:
@@ -97,9 +90,10 @@ class ToolCalls:
 
     @classmethod
     def for_call(cls, backend: ToolBackend | None, parts: CallParts, respond: Callable[[], Awaitable[None]],
-                 filler: Filler | None = None, max_running: int = DEFAULT_MAX_RUNNING) -> ToolCalls:
+                 max_running: int = DEFAULT_MAX_RUNNING) -> ToolCalls:
         """The bridge's instance: outputs go through ``parts.send_model`` (not once the call is
-        ending), the next response only outside a hand-off and when no reply is under way, the filler (default: ``WaitTone``) stops
+        ending), the next response only outside a hand-off and when no reply is under way; the
+        filler is the call's own (``parts.filler``, docs/first-words.md), which the bridge stops
         before each chunk of model audio. With no backend it handles nothing."""
 
         async def send_output(call_id: str, name: str, output: str, stale: bool) -> None:
@@ -118,12 +112,7 @@ class ToolCalls:
             if not parts.closing and parts.handoff.state is HandoffState.NONE and not parts.replies.busy:
                 await respond()
 
-        tools = cls(backend, send_output, respond_now,
-                    filler or (WaitTone(parts.bot, parts.clock) if backend is not None else None), max_running,
-                    lambda: parts.link.sessions)
-        if backend is not None:
-            parts.bot.before_audio = tools.model_audio
-        return tools
+        return cls(backend, send_output, respond_now, parts.filler, max_running, lambda: parts.link.sessions)
 
     @property
     def running(self) -> int:
@@ -175,10 +164,6 @@ class ToolCalls:
             log.error("tool.backend_failed", tool=name[:64], error=repr(error)[:300])
             return orjson.dumps({"ok": False, "error": "the tool failed"}).decode()
 
-    async def model_audio(self) -> None:
-        """The model is about to be heard: the filler stops first."""
-        await self.filler.stop("bot_audio")
-
     async def close(self) -> None:
         """The call is ending: cancel running tool calls (their outputs are not sent)."""
         self._closed = True
@@ -186,4 +171,3 @@ class ToolCalls:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # cancelled or failed: the call is over
-        await self.filler.stop("call_ended")

@@ -13,6 +13,7 @@ from service.call.toolargs import ESCALATION_TOOL_NAME
 from service.config import Settings
 from service.realtime.events import FunctionTool, RealtimeDialect, RealtimeTransport, SessionConfig
 from service.realtime.protocol import dialect_for
+from service.tools.registry import declared_tools
 
 ESCALATION_TOOL = FunctionTool(
     name=ESCALATION_TOOL_NAME,
@@ -81,6 +82,9 @@ class ModelSide:
     open: Callable[[Settings], Awaitable[RealtimeTransport]]
 
 
-def model_side(settings: Settings, extra_tools: tuple[FunctionTool, ...] = ()) -> ModelSide:
-    """A call's model side from settings. ``open_realtime`` is looked up at call time (tests swap it)."""
-    return ModelSide(dialect_from(settings), session_config_from(settings, extra_tools), lambda s: open_realtime(s))
+def model_side(settings: Settings) -> ModelSide:
+    """A call's model side from settings (a pre-warmed session gets the same): the escalation tool
+    plus the business tools of ``CALLBRIDGE_TOOLS_FILE``. ``open_realtime`` is looked up at call
+    time (tests swap it)."""
+    tools = declared_tools(settings.tools_file) if settings.tools_file is not None else ()
+    return ModelSide(dialect_from(settings), session_config_from(settings, tools), lambda s: open_realtime(s))

@@ -220,3 +220,20 @@ def load_tools_file(path: str | Path, environ: Mapping[str, str] | None = None) 
 def example_tools_path() -> Path:
     """The support-desk example shipped with the package (docs/tools.md, "Example")."""
     return Path(str(resources.files("service.tools").joinpath("support_desk.yaml")))
+
+
+_DECLARED: dict[str, tuple[FunctionTool, ...]] = {}
+
+
+def declared_tools(path: str | Path) -> tuple[FunctionTool, ...]:
+    """The tools file's declarations for the model session, read once per path per process (like the
+    runner's registry, so what the model is told and what the gateway runs agree; at most 8 paths
+    kept). Raises ``ToolsFileError`` like ``load_tools_file`` on the first read."""
+    key = str(path)
+    tools = _DECLARED.get(key)
+    if tools is None:
+        tools = load_tools_file(path).function_tools()
+        if len(_DECLARED) >= 8:
+            _DECLARED.clear()
+        _DECLARED[key] = tools
+    return tools

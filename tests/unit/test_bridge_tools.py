@@ -39,11 +39,16 @@ class Filler:
     def __init__(self, log: list[str]) -> None:
         self.log = log
 
+    active = True
+
     def start(self, reason: str, after_ms: int | None = None) -> None:
         self.log.append(f"start {reason} {after_ms}")
 
     async def stop(self, reason: str) -> None:
         self.log.append(f"stop {reason}")
+
+    def cancel(self) -> None:
+        self.log.append("cancel")
 
 
 class ToolHarness(Harness):
@@ -54,7 +59,8 @@ class ToolHarness(Harness):
         self.bridge = CallBridge(
             call_id=CALL, provider=self.twilio, realtime=GaDialect(), session_config=SessionConfig(instructions="x"),
             to_provider=self._send_twilio, close_provider=self._close, greeting=False, observer=self.observer,
-            clock=self.clock, tools=self.backend, filler=Filler(self.log))
+            clock=self.clock, tools=self.backend)
+        self.bridge.tools.filler = self.bridge.speaking.filler = Filler(self.log)  # type: ignore[assignment]
 
     async def _send_twilio(self, text: str) -> None:
         self.log.append("provider " + json.loads(text)["event"])
@@ -68,7 +74,10 @@ class ToolHarness(Harness):
         await self.server({"type": "response.function_call_arguments.done", "response_id": response_id,
                            "item_id": "fc_" + response_id, "output_index": 0, "call_id": "call_" + response_id,
                            "name": name, "arguments": '{"order_number": "A-1"}'})
-        await self.server({"type": "response.done", "response": {"id": response_id, "status": "completed"}})
+        item = {"id": "fc_" + response_id, "type": "function_call", "call_id": "call_" + response_id, "name": name,
+                "arguments": '{"order_number": "A-1"}', "status": "completed"}
+        await self.server({"type": "response.done",
+                           "response": {"id": response_id, "status": "completed", "output": [item]}})
 
 
 async def test_the_output_and_the_next_response_wait_for_the_tool() -> None:

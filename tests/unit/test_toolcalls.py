@@ -72,8 +72,7 @@ async def test_outputs_in_call_order_then_one_response() -> None:
     await wait_until(lambda: responses != [], timeout=2, what="the response request")
     assert [call_id for call_id, _ in sent] == ["c1", "c2"] and responses == ["response.create"]
     assert orjson.loads(sent[0][1])["tool"] == "slow"
-    await tools.model_audio()
-    assert filler.stopped == ["bot_audio"]
+    assert filler.stopped == []  # the bridge stops it before the model's audio, not the tool's answer
 
 
 async def test_calls_beyond_the_bound_get_a_busy_output_at_once() -> None:
@@ -97,10 +96,10 @@ async def test_a_backend_bug_is_an_error_output() -> None:
 
 
 async def test_closing_cancels_running_calls_and_sends_nothing() -> None:
-    tools, _backend, filler, sent, responses = _setup()
+    tools, _backend, _filler, sent, responses = _setup()
     tools.start_batch([("c1", "slow", "{}")])
     await tools.close()
-    assert tools.running == 0 and sent == [] and responses == [] and filler.stopped == ["call_ended"]
+    assert tools.running == 0 and sent == [] and responses == []  # the bridge cancels the filler itself
     tools.start_batch([("c2", "slow", "{}")])  # after close: ignored
     assert tools.running == 0
 
