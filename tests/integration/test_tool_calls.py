@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from service.simcaller.twilio_caller import mulaw_decode
 from tests.conftest import RedisServer
@@ -176,3 +177,15 @@ async def test_invalid_arguments_never_reach_the_tool(tmp_path: Path, monkeypatc
         _next_response_after_output(session)
         assert server.requests == []
         assert not call.closed
+
+
+async def test_a_pre_warmed_session_declares_the_tools_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session opened at the voice webhook (docs/first-words.md) is configured like a call's own."""
+    claimed = REGISTRY.get_sample_value("callbridge_prewarm_total", {"outcome": "claimed"}) or 0.0
+    async with tool_call_setup(tmp_path, monkeypatch, "tools", {"order_number": "A-7"},
+                               gateway={"prewarm": 1}) as (_gw, realtime, call, server, _events):
+        session = await _tool_turn(realtime, call)  # asserts escalate_to_human + lookup_order declared
+        assert len(realtime.handshakes) == 1  # one session: the pre-warmed one, claimed by the stream
+        assert [r.payload["arguments"] for r in server.requests] == [{"order_number": "A-7"}]
+        assert _output(session)["ok"] is True
+    assert REGISTRY.get_sample_value("callbridge_prewarm_total", {"outcome": "claimed"}) == claimed + 1
