@@ -38,6 +38,9 @@ from service.call.parts import CallParts
 log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_RUNNING = 4
+# While a tool runs the filler repeats after at most this much silence (its 4 plays then cover
+# about 6 s), so the caller never waits ~1.5 s in silence (issue 16.3) whatever CALLBRIDGE_FILLER_REPEAT_MS says.
+TOOL_REPEAT_MS = 1000
 SendOutput = Callable[[str, str, str, bool], Awaitable[None]]
 
 
@@ -64,7 +67,7 @@ class ToolBackend(Protocol):
 class Filler(Protocol):
     """Something the caller hears while they wait (``service.call.filler``)."""
 
-    def start(self, reason: str, after_ms: int | None = None) -> None: ...
+    def start(self, reason: str, after_ms: int | None = None, repeat_ms: int | None = None) -> None: ...
 
     async def stop(self, reason: str) -> None: ...
 
@@ -136,7 +139,7 @@ class ToolCalls:
                 refused.append((call_id, name, backend.busy(name, arguments)))
         if admitted:
             waits = [w for _, name, _ in admitted if (w := backend.filler_after_ms(name)) is not None]
-            self.filler.start("tool", min(waits) if waits else None)
+            self.filler.start("tool", min(waits) if waits else None, TOOL_REPEAT_MS)
         task = asyncio.get_running_loop().create_task(self._batch(admitted, refused, self._session()),
                                                       name="tool-calls")
         self._tasks.add(task)

@@ -41,7 +41,7 @@ class Filler:
 
     active = True
 
-    def start(self, reason: str, after_ms: int | None = None) -> None:
+    def start(self, reason: str, after_ms: int | None = None, repeat_ms: int | None = None) -> None:
         self.log.append(f"start {reason} {after_ms}")
 
     async def stop(self, reason: str) -> None:

@@ -39,7 +39,7 @@ class Filler:
         self.started: list[tuple[str, int | None]] = []
         self.stopped: list[str] = []
 
-    def start(self, reason: str, after_ms: int | None = None) -> None:
+    def start(self, reason: str, after_ms: int | None = None, repeat_ms: int | None = None) -> None:
         self.started.append((reason, after_ms))
 
     async def stop(self, reason: str) -> None:
