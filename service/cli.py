@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=".", help="directory for call-<id>.wav and the call summary")
     demo.add_argument("--no-escalation", action="store_true", help="leave out the angry turn that escalates")
     demo.add_argument("--port", type=int, default=0, help="gateway port (default: a free port)")
+    demo.add_argument("--console", action="store_true",
+                      help="instead of the scripted call, keep the gateway up with the console and softphone "
+                           "(prints the URL and token; Ctrl-C stops)")
     demo.set_defaults(func=_demo)
 
     call = sub.add_parser("call", help="simulated carrier caller against a running deployment")

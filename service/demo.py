@@ -11,8 +11,14 @@ What it runs, all on 127.0.0.1:
 - a simulated Twilio call (protocol-exact, real-time paced) speaking a short scripted conversation
   with synthesized caller speech: an order enquiry, one barge-in, and an angry turn that escalates.
 
+After the escalation it plays Twilio's part of a warm transfer (``CALLBRIDGE_TRANSFER_MODE=warm``): the
+caller's hold audio, the simulated agent answering, and the briefing the agent hears, printed.
+
 It prints the live transcript with timings, then writes ``call-<id>.wav`` (stereo: caller left, bot
 right, time-aligned as the caller heard it) and ``call-<id>.json`` (the call summary).
+
+``callbridge demo --console`` instead keeps the gateway running with the console on and prints the
+console's URL and token: the softphone page talks to the offline engine from the browser's microphone.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ CALLER_TURNS: list[tuple[str, str]] = [
     ("say", "I have a question about my bill."),
     ("angry", "This is ridiculous. I want to speak to a human."),
 ]
+
+
+DEMO_AGENT = "+15550100"
+"""The simulated human agent the demo's warm transfer dials (it answers and hears the briefing)."""
 
 
 def _print(text: str) -> None:
@@ -189,6 +199,29 @@ async def _wait_bot_reply(call: Any, media_before: int, quiet_s: float, timeout_
         await asyncio.sleep(0.05)
 
 
+async def _warm_transfer(caller: Any, call: Any, clock: _Clock) -> str:
+    """Play Twilio's part of the warm transfer (the demo agent answers) and print what the agent hears."""
+    import textwrap
+
+    from service.simcaller.twilio_transfer import follow_transfer
+
+    trace = await follow_transfer(caller, call, {DEMO_AGENT: "answer"})
+    if trace.played:
+        _print(f"{clock.stamp()} warm transfer: the caller hears hold audio ({trace.played[0]})")
+    briefing = ""
+    for agent in trace.agents:
+        _print(f"{clock.stamp()} dialling agent {agent.target}: {agent.dial_status}"
+               f"{f' (AnsweredBy={agent.answered_by})' if agent.answered_by else ''}")
+        if agent.heard:
+            briefing = " ".join(agent.heard)
+            _print(f"{clock.stamp()} agent briefing (spoken to the agent, <Say language={agent.say_language}>):")
+            for line in textwrap.wrap(briefing, 96):
+                _print(f"           {line}")
+    _print(f"{clock.stamp()} transfer outcome: {trace.outcome}"
+           f"{' (agent connected to the caller)' if trace.outcome == 'connected' else ''}")
+    return briefing
+
+
 def _free_port() -> int:
     import socket
 
@@ -230,6 +263,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 twilio_auth_token=auth_token, greeting=True,
                 escalation_webhook_url=f"http://127.0.0.1:{receiver_port}/escalations",
                 escalation_webhook_secret=webhook_secret, replica_id="demo",
+                transfer_mode="warm", transfer_number=DEMO_AGENT, transfer_fallbacks="queue",
             )
             await preload(settings, _progress)
             _print("  speech caches warm; synthesizing the caller's lines")
@@ -292,6 +326,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     deadline = loop.time() + 15
                     while not deliveries and loop.time() < deadline:
                         await asyncio.sleep(0.05)
+                    briefing = await _warm_transfer(caller, call, clock)
                     wav_path = out_dir / f"call-{call.call_sid}.wav"
                     call.write_wav(wav_path)
             finally:
@@ -303,7 +338,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 await orders_task
             summary_path = out_dir / f"call-{call.call_sid}.json"
             summary_path.write_text(json.dumps({**summary, "escalations_delivered": len(deliveries),
-                                                "after_stream_twiml": twiml}, indent=2, ensure_ascii=False))
+                                                "after_stream_twiml": twiml, "agent_briefing": briefing},
+                                               indent=2, ensure_ascii=False))
             _print("\ncall summary:")
             for key in ("duration_s", "outcome", "responses", "first_audio_ms_median", "first_audio_ms_max",
                         "barge_ins", "truncates", "frames_in", "frames_out", "bot_audio_ms", "errors", "tool_calls"):
@@ -320,8 +356,77 @@ async def _demo(args: argparse.Namespace) -> int:
         log_file.close()
 
 
+async def _console_demo(args: argparse.Namespace) -> int:
+    """``callbridge demo --console``: the gateway with the offline engine and the console on, until
+    Ctrl-C (or SIGTERM). Prints the console's URL and a fresh operator token; the softphone page
+    (``/console/phone``) talks to the offline engine, and escalations go to a local receiver."""
+    import signal
+
+    from service.app import create_app
+    from service.config import load_settings
+    from service.logging import configure_logging
+    from service.realtime.local import preload, shutdown_models
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "callbridge-demo.log"
+    log_file = open(log_path, "w")
+    sys_stderr, sys.stderr = sys.stderr, log_file
+    configure_logging("json", "info")
+    clock = _Clock()
+    _print("callbridge demo --console: the gateway, its console and the softphone, fully offline")
+    try:
+        async with _private_redis() as redis_url:
+            port = args.port or _free_port()
+            receiver_port = _free_port()
+            token = os.environ.get("CALLBRIDGE_CONSOLE_TOKEN") or secrets.token_urlsafe(24)
+            webhook_secret = secrets.token_hex(16)
+            settings = load_settings(
+                realtime_provider="local", redis_url=redis_url, public_url=f"http://127.0.0.1:{port}",
+                stream_token_secret=secrets.token_hex(32), console_token=token, greeting=True,
+                escalation_webhook_url=f"http://127.0.0.1:{receiver_port}/escalations",
+                escalation_webhook_secret=webhook_secret, replica_id="demo",
+            )
+            await preload(settings, _progress)
+            receiver, receiver_task = await _serve(_receiver_app(webhook_secret, clock, []), receiver_port)
+            app = create_app(settings)
+
+            def on_event(kind: str, fields: dict[str, Any]) -> None:  # the softphone's conversation, live
+                if kind == "transcript":
+                    _print(f"{clock.stamp()} {fields['call_id']} {fields['role']:<6}: {fields['text']}")
+                elif kind == "barge_in":
+                    _print(f"{clock.stamp()} {fields['call_id']} barge-in after {fields['heard_ms']} ms of the reply")
+                elif kind == "escalation":
+                    _print(f"{clock.stamp()} {fields['call_id']} escalation: {fields['trigger']} ({fields['reason']})")
+
+            app.state.gateway.listeners.append(on_event)
+            server, server_task = await _serve(app, port)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            _print(f"\n  console:   http://127.0.0.1:{port}/console/login?next=/console/phone")
+            _print(f"  token:     {token}")
+            _print("  (log in with the token: the softphone opens; press Call and allow the microphone)")
+            _print(f"  logs:      {log_path}\n  Ctrl-C stops the demo.")
+            try:
+                await stop.wait()
+            finally:
+                server.should_exit = True
+                receiver.should_exit = True
+                await asyncio.wait_for(server_task, 30)
+                await receiver_task
+            return 0
+    finally:
+        shutdown_models()
+        sys.stderr = sys_stderr
+        log_file.close()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "console", False):
+            return asyncio.run(_console_demo(args))
         return asyncio.run(_demo(args))
     except KeyboardInterrupt:
         return 130

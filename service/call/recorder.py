@@ -86,8 +86,9 @@ class CallRecorder:
                 "account_id": started.account_id,
                 "provider": provider,
                 "provider_call_id": started.call_id,
-                "from": started.custom_parameters.get("from", ""),
-                "to": started.custom_parameters.get("to", ""),
+                # A stream that does not know the numbers (a conference transfer back to the bot)
+                # leaves the ones the call hash already has.
+                **{key: value for key in ("from", "to") if (value := started.custom_parameters.get(key, ""))},
                 "realtime_provider": self._settings.provider,
                 **({"started_at": started_at} if started_at else {}),  # a resumed call keeps its start
             })
@@ -154,6 +155,12 @@ class CallRecorder:
     def bot_truncated(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
         log.info("call.bot_truncated", item_id=item_id, heard_ms=heard_ms, sent_ms=sent_ms)
         self._gateway.emit("barge_in", call_id=self.call_id, heard_ms=heard_ms, sent_ms=sent_ms)
+        if self._state is not None:
+            self._state.event("barge_in", {"heard_ms": heard_ms, "sent_ms": sent_ms})
+
+    def model_reconnected(self, attempt: int) -> None:
+        if self._state is not None:
+            self._state.event("reconnect", {"attempt": attempt})
 
     def _remember(self, role: str, text: str) -> None:
         log.debug("call.transcript", role=role, chars=len(text))
@@ -165,6 +172,12 @@ class CallRecorder:
         self._apply(self._policy.on_dtmf(digit))
 
     def tool_call(self, name: str, arguments: str) -> str:
+        result = self._run_tool(name, arguments)
+        if self._state is not None:  # the console's event feed and agent view show tool results
+            self._state.event("tool_call", {"name": bounded_free_text(name, 64), "result": result})
+        return result
+
+    def _run_tool(self, name: str, arguments: str) -> str:
         if name != ESCALATION_TOOL_NAME:
             log.warning("realtime.unknown_tool", name=name)
             return '{"error": "unknown tool"}'
@@ -184,6 +197,8 @@ class CallRecorder:
         """Record the escalation: the outbox writes state ``escalated`` + the stream entry atomically."""
         self._gateway.mark_escalated(self.call_id)
         self._gateway.emit("escalation", call_id=self.call_id, trigger=request.trigger, reason=request.reason)
+        if self._state is not None:
+            self._state.event("escalation", {"trigger": request.trigger, "reason": bounded_free_text(request.reason)})
         if self._state is None or self._gateway.outbox is None:
             log.error("escalation.not_recorded", reason="no Redis state store configured", trigger=request.trigger)
             return
@@ -205,11 +220,14 @@ class CallRecorder:
             agent_link=self._gateway.agent_link(),
             tool_calls=list(self.tool_calls),
         )
+        self._gateway.remember_record(self.call_id, record.body)  # the warm transfer's briefing reads it
         self._gateway.outbox.enqueue(record)
 
     def usage(self, usage: dict[str, Any]) -> None:
         cost = self._gateway.cost_usd(self._model, usage)
         self.cost_usd += cost
+        if self._state is not None and cost:  # the console's "cost so far"
+            self._state.set_fields({"cost_usd": f"{self.cost_usd:.6f}"})
         metrics.RESPONSE_COST_USD.labels(self._model).inc(cost)
         for direction, key in (("input", "input_token_details"), ("output", "output_token_details")):
             details = usage.get(key) or {}

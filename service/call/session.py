@@ -104,6 +104,7 @@ class CallSession:
         self._prewarmed = prewarmed
         # the lease this call holds against the model-session cap: a claimed pre-warmed session's own
         self._lease_id = prewarmed.lease_id if prewarmed is not None else call_id
+        self._observer = observer
         self.bridge = CallBridge(
             call_id=call_id,
             provider=provider,
@@ -258,6 +259,7 @@ class CallSession:
             self._transport = transport
             await self.bridge.model.reattach(transport.send, _immediate(transport))
             metrics.REALTIME_RECONNECTS.inc()
+            self._observer.model_reconnected(attempt_no)
             log.info("realtime.reconnected", reconnect=attempt_no, attempt=attempt + 1)
             return transport
         return None
