@@ -46,8 +46,6 @@ async def stop_gateway_services(gateway: Gateway) -> None:
             await cancel_and_wait(task)
     if gateway.model_leases is not None:
         await gateway.model_leases.close()
-    if gateway.tool_runner is not None:
-        await gateway.tool_runner.aclose()
     if gateway.outbox is not None:
         await gateway.outbox.close(flush_timeout=10.0)
     if gateway.delivery_worker is not None:
