@@ -29,6 +29,7 @@ from service.call.firstwords import FirstWords
 from service.call.interruption import InterruptPolicy
 from service.call.observer import CallObserver
 from service.call.pump import ProviderPump, PushSocket
+from service.call.toolcalls import ToolBackend
 from service.config import Settings
 from service.providers.base import ENCODING_MULAW, TelephonyDialect
 from service.realtime.events import (
@@ -92,6 +93,7 @@ class CallSession:
         prewarmed: Prewarmed | None = None,
         filler: FillerSettings | None = None,
         stream_started: float | None = None,
+        tools: ToolBackend | None = None,
     ) -> None:
         self.settings = settings
         self.call_id = call_id
@@ -121,6 +123,8 @@ class CallSession:
             resume=resume,
             filler=filler,
             first_words=FirstWords(time.monotonic, stream_started, prewarmed=prewarmed is not None),
+            tools=tools,
+            max_tool_calls=settings.tools_max_per_call,
             interruptions=InterruptPolicy.confirming_within(settings.interrupt_confirm_ms,
                                                             settings.interrupt_min_level_dbfs),
             playback_lead_ms=settings.playback_lead_ms,
