@@ -274,6 +274,10 @@ class CallBridge:
     async def on_realtime_event(self, event: rt.ServerEvent) -> None:
         if self._closing:
             return
+        if isinstance(event, rt.EventGroup):  # one frame of a full-duplex dialect meaning several events
+            for each in event.events:
+                await self.on_realtime_event(each)
+            return
         handler = _MODEL_HANDLERS.get(type(event))
         if handler is None:
             return

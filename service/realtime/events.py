@@ -171,6 +171,14 @@ class OutputYielded:
 
 
 @dataclass(frozen=True, slots=True)
+class EventGroup:
+    """Several events from one server frame, to be handled in order (a full-duplex dialect turns one
+    output delta into, e.g., ``OutputYielded`` + ``TranscriptDone`` + ``ResponseDone``)."""
+
+    events: tuple[ServerEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OtherEvent:
     """A valid event the bridge does not act on (rate_limits.updated, content parts, ...)."""
 
@@ -197,6 +205,7 @@ ServerEvent = (
     | ItemTruncated
     | RealtimeError
     | OutputYielded
+    | EventGroup
     | OtherEvent
 )
 
