@@ -10,8 +10,9 @@ understands:
 - a run of non-silent output deltas is one bot turn: ``ResponseCreated`` + ``AudioDelta``s, and at
   its end (``LiveOptions.bot_silence_ms`` of silent output) ``TranscriptDone`` + ``ResponseDone``.
   Silent deltas are never forwarded as audio;
-- output that turns silent while the caller is loud (caller energy measured on the audio we append,
-  only while the bot speaks) is the model yielding: ``OutputYielded`` first, so the core flushes
+- output that turns silent after the caller talked over it (the caller was loud when the last
+  non-silent delta arrived and still is; caller energy is measured on the audio we append, only
+  while the bot speaks) is the model yielding: ``OutputYielded`` first, so the core flushes
   whatever the provider still queues, then the turn ends with status ``cancelled``;
 - caller transcript fragments are joined into caller turns by the timing rules of live §8
   (``InputTranscriptionCompleted``);
@@ -76,6 +77,7 @@ MAX_OPEN_CALLS = 16
 MAX_APPEND_CHARS = 1500  # a context append is capped at 500 tokens (live §9); ~3 chars per token, kept short
 MAX_HISTORY_MESSAGES = 128  # startup ``input`` (live §3.1)
 
+_LOUD_RUN_GAP_MS = 200  # quiet shorter than this (pauses between words) does not end the caller's speech
 _APPEND_HEAD = '{"type":"session.input_audio.append","audio":"'
 _APPEND_TAIL = '"}'
 
@@ -193,6 +195,7 @@ class LiveDialect:
         self._bot_chars = 0
         self._silent_ms = 0.0
         self._caller_loud_at = -1e9
+        self._talked_over = False  # the caller was loud when the latest non-silent delta arrived
         self._caller_text: list[str] = []
         self._caller_chars = 0
         self._caller_end_ms = 0
@@ -387,6 +390,7 @@ class LiveDialect:
         silent = not audio.strip(self._silence_bytes)
         if not silent:
             self._silent_ms = 0.0
+            self._talked_over = self.input_ms - self._caller_loud_at <= _LOUD_RUN_GAP_MS
             if self._bot_turn is None:
                 self._bot_turn = f"live_turn_{next(self._turns)}"
                 self._bot_text, self._bot_chars = [], 0
@@ -395,7 +399,8 @@ class LiveDialect:
             return
         if self._bot_turn is None:
             return
-        if self._silent_ms == 0.0 and self.input_ms - self._caller_loud_at <= self.options.yield_window_ms:
+        if self._silent_ms == 0.0 and self._talked_over and \
+                self.input_ms - self._caller_loud_at <= self.options.yield_window_ms:
             out.append(OutputYielded())
             self._end_bot_turn(out, "cancelled")
             return
@@ -408,6 +413,7 @@ class LiveDialect:
         assert turn is not None
         self._bot_turn = None
         self._silent_ms = 0.0
+        self._talked_over = False
         out.append(TranscriptDone(response_id=turn, item_id=turn, transcript="".join(self._bot_text).strip()))
         out.append(ResponseDone(response_id=turn, status=status, reason="turn_detected" if status == "cancelled" else ""))
         self._bot_text, self._bot_chars = [], 0

@@ -12,6 +12,8 @@ from pathlib import Path
 from service.call.toolargs import ESCALATION_TOOL_NAME
 from service.config import Settings
 from service.realtime.events import FunctionTool, RealtimeDialect, RealtimeTransport, SessionConfig
+from service.realtime.live import LiveDialect, LiveOptions
+from service.realtime.live_transport import LiveTransport
 from service.realtime.protocol import dialect_for
 
 ESCALATION_TOOL = FunctionTool(
@@ -66,8 +68,24 @@ async def open_realtime(settings: Settings) -> RealtimeTransport:
 
 
 def dialect_from(settings: Settings) -> RealtimeDialect:
-    """The wire dialect of this deployment's model (the embedded engine speaks GA)."""
+    """The wire dialect of this deployment's model (the in-process embedded engine speaks GA)."""
+    if settings.realtime_dialect == "live" and (settings.provider != "local" or settings.realtime_url):
+        return LiveDialect(LiveOptions(
+            model=settings.realtime_model,
+            audio_format=settings.live_audio_format,
+            escalation=settings.live_escalation,
+            backend_model=settings.live_backend_model,
+            trigger_threshold=settings.live_trigger_threshold,
+        ))
     return dialect_for("ga" if settings.provider == "local" else settings.realtime_dialect)
+
+
+async def open_live(settings: Settings) -> RealtimeTransport:
+    """A GPT-Live session: the WebSocket, wrapped so that nothing overtakes ``session.start`` and
+    lost or expiring sessions are replaced (``service.realtime.live_transport``)."""
+    from service.realtime.client import connect_realtime
+
+    return LiveTransport(await connect_realtime(settings), recycle_margin_s=settings.live_recycle_margin_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +100,7 @@ class ModelSide:
 
 def model_side(settings: Settings) -> ModelSide:
     """A call's model side from settings. ``open_realtime`` is looked up at call time (tests swap it)."""
-    return ModelSide(dialect_from(settings), session_config_from(settings), lambda s: open_realtime(s))
+    dialect = dialect_from(settings)
+    if isinstance(dialect, LiveDialect):
+        return ModelSide(dialect, session_config_from(settings), lambda s: open_live(s))
+    return ModelSide(dialect, session_config_from(settings), lambda s: open_realtime(s))

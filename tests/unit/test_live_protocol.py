@@ -266,9 +266,18 @@ def test_output_turning_silent_while_the_caller_is_loud_is_a_yield() -> None:
     started(dialect)
     dialect.parse(audio(SPEECH))
     dialect.audio_append(SPEECH[:960])  # 20 ms of loud caller audio while the bot speaks
+    dialect.parse(audio(SPEECH))  # ... and the bot still spoke after that
     out = events(dialect.parse(audio(SILENCE)))
     assert isinstance(out[0], OutputYielded)
     assert isinstance(out[-1], ResponseDone) and out[-1].status == "cancelled"
+
+
+def test_caller_starting_as_the_bot_ends_is_not_a_yield() -> None:
+    dialect = LiveDialect()
+    started(dialect)
+    dialect.parse(audio(SPEECH))
+    dialect.audio_append(SPEECH[:960])  # loud only after the last non-silent delta
+    assert isinstance(dialect.parse(audio(SILENCE)), OtherEvent)
 
 
 def test_quiet_caller_does_not_make_a_yield() -> None:
@@ -286,6 +295,7 @@ def test_pcmu_silence_and_level() -> None:
     assert isinstance(events(dialect.parse(audio(b"\x20" * 800)))[0], ResponseCreated)
     dialect.audio_append(b"\x10" * 160)  # a loud mu-law frame
     assert dialect.input_ms == 20
+    dialect.parse(audio(b"\x20" * 800))
     assert isinstance(events(dialect.parse(audio(b"\xff" * 800)))[0], OutputYielded)
 
 
