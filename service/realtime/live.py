@@ -200,6 +200,10 @@ class LiveDialect:
         self._caller_chars = 0
         self._caller_end_ms = 0
         self._open_calls: dict[str, str] = {}  # backend call_id -> delegation id
+        # synthetic ResponseDones (backend, trigger, usage) held while a bot turn is active: the core
+        # reads any ResponseDone as "the reply is over", so they follow the turn's own (bounded: one
+        # per open call or trigger, usage merged into one)
+        self._deferred: list[ResponseDone] = []
         self._synthetic_calls: set[str] = set()
 
     @property
@@ -417,6 +421,21 @@ class LiveDialect:
         out.append(TranscriptDone(response_id=turn, item_id=turn, transcript="".join(self._bot_text).strip()))
         out.append(ResponseDone(response_id=turn, status=status, reason="turn_detected" if status == "cancelled" else ""))
         self._bot_text, self._bot_chars = [], 0
+        out.extend(self._deferred)
+        self._deferred = []
+
+    def _done(self, done: ResponseDone, out: list[ServerEvent]) -> None:
+        """Emit a synthetic ``ResponseDone`` now, or after the active bot turn's own."""
+        if self._bot_turn is None:
+            out.append(done)
+            return
+        for index, held in enumerate(self._deferred):
+            if held.response_id == done.response_id == "live_usage":
+                seconds = held.usage["session_seconds"] + done.usage["session_seconds"]
+                self._deferred[index] = ResponseDone("live_usage", "completed", usage={"session_seconds": seconds})
+                return
+        if len(self._deferred) < 2 * MAX_OPEN_CALLS:
+            self._deferred.append(done)
 
     def _input_transcript(self, ev: dict[str, Any], where: str, out: list[ServerEvent]) -> None:
         delta = _req(ev, "delta", str, where)
@@ -472,8 +491,8 @@ class LiveDialect:
         elif kind in ("response.completed", "response.failed", "response.incomplete"):
             # the backend response is over: the core runs its calls now (it waits for this ResponseDone)
             response = _opt(inner, "response", dict, iw, {})
-            out.append(ResponseDone(response_id=_backend_id(delegation_id), status=kind.removeprefix("response."),
-                                    usage={"backend": response.get("usage") or {}}))
+            self._done(ResponseDone(response_id=_backend_id(delegation_id), status=kind.removeprefix("response."),
+                                    usage={"backend": response.get("usage") or {}}), out)
 
     def _decision(self, ev: dict[str, Any], where: str, out: list[ServerEvent]) -> None:
         inner = _req(ev, "event", dict, where)
@@ -493,7 +512,7 @@ class LiveDialect:
                                    "caller_mood": "frustrated"})
                 out.append(FunctionCallArgumentsDone(response_id=call_id, item_id=call_id, call_id=call_id,
                                                      name=_ESCALATION_TOOL, arguments=args))
-                out.append(ResponseDone(response_id=call_id, status="completed"))
+                self._done(ResponseDone(response_id=call_id, status="completed"), out)
 
     def _usage(self, ev: dict[str, Any], where: str, out: list[ServerEvent]) -> None:
         usage = _req(ev, "usage", dict, where)
@@ -504,7 +523,7 @@ class LiveDialect:
         new = seconds - self.usage_seconds  # cumulative (live §13): count only what is new
         if new > 0:
             self.usage_seconds = seconds
-            out.append(ResponseDone(response_id="live_usage", status="completed", usage={"session_seconds": new}))
+            self._done(ResponseDone(response_id="live_usage", status="completed", usage={"session_seconds": new}), out)
 
     def _closed(self, ev: dict[str, Any], where: str, out: list[ServerEvent]) -> None:
         reason = _req(ev, "reason", str, where)

@@ -388,3 +388,17 @@ def test_random_input_only_raises_the_dialect_error(kind: str, body: dict[str, A
             dialect.parse(message)
         except LiveProtocolError:
             pass
+
+
+def test_synthetic_dones_wait_for_the_bot_turn_to_end() -> None:
+    dialect = LiveDialect()
+    started(dialect)
+    dialect.parse(audio(SPEECH))
+    for seconds in (2, 4):
+        assert isinstance(dialect.parse(server({"type": "session.usage.updated", "event_id": "e",
+                                                "usage": {"seconds": seconds}})), OtherEvent)
+    for _ in range(2):
+        dialect.parse(audio(SILENCE))
+    end = events(dialect.parse(audio(SILENCE)))
+    assert [type(e) for e in end] == [TranscriptDone, ResponseDone, ResponseDone]
+    assert end[1].response_id.startswith("live_turn_") and end[2].usage == {"session_seconds": 4}
