@@ -223,3 +223,25 @@ def make_outbound(codec: str, rate: int, *, compiled: bool | None = None) -> Out
     if spec.codec == "mulaw" and spec.rate == 8000 and compiled is not False:
         return ModelToCaller()
     return _Outbound(spec, compiled)
+
+
+class Passthrough:
+    """Both directions when the model speaks the carrier's own codec (GPT-Live ``pcmu`` on a mu-law
+    call): bytes in, the same bytes out, no DSP and no state (docs/models/live.md, audio formats)."""
+
+    held_back = 0
+
+    def process(self, payload: bytes) -> bytes:
+        return payload
+
+    def process_b64(self, payload: bytes) -> str:
+        return binascii.b2a_base64(payload, newline=False).decode("ascii")
+
+    def reset(self) -> None:
+        pass
+
+
+def passes_through(wire: tuple[str, int], model_audio: tuple[str, int]) -> bool:
+    """True when the model's audio is the call's wire codec itself (nothing to convert)."""
+    spec = codec_spec(*wire)
+    return model_audio != ("pcm16", 24000) and (spec.codec, spec.rate) == model_audio

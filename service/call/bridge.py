@@ -110,7 +110,7 @@ class CallBridge:
         self.replies = ReplyTracker()
         self.handoff = Handoff()
         self.caller = CallerLeg(codec, self.link, realtime, self.stats, self._observer, self.realtime_lost)
-        self.bot = BotLeg(codec, provider, to_provider, self.stats, clock)
+        self.bot = BotLeg(codec, provider, to_provider, self.stats, clock, realtime.model_audio)
         self._handoff_guard: asyncio.TimerHandle | None = None
         self._speech_stopped_at: float | None = None
         self._history = ConversationHistory()

@@ -147,7 +147,7 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
     observer = build_observer(gateway, started, provider, seed.started_at if seed else "")
     rest_transfer = rest_transfer_factory(started) if rest_transfer_factory is not None else None
 
-    model = model_sessions.model_side(settings)
+    model = model_sessions.model_side(settings, (started.encoding, started.sample_rate))
     session = CallSession(
         settings=settings,
         dialect=model.dialect,

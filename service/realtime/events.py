@@ -231,6 +231,13 @@ class RealtimeDialect(Protocol):
         the configuration (Realtime); True = the configuration is our first message (GPT-Live)."""
         ...
 
+    @property
+    def model_audio(self) -> tuple[str, int]:
+        """The model's audio, both ways, as (codec, rate): ``("pcm16", 24000)`` for Realtime. A carrier
+        codec (``("mulaw", 8000)``, GPT-Live's ``pcmu``) is passed through untouched, no DSP at all,
+        and only ever chosen for calls whose wire audio is that codec."""
+        ...
+
     def session_update(self, config: SessionConfig) -> str: ...
 
     def audio_append(self, pcm16: bytes) -> str: ...

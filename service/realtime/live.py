@@ -207,6 +207,10 @@ class LiveDialect:
         self._synthetic_calls: set[str] = set()
 
     @property
+    def model_audio(self) -> tuple[str, int]:
+        return ("mulaw", 8000) if self.options.audio_format == "pcmu" else ("pcm16", 24000)
+
+    @property
     def state(self) -> LiveState:
         return self.machine.state
 

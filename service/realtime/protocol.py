@@ -344,6 +344,7 @@ class _DialectBase:
 
     name: Literal["ga", "beta"]
     client_speaks_first = False  # the server opens with session.created
+    model_audio = ("pcm16", PCM16_RATE)
     _parsers: dict[str, _Parser]
 
     def __init__(self) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from service.audio.codecs import passes_through
 from service.call.toolargs import ESCALATION_TOOL_NAME
 from service.config import Settings
 from service.realtime.events import FunctionTool, RealtimeDialect, RealtimeTransport, SessionConfig
@@ -67,12 +68,15 @@ async def open_realtime(settings: Settings) -> RealtimeTransport:
     return await connect_realtime(settings)
 
 
-def dialect_from(settings: Settings) -> RealtimeDialect:
-    """The wire dialect of this deployment's model (the in-process embedded engine speaks GA)."""
+def dialect_from(settings: Settings, wire_codec: tuple[str, int] | None = None) -> RealtimeDialect:
+    """The wire dialect of this deployment's model (the in-process embedded engine speaks GA).
+    GPT-Live ``pcmu`` is used only for calls whose wire audio is mu-law 8 kHz (passed through);
+    other calls get PCM16 24 kHz through the resampler."""
     if settings.realtime_dialect == "live" and (settings.provider != "local" or settings.realtime_url):
+        mulaw_call = wire_codec is None or passes_through(wire_codec, ("mulaw", 8000))
         return LiveDialect(LiveOptions(
             model=settings.realtime_model,
-            audio_format=settings.live_audio_format,
+            audio_format=settings.live_audio_format if mulaw_call else "pcm16",
             escalation=settings.live_escalation,
             backend_model=settings.live_backend_model,
             trigger_threshold=settings.live_trigger_threshold,
@@ -98,9 +102,10 @@ class ModelSide:
     open: Callable[[Settings], Awaitable[RealtimeTransport]]
 
 
-def model_side(settings: Settings) -> ModelSide:
-    """A call's model side from settings. ``open_realtime`` is looked up at call time (tests swap it)."""
-    dialect = dialect_from(settings)
+def model_side(settings: Settings, wire_codec: tuple[str, int] | None = None) -> ModelSide:
+    """A call's model side from settings (``wire_codec``: the call's audio, (encoding, rate)).
+    ``open_realtime`` is looked up at call time (tests swap it)."""
+    dialect = dialect_from(settings, wire_codec)
     if isinstance(dialect, LiveDialect):
         return ModelSide(dialect, session_config_from(settings), lambda s: open_live(s))
     return ModelSide(dialect, session_config_from(settings), lambda s: open_realtime(s))
