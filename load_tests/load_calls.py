@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +111,19 @@ _ramp_start_wall = 0.0
 
 
 def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
-        gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None) -> dict[str, Any]:
+        gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None,
+        model_standin: Callable[[], tuple[subprocess.Popen[str], str]] | None = None,
+        gateway_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One load run. ``model_standin`` starts another model stand-in process (default: Realtime GA)
+    and ``gateway_env`` adds gateway settings (e.g. the GPT-Live dialect, load_tests/bench_live.py)."""
     redis = private_redis()
-    realtime_proc, realtime_url = start_realtime_standin(replies=replies)
+    realtime_proc, realtime_url = (model_standin or (lambda: start_realtime_standin(replies=replies)))()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = RESULTS / f"{name}-gateway.log"
     RESULTS.mkdir(parents=True, exist_ok=True)
     gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path, workers=gateway_workers,
-                            ws_variant=ws_variant)
+                            ws_variant=ws_variant, extra_env=gateway_env)
     workers: list[subprocess.Popen[str]] = []
     try:
         idle = sample_tree(gateway.pid)
