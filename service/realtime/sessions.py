@@ -69,11 +69,11 @@ async def open_realtime(settings: Settings) -> RealtimeTransport:
 
 
 def dialect_from(settings: Settings, wire_codec: tuple[str, int] | None = None) -> RealtimeDialect:
-    """The wire dialect of this deployment's model (the in-process embedded engine speaks GA).
-    GPT-Live ``pcmu`` is used only for calls whose wire audio is mu-law 8 kHz (passed through);
-    other calls get PCM16 24 kHz through the resampler."""
-    if settings.realtime_dialect == "live" and (settings.provider != "local" or settings.realtime_url):
-        mulaw_call = wire_codec is None or passes_through(wire_codec, ("mulaw", 8000))
+    """The wire dialect of this deployment's model (the in-process embedded engine speaks GA, or
+    GPT-Live through its Live front). GPT-Live ``pcmu`` is used only for calls whose wire audio is
+    mu-law 8 kHz (passed through); other calls, and the embedded engine, get PCM16 24 kHz."""
+    if settings.realtime_dialect == "live":
+        mulaw_call = settings.provider != "local" and (wire_codec is None or passes_through(wire_codec, ("mulaw", 8000)))
         return LiveDialect(LiveOptions(
             model=settings.realtime_model,
             audio_format=settings.live_audio_format if mulaw_call else "pcm16",
@@ -85,11 +85,19 @@ def dialect_from(settings: Settings, wire_codec: tuple[str, int] | None = None) 
 
 
 async def open_live(settings: Settings) -> RealtimeTransport:
-    """A GPT-Live session: the WebSocket, wrapped so that nothing overtakes ``session.start`` and
+    """A GPT-Live session: the WebSocket, or the embedded engine behind its Live front
+    (``service.realtime.local.live_front``), wrapped so that nothing overtakes ``session.start`` and
     lost or expiring sessions are replaced (``service.realtime.live_transport``)."""
-    from service.realtime.client import connect_realtime
+    if settings.provider == "local" and not settings.realtime_url:
+        from service.realtime.local import open_local_session
+        from service.realtime.local.live_front import LiveLocalTransport
 
-    return LiveTransport(await connect_realtime(settings), recycle_margin_s=settings.live_recycle_margin_s)
+        inner: RealtimeTransport = LiveLocalTransport(await open_local_session(settings))
+    else:
+        from service.realtime.client import connect_realtime
+
+        inner = await connect_realtime(settings)
+    return LiveTransport(inner, recycle_margin_s=settings.live_recycle_margin_s)
 
 
 @dataclass(frozen=True, slots=True)
