@@ -13,6 +13,7 @@ import structlog
 
 from service import metrics
 from service.call.parts import CallParts
+from service.call.playback import HeardPosition
 from service.realtime import events as rt
 
 log = structlog.get_logger(__name__)
@@ -31,9 +32,12 @@ class BargeIn:
     async def output_yielded(self) -> None:
         """A full-duplex model stopped talking because the caller talked over it: whatever is still
         queued at the provider is stale, so flush it. No cancel or truncate (the model did that)."""
-        if self._p.bot.playing:
-            await self._p.bot.flush()
-            self._p.phase.fire("barge_in")
+        p = self._p
+        if not p.bot.playing:
+            return
+        started = p.clock()
+        positions = await p.bot.flush()
+        self._counted(started, positions[0] if positions else None)
 
     async def interrupt(self) -> None:
         """Flush the provider first, then cancel the reply and truncate each item at what was heard.
@@ -51,10 +55,16 @@ class BargeIn:
             p.stats.truncates += 1
             p.observer.bot_truncated(cut.item_id, cut.heard_ms, cut.sent_ms)
             p.history.shorten(cut.item_id, cut.heard_ms, cut.sent_ms)
+        self._counted(started, positions[0] if positions else None, reaction)
+
+    def _counted(self, started: float, first: HeardPosition | None, reaction: float | None = None) -> None:
+        """Count, measure and log one barge-in (``reaction``: event -> provider flush sent)."""
+        p = self._p
+        reaction = p.clock() - started if reaction is None else reaction
         p.stats.barge_ins += 1
         p.stats.barge_in_reactions_ms.append(reaction * 1000)
         metrics.BARGE_INS.inc()
         metrics.BARGE_IN_REACTION_SECONDS.observe(reaction)
-        log.info("call.barge_in", item_id=positions[0].item_id, heard_ms=positions[0].heard_ms,
-                 sent_ms=positions[0].sent_ms, reaction_ms=round(reaction * 1000, 3))
+        log.info("call.barge_in", item_id=first.item_id if first else "", heard_ms=first.heard_ms if first else 0,
+                 sent_ms=first.sent_ms if first else 0, reaction_ms=round(reaction * 1000, 3))
         p.phase.fire("barge_in")

@@ -102,7 +102,7 @@ async def test_greeting_and_a_turn(audio_format: str) -> None:
 
 async def test_talk_over_yields_and_flushes_what_is_queued() -> None:
     behaviour = LiveBehaviour(greeting=" ".join(["word"] * 30), yield_after_ms=200)  # a 7.5 s greeting
-    async with live_call(behaviour) as (_gw, live, call, _):
+    async with live_call(behaviour) as (gw, live, call, _):
         session = await live.wait_for_session()
         await session.wait_until(lambda: len(session.spoken) >= 1, timeout_s=10)
         await call.wait_for(lambda: call.playback.played_total >= 8 * 1500, timeout_s=15)
@@ -111,11 +111,9 @@ async def test_talk_over_yields_and_flushes_what_is_queued() -> None:
         record = session.yield_records[0]
         await call.wait_for(lambda: len(call.playback.clears) >= 1, timeout_s=5)
         clear = call.playback.clears[0]
-        # what the caller heard of the bot after the model's first silent delta left the stand-in
-        played_at_yield = call.playback.played_of_range(0, 10**9) if False else None
-        assert played_at_yield is None
+        assert next(iter(gw.gateway.calls.values())).bridge.stats.barge_ins == 1  # counted, no truncate
         onset = record.caller_onset_at
-        # the last bot sample heard: playback stopped at the clear (nothing bot-side plays after it)
+        # upper bounds: the last bot sample heard is at the clear at the latest (playback stops there)
         barge_in_ms = (clear.at - onset) * 1000
         stale_ms = max(0.0, (clear.at - record.at) * 1000)
         print(f"live barge-in: caller onset -> last bot sample heard {barge_in_ms:.0f} ms "
