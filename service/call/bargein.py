@@ -31,12 +31,12 @@ class BargeIn:
 
     async def output_yielded(self) -> None:
         """A full-duplex model stopped talking because the caller talked over it: whatever is still
-        queued at the provider is stale, so flush it. No cancel or truncate (the model did that)."""
+        queued at the provider is stale, so flush it (if anything is). No cancel or truncate (the
+        model did that). Counted as a barge-in either way: real-time paced output often has nothing
+        left to flush."""
         p = self._p
-        if not p.bot.playing:
-            return
         started = p.clock()
-        positions = await p.bot.flush()
+        positions = await p.bot.flush() if p.bot.playing else []
         self._counted(started, positions[0] if positions else None)
 
     async def interrupt(self) -> None:
@@ -67,4 +67,5 @@ class BargeIn:
         metrics.BARGE_IN_REACTION_SECONDS.observe(reaction)
         log.info("call.barge_in", item_id=first.item_id if first else "", heard_ms=first.heard_ms if first else 0,
                  sent_ms=first.sent_ms if first else 0, reaction_ms=round(reaction * 1000, 3))
-        p.phase.fire("barge_in")
+        if p.phase.accepts("barge_in"):  # not once playback has drained (listening again)
+            p.phase.fire("barge_in")

@@ -401,7 +401,6 @@ class LiveDialect:
             self._talked_over = self.input_ms - self._caller_loud_at <= _LOUD_RUN_GAP_MS
             if self._bot_turn is None:
                 self._bot_turn = f"live_turn_{next(self._turns)}"
-                self._bot_text, self._bot_chars = [], 0
                 out.append(ResponseCreated(response_id=self._bot_turn))
             out.append(AudioDelta(response_id=self._bot_turn, item_id=self._bot_turn, audio=audio))
             return

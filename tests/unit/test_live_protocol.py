@@ -402,3 +402,15 @@ def test_synthetic_dones_wait_for_the_bot_turn_to_end() -> None:
     end = events(dialect.parse(audio(SILENCE)))
     assert [type(e) for e in end] == [TranscriptDone, ResponseDone, ResponseDone]
     assert end[1].response_id.startswith("live_turn_") and end[2].usage == {"session_seconds": 4}
+
+
+def test_bot_text_arriving_before_its_audio_belongs_to_the_next_turn() -> None:
+    dialect = LiveDialect()
+    started(dialect)
+    dialect.parse(server({"type": "session.output_transcript.delta", "event_id": "e", "delta": "Thank you.",
+                          "start_ms": 0, "end_ms": 200}))
+    dialect.parse(audio(SPEECH))
+    for _ in range(2):
+        dialect.parse(audio(SILENCE))
+    end = events(dialect.parse(audio(SILENCE)))
+    assert isinstance(end[0], TranscriptDone) and end[0].transcript == "Thank you."

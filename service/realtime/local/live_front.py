@@ -10,7 +10,8 @@ engine's GA server events back into GPT-Live server events, with the Live timeli
   produces faster than real time) or digital silence when there is none;
 - full duplex: when the engine's VAD hears the caller start (``speech_started``) the reply audio
   not yet streamed is dropped, so the output turns silent, like a Live model yielding;
-- transcripts carry timeline milliseconds; the engine's ``escalate_to_human`` call comes out as a
+- transcripts carry timeline milliseconds; the bot's text goes out when its audio is streamed
+  (at most ``MAX_PENDING_TEXTS`` deltas wait); the engine's ``escalate_to_human`` call comes out as a
   Responses delegation (``session.delegation.created`` + ``response.event``);
 - ``session.usage.updated`` every 15 s of timeline.
 
@@ -35,6 +36,7 @@ from service.realtime.protocol import GaDialect
 TICK_BYTES = 4800  # 100 ms of PCM16 24 kHz
 MAX_PENDING_AUDIO = 30 * 48000
 USAGE_EVERY_MS = 15000
+MAX_PENDING_TEXTS = 256
 _SILENCE_B64 = base64.b64encode(bytes(TICK_BYTES)).decode("ascii")
 
 
@@ -58,9 +60,11 @@ class LiveFront:
         self._input_bytes = 0
         self._ticks = 0
         self._pending = bytearray()
+        self._queued_total = 0  # reply audio bytes ever queued
+        self._streamed = 0  # reply audio bytes ever streamed (or dropped on a yield)
+        self._texts: list[tuple[int, str]] = []  # (audio offset it belongs to, transcript delta), bounded
         self._usage_next = USAGE_EVERY_MS
         self._speech_start_ms = 0
-        self._output_ms = 0
 
     @property
     def timeline_ms(self) -> int:
@@ -137,6 +141,9 @@ class LiveFront:
         while self.started and self._input_bytes >= (self._ticks + 1) * TICK_BYTES:
             self._ticks += 1
             out.append(self._tick())
+            while self._texts and self._texts[0][0] <= self._streamed:
+                out.append(self._event("session.output_transcript.delta", delta=self._texts.pop(0)[1],
+                                       start_ms=self.timeline_ms, end_ms=self.timeline_ms + 100))
             if self.timeline_ms >= self._usage_next:
                 self._usage_next += USAGE_EVERY_MS
                 out.append(self._event("session.usage.updated", usage={"seconds": self.timeline_ms // 1000}))
@@ -146,8 +153,8 @@ class LiveFront:
         if not self._pending:
             return '{"type":"session.output_audio.delta","delta":"' + _SILENCE_B64 + '"}'
         chunk = bytes(self._pending[:TICK_BYTES]).ljust(TICK_BYTES, b"\0")
+        self._streamed += min(TICK_BYTES, len(self._pending))
         del self._pending[:TICK_BYTES]
-        self._output_ms = self.timeline_ms
         return _dumps({"type": "session.output_audio.delta", "delta": base64.b64encode(chunk).decode("ascii")})
 
     def _context(self, event: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -173,21 +180,30 @@ class LiveFront:
             self.started = True
             return [self._event("session.started", session=self._resource())]
         if kind == "response.output_audio.delta":
-            self._pending += base64.b64decode(event.get("delta") or "")
+            audio = base64.b64decode(event.get("delta") or "")
+            self._pending += audio
+            self._queued_total += len(audio)
             if len(self._pending) > MAX_PENDING_AUDIO:
+                self._streamed += len(self._pending) - MAX_PENDING_AUDIO
                 del self._pending[: len(self._pending) - MAX_PENDING_AUDIO]
             return []
         if kind == "input_audio_buffer.speech_started":
             self._speech_start_ms = self.timeline_ms
-            self._pending.clear()  # the caller talks over the reply: the rest is never streamed
+            self._streamed += len(self._pending)
+            self._pending.clear()  # the caller talks over the reply: the rest is never streamed (nor its text)
+            self._texts.clear()
             return []
         if kind == "response.output_audio_transcript.delta":
-            start = max(self._output_ms, self.timeline_ms)
-            return [self._event("session.output_transcript.delta", delta=str(event.get("delta") or ""),
-                                start_ms=start, end_ms=start + 200)]
+            # said when its audio streams: the text of the audio queued from here on
+            if len(self._texts) < MAX_PENDING_TEXTS:
+                self._texts.append((self._queued_total + 1, str(event.get("delta") or "")))
+            return []
         if kind == "conversation.item.input_audio_transcription.completed":
             return [self._event("session.input_transcript.delta", delta=str(event.get("transcript") or ""),
                                 start_ms=self._speech_start_ms, end_ms=max(self._speech_start_ms, self.timeline_ms))]
+        if kind == "response.done":  # text with no audio after it goes out with the end of the reply
+            self._texts = [(min(offset, self._queued_total), text) for offset, text in self._texts]
+            return []
         if kind == "response.function_call_arguments.done":
             return self._delegation(event)
         if kind == "error":
