@@ -71,9 +71,11 @@ async def open_realtime(settings: Settings) -> RealtimeTransport:
 def dialect_from(settings: Settings, wire_codec: tuple[str, int] | None = None) -> RealtimeDialect:
     """The wire dialect of this deployment's model (the in-process embedded engine speaks GA, or
     GPT-Live through its Live front). GPT-Live ``pcmu`` is used only for calls whose wire audio is
-    mu-law 8 kHz (passed through); other calls, and the embedded engine, get PCM16 24 kHz."""
+    mu-law 8 kHz (passed through); other calls, pre-warmed sessions (codec not known yet) and the
+    embedded engine get PCM16 24 kHz."""
     if settings.realtime_dialect == "live":
-        mulaw_call = settings.provider != "local" and (wire_codec is None or passes_through(wire_codec, ("mulaw", 8000)))
+        # only when the call's codec is known to be mu-law (a pre-warmed session does not know it yet)
+        mulaw_call = settings.provider != "local" and wire_codec is not None and passes_through(wire_codec, ("mulaw", 8000))
         return LiveDialect(LiveOptions(
             model=settings.realtime_model,
             audio_format=settings.live_audio_format if mulaw_call else "pcm16",

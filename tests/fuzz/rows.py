@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from service.escalation.webhook import sign, verify_signature
 from service.providers.base import ProtocolError
+from service.providers.browser.dialect import AUDIO_TAG, BrowserDialect
 from service.providers.exotel.dialect import ExotelDialect
 from service.providers.plivo.dialect import PlivoDialect
 from service.providers.signalwire.dialect import SignalWireDialect
@@ -50,6 +51,13 @@ def _vonage_samples() -> tuple[str | bytes, ...]:
     frames = VonageFrames(headers={"call_uuid": "63f61863-4a51-4f6b-86e1-46edebcf9356"})
     return (frames.connected(), *frames.audio_frames(bytes(frames.frame_bytes * 2)), frames.dtmf("3"),
             frames.notify({"mark": "cb1"}), frames.cleared())
+
+
+def _browser_samples() -> tuple[str | bytes, ...]:
+    start = json.dumps({"event": "start", "call_id": "WEB-0123456789abcdef", "token": "v1.t", "sample_rate": 16000})
+    audio = AUDIO_TAG + bytes(random.Random(2).randrange(256) for _ in range(640))
+    return (start, audio, audio, '{"event":"mark","name":"cb1"}', b'{"event":"dtmf","digit":"5"}',
+            '{"event":"cleared"}', '{"event":"stop"}')
 
 
 def _twilio_samples() -> tuple[str, ...]:
@@ -132,6 +140,7 @@ ROWS: tuple[Row, ...] = (
     Row("exotel", lambda: ExotelDialect(8000).parse, (ProtocolError,), _json_carrier_samples(exotel_caller.profile(8000))),
     Row("plivo", lambda: PlivoDialect().parse, (ProtocolError,), _plivo_samples()),
     Row("vonage", lambda: VonageDialect(16000).parse, (ProtocolError,), _vonage_samples(), binary=True),
+    Row("browser", lambda: BrowserDialect().parse, (ProtocolError,), _browser_samples(), binary=True),
     Row("realtime-ga", lambda: dialect_for("ga").parse, (RealtimeProtocolError,), _realtime_samples(ga_cases())),
     Row("realtime-beta", lambda: dialect_for("beta").parse, (RealtimeProtocolError,), _realtime_samples(beta_cases())),
     Row("escalation-signature", _signature_parse, (), _signature_samples()),
