@@ -191,3 +191,32 @@ async def test_azure_auth_forms(token: str | None) -> None:
         await greeted(call, session)
         assert json.dumps(session.config)  # a started session
         assert live.violations == []
+
+
+async def test_the_standin_is_strict_like_the_service() -> None:
+    """The stand-in itself: wrong path 404, missing key 401, the first frame must be session.start,
+    unknown fields are refused with ``unknown_parameter`` (the SDK types alone would accept them)."""
+    import websockets
+    from websockets.exceptions import InvalidStatus
+
+    async with LiveStandIn(api_key=API_KEY) as live:
+        base = live.url.removesuffix("/v1/live/sessions")
+        for url, headers, status in ((base + "/v1/realtime", {"Authorization": f"Bearer {API_KEY}"}, 404),
+                                     (live.url, {}, 401), (live.url + "?model=gpt-live-1", {}, 404)):
+            with pytest.raises(InvalidStatus) as refused:
+                await websockets.connect(url, additional_headers=headers)
+            assert refused.value.response.status_code == status
+        async with websockets.connect(live.url, additional_headers={"Authorization": f"Bearer {API_KEY}"}) as ws:
+            await ws.send(json.dumps({"type": "session.input_audio.append", "audio": ""}))
+            error = json.loads(await ws.recv())
+            assert error["type"] == "error" and error["error"]["code"] == "session_not_started"
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+        assert ws.close_code == 1008
+        async with websockets.connect(live.url, additional_headers={"Authorization": f"Bearer {API_KEY}"}) as ws:
+            await ws.send(json.dumps({"type": "session.start", "event_id": "cb_1", "session": {
+                "model": "gpt-live-1", "turn_detection": {"type": "server_vad"}}}))
+            error = json.loads(await ws.recv())
+            assert error["error"]["code"] == "unknown_parameter" and error["error"]["client_event_id"] == "cb_1"
+            assert "session.turn_detection" in error["error"]["message"]
+        assert len(live.violations) == 2  # both recorded
