@@ -119,7 +119,7 @@ class LiveOptions:
     trigger_threshold: float = 0.8  # predicate probability at or above which the trigger escalates
     bot_silence_ms: int = 300  # silent output that ends a bot turn (live §6)
     caller_gap_ms: int = 800  # transcript gap that ends a caller turn (live §8)
-    caller_quiet_ms: int = 1500  # caller turn also ends once the timeline is this far past its last fragment
+    caller_quiet_ms: int = 1500  # caller turn also ends after this much caller audio with no new fragment
     yield_window_ms: int = 600  # caller loud this recently when the output turns silent = the model yielded
     caller_loud_rms: float = 900.0  # PCM16 RMS of a caller frame counted as speech (about -31 dBFS)
 
@@ -199,6 +199,7 @@ class LiveDialect:
         self._caller_text: list[str] = []
         self._caller_chars = 0
         self._caller_end_ms = 0
+        self._caller_arrived_at = 0.0  # input_ms when the latest caller fragment arrived
         self._open_calls: dict[str, str] = {}  # backend call_id -> delegation id
         # synthetic ResponseDones (backend, trigger, usage) held while a bot turn is active: the core
         # reads any ResponseDone as "the reply is over", so they follow the turn's own (bounded: one
@@ -450,6 +451,7 @@ class LiveDialect:
             self._caller_text.append(delta[: MAX_TURN_CHARS - self._caller_chars])
             self._caller_chars += len(delta)
         self._caller_end_ms = max(self._caller_end_ms, end)
+        self._caller_arrived_at = self.input_ms
 
     def _output_transcript(self, ev: dict[str, Any], where: str, out: list[ServerEvent]) -> None:
         delta = _req(ev, "delta", str, where)
@@ -460,7 +462,7 @@ class LiveDialect:
             self._bot_chars += len(delta)
 
     def _maybe_close_caller_turn(self, out: list[ServerEvent]) -> None:
-        if self._caller_text and self.input_ms - self._caller_end_ms > self.options.caller_quiet_ms:
+        if self._caller_text and self.input_ms - self._caller_arrived_at > self.options.caller_quiet_ms:
             self._close_caller_turn(out)
 
     def _close_caller_turn(self, out: list[ServerEvent]) -> None:
@@ -473,6 +475,7 @@ class LiveDialect:
         delegation = _req(ev, "delegation", dict, where)
         _req(delegation, "id", str, where + ".delegation")
         _req(delegation, "target", str, where + ".delegation")
+        self._close_caller_turn(out)  # the model acts on what the caller said so far: that is the turn
 
     def _response_event(self, ev: dict[str, Any], where: str, out: list[ServerEvent]) -> None:
         inner = _req(ev, "event", dict, where)
@@ -489,6 +492,7 @@ class LiveDialect:
             if len(self._open_calls) >= MAX_OPEN_CALLS:
                 del self._open_calls[next(iter(self._open_calls))]
             self._open_calls[call_id] = delegation_id
+            self._close_caller_turn(out)
             out.append(FunctionCallArgumentsDone(response_id=_backend_id(delegation_id), item_id=call_id,
                                                  call_id=call_id, name=name, arguments=arguments))
         elif kind in ("response.completed", "response.failed", "response.incomplete"):
@@ -511,6 +515,7 @@ class LiveDialect:
             if probability >= self.options.trigger_threshold and self.options.escalation == "trigger":
                 call_id = f"decision_{trigger}"
                 self._synthetic_calls.add(call_id)
+                self._close_caller_turn(out)  # the escalation record carries what the caller said
                 args = json.dumps({"reason": f"the caller wants a human (p={probability:.2f})",
                                    "caller_mood": "frustrated"})
                 out.append(FunctionCallArgumentsDone(response_id=call_id, item_id=call_id, call_id=call_id,

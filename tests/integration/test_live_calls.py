@@ -141,8 +141,12 @@ async def test_escalation_by_request_and_by_the_model(redis_server: RedisServer,
         assert await receiver.wait_for(lambda r: len(r.accepted) >= 1, 20)
         record = next(iter(receiver.accepted.values())).payload
         assert record["trigger"] == trigger
-        # the hand-off line was asked for and spoken before the transfer
+        # the hand-off line was asked for, spoken by the model and heard before the transfer
         assert any('"' in content for kind, _, content in session.appends if kind == "session.commentary.append")
+        line = next(text for text in session.spoken if "connect you" in text)
+        assert call.playback.played_total >= 8 * len(line.split()) * session.behaviour.ms_per_word
+        # the caller's turn, segmented from transcript deltas, reached the escalation record
+        assert utterance.lower() in json.dumps(record).lower(), json.dumps(record)[-1500:]
         if escalation == "responses":
             assert session.function_outputs and session.function_outputs[0]["type"] == "function_call_output"
         assert live.violations == [] and call.violations == []

@@ -320,11 +320,14 @@ def test_caller_turns_from_transcript_timing() -> None:
 def test_escalation_by_backend_function_call() -> None:
     dialect = LiveDialect()
     started(dialect)
+    dialect.parse(server({"type": "session.input_transcript.delta", "event_id": "e", "delta": "A person please",
+                          "start_ms": 0, "end_ms": 200}))
     args = json.dumps({"reason": "asked for a person"})
-    call = events(dialect.parse(server({"type": "response.event", "event_id": "e", "delegation_id": "item_D1",
+    turn, *call = events(dialect.parse(server({"type": "response.event", "event_id": "e", "delegation_id": "item_D1",
         "event": {"type": "response.output_item.done", "output_index": 0, "sequence_number": 3, "item": {
             "type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "escalate_to_human",
             "arguments": args, "status": "completed"}}})))
+    assert isinstance(turn, InputTranscriptionCompleted) and turn.transcript == "A person please"  # closed first
     assert call == [FunctionCallArgumentsDone("live_backend_item_D1", "call_1", "call_1", "escalate_to_human", args)]
     done = events(dialect.parse(json.dumps({"type": "response.event", "delegation_id": "item_D1",
                                             "event": {"type": "response.completed", "response": {"usage": {}}}})))
