@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import RedisServer
 from tests.integration.conftest import AUTH_TOKEN, RunningGateway, run_gateway
@@ -78,6 +79,7 @@ async def assert_transferred(call: CallHandle) -> None:
 @pytest.mark.parametrize("audio_format", ["pcm16", "pcmu"])
 async def test_greeting_and_a_turn(audio_format: str) -> None:
     behaviour = LiveBehaviour(caller_transcripts=["Where is my order"])
+    cost_before = REGISTRY.get_sample_value("callbridge_realtime_cost_usd_total", {"model": "gpt-live-1"}) or 0.0
     async with live_call(behaviour, live_audio_format=audio_format) as (_gw, live, call, _):
         session = await live.wait_for_session()
         await session.wait_until(lambda: session.started, timeout_s=10)
@@ -98,6 +100,10 @@ async def test_greeting_and_a_turn(audio_format: str) -> None:
         assert session.received_types().count("session.input_audio.append") >= 100  # input flows all the time
         await call.hang_up()
         assert live.violations == [] and call.violations == []
+    # session.usage.updated (cumulative seconds, every 2 s here) priced at $0.05/min, counted once
+    cost = (REGISTRY.get_sample_value("callbridge_realtime_cost_usd_total", {"model": "gpt-live-1"}) or 0.0) - cost_before
+    seconds = session.received_types().count("session.input_audio.append") * 0.02
+    assert 0 < cost <= seconds * 0.05 / 60 + 1e-9
 
 
 async def test_talk_over_yields_and_flushes_what_is_queued() -> None:
