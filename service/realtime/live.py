@@ -233,7 +233,9 @@ class LiveDialect:
         history (``history``, for a replacement session), and the delegation that lets the model
         escalate. Always the first message of a session; starts a new session's state."""
         self.machine.fire("start")
-        self._reset_session()
+        unfinished = self._caller_text  # a caller turn the lost session did not finish is not dropped:
+        self._reset_session()  # it closes on the new session's timeline
+        self._caller_text, self._caller_chars = unfinished, sum(len(t) for t in unfinished)
         fmt: dict[str, Any] = (
             {"type": "audio/pcmu", "rate": 8000}
             if self.options.audio_format == "pcmu"

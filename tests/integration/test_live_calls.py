@@ -177,7 +177,10 @@ async def test_dropped_session_is_replaced_and_reseeded() -> None:
         await greeted(call, session)
         await call.send_audio(synthesize("My order number is one two three"), silence(1200))
         await session.wait_until(lambda: len(session.spoken) >= 2, timeout_s=10)
-        await call.wait_for(lambda: call.playback.played_total >= 8 * 3500, timeout_s=15)
+        # 2 s more of the call: the caller's turn closes (1.5 s of audio after its last fragment)
+        appended = session.received_types().count("session.input_audio.append")
+        await session.wait_until(
+            lambda: session.received_types().count("session.input_audio.append") >= appended + 100, timeout_s=10)
         session.drop()
         replacement = await live.wait_for_session(1, timeout_s=10)
         await replacement.wait_until(lambda: replacement.started, timeout_s=10)

@@ -417,3 +417,15 @@ def test_bot_text_arriving_before_its_audio_belongs_to_the_next_turn() -> None:
         dialect.parse(audio(SILENCE))
     end = events(dialect.parse(audio(SILENCE)))
     assert isinstance(end[0], TranscriptDone) and end[0].transcript == "Thank you."
+
+
+def test_an_unfinished_caller_turn_survives_a_replacement_session() -> None:
+    dialect = LiveDialect()
+    started(dialect)
+    dialect.parse(server({"type": "session.input_transcript.delta", "event_id": "e", "delta": "My order",
+                          "start_ms": 0, "end_ms": 200}))
+    started(dialect)  # the session was lost and replaced
+    for _ in range(80):  # 1.6 s of caller audio on the new session
+        dialect.audio_append(SILENCE[:960])
+    out = events(dialect.parse(audio(SILENCE)))
+    assert isinstance(out[0], InputTranscriptionCompleted) and out[0].transcript == "My order"
