@@ -76,10 +76,13 @@ def test_demo_call_on_the_gpt_live_dialect(tmp_path: Path) -> None:
     out = result.stdout
     assert "bot   : Thank you for calling" in out  # the greeting, asked for with a commentary append
     assert "caller: i want to check the status of my order" in out
-    assert "human queue: escalation" in out and "<Enqueue>" in out
+    assert "human queue: escalation" in out and "stream closed by the gateway (1000)" in out
     summary = json.loads(next(tmp_path.glob("call-*.json")).read_text())
     assert summary["outcome"] == "escalated" and summary["errors"] == 0
-    assert summary["barge_ins"] >= 1 and summary["truncates"] == 0  # the model yields; nothing to truncate
+    # the caller talks over the opening-hours answer: the model yields (counted when bot audio was still
+    # playing, which depends on timing); never a truncate, a Live model has nothing to truncate
+    assert summary["truncates"] == 0
+    assert "bot   : We're open Monday to Friday" in out
     with wave.open(str(next(tmp_path.glob("call-*.wav")))) as wav:
         stereo = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2)
     assert (np.abs(stereo[:, 1].astype(float)) > 1000).sum() > 8000 * 5  # seconds of audible bot speech
