@@ -48,6 +48,7 @@ from service.realtime.events import (
     AudioDelta,
     EventGroup,
     FunctionCallArgumentsDone,
+    FunctionTool,
     InputTranscriptionCompleted,
     OtherEvent,
     OutputYielded,
@@ -206,6 +207,7 @@ class LiveDialect:
         # per open call or trigger, usage merged into one)
         self._deferred: list[ResponseDone] = []
         self._synthetic_calls: set[str] = set()
+        self._continue_owed = False  # a function output went to the backend; no response.create yet
 
     @property
     def model_audio(self) -> tuple[str, int]:
@@ -241,21 +243,23 @@ class LiveDialect:
             if self.options.audio_format == "pcmu"
             else {"type": "audio/pcm", "rate": 24000}
         )
+        # the escalation tool only when the model escalates through the backend; business tools always
+        backend_tools = [tool for tool in config.tools
+                         if tool.name != _ESCALATION_TOOL or self.options.escalation == "responses"]
         session: dict[str, Any] = {
             "model": self.options.model,
-            "instructions": config.instructions + _DELEGATION_POLICY.get(self.options.escalation, ""),
+            "instructions": config.instructions + _delegation_policy(backend_tools),
             "audio": {"format": fmt, "output": {"voice": config.voice}},
         }
-        tool = next((t for t in config.tools if t.name == _ESCALATION_TOOL), None)
-        if self.options.escalation == "responses" and tool is not None:
+        if backend_tools:  # function tools run in a Responses backend the voice model delegates to (live §10)
             session["delegation"] = {
                 "type": "responses",
                 "responses": {
                     "model": self.options.backend_model,
-                    "instructions": "Call escalate_to_human when the caller wants a person or is very upset; "
-                    "otherwise answer briefly.",
+                    "instructions": "Call the matching tool for what the caller needs (escalate_to_human when "
+                    "they want a person or are very upset); otherwise answer briefly.",
                     "tools": [{"type": "function", "name": tool.name, "description": tool.description,
-                               "parameters": tool.parameters}],
+                               "parameters": tool.parameters} for tool in backend_tools],
                     "tool_choice": "auto",
                     "parallel_tool_calls": False,
                 },
@@ -304,8 +308,13 @@ class LiveDialect:
     def response_create(self, instructions: str | None = None) -> str:
         """The voice model speaks on its own; asking it to say something is a speakable context
         append (``session.commentary.append``, live §9): the greeting, a resume line, the hand-off
-        line. The next bot turn is the reply."""
+        line. The next bot turn is the reply. After backend function outputs, a plain request
+        (``instructions`` None: the core's "answer now") is ``response.create``: the backend
+        continues and the voice model speaks its answer (live §10.3)."""
         self._require_active("response_create")
+        if instructions is None and self._continue_owed:
+            self._continue_owed = False
+            return self._event("response.create")
         text = instructions or "Greet the caller now, briefly; do not wait for them to speak first."
         return self._event("session.commentary.append", content=text[:MAX_APPEND_CHARS], delegation_id=None)
 
@@ -339,6 +348,7 @@ class LiveDialect:
             return self._event("session.thinking.append", content=f"Tool result: {output}"[:MAX_APPEND_CHARS],
                                delegation_id=None)
         self._open_calls.pop(call_id, None)
+        self._continue_owed = True
         return self._event("response.item.create",
                            item={"type": "function_call_output", "call_id": call_id, "output": output})
 
@@ -574,11 +584,14 @@ def _history_item(role: str, text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": [{"type": "output_text", "text": text[:MAX_TURN_CHARS]}]}
 
 
-# The voice model delegates only when its prompt says so (live §10.1).
-_DELEGATION_POLICY = {
-    "responses": "\n\nDelegation policy: you have no tools of your own. Backend tools: escalate_to_human "
-    "(transfers the caller to a person). Delegate when the caller asks for a human or is very upset.",
-}
+def _delegation_policy(tools: list[FunctionTool]) -> str:
+    """The voice model delegates only when its prompt says so (live §10.1)."""
+    if not tools:
+        return ""
+    listed = "; ".join(f"{tool.name} ({tool.description[:160]})" for tool in tools)
+    return ("\n\nDelegation policy: you have no tools of your own. Backend tools: " + listed + ". "
+            "Delegate when the caller needs one of them (escalate_to_human: the caller asks for a human or is "
+            "very upset).")
 
 _HANDLERS: dict[str, Any] = {
     "session.started": LiveDialect._started,

@@ -16,6 +16,7 @@ from service.realtime.events import FunctionTool, RealtimeDialect, RealtimeTrans
 from service.realtime.live import LiveDialect, LiveOptions
 from service.realtime.live_transport import LiveTransport
 from service.realtime.protocol import dialect_for
+from service.tools.registry import declared_tools
 
 ESCALATION_TOOL = FunctionTool(
     name=ESCALATION_TOOL_NAME,
@@ -41,7 +42,8 @@ def load_instructions(settings: Settings) -> str:
     return resources.files("service.personas").joinpath("support_agent.md").read_text(encoding="utf-8")
 
 
-def session_config_from(settings: Settings) -> SessionConfig:
+def session_config_from(settings: Settings, extra_tools: tuple[FunctionTool, ...] = ()) -> SessionConfig:
+    """The session configuration; ``extra_tools``: the business tools (docs/tools.md) after the escalation tool."""
     return SessionConfig(
         instructions=load_instructions(settings),
         voice=settings.voice,
@@ -53,7 +55,7 @@ def session_config_from(settings: Settings) -> SessionConfig:
         transcription_model=settings.input_transcription_model,
         reasoning_effort=settings.realtime_reasoning_effort,
         transcription_language=settings.transcription_language,
-        tools=(ESCALATION_TOOL,),
+        tools=(ESCALATION_TOOL, *extra_tools),
     )
 
 
@@ -113,9 +115,12 @@ class ModelSide:
 
 
 def model_side(settings: Settings, wire_codec: tuple[str, int] | None = None) -> ModelSide:
-    """A call's model side from settings (``wire_codec``: the call's audio, (encoding, rate)).
-    ``open_realtime`` is looked up at call time (tests swap it)."""
+    """A call's model side from settings (a pre-warmed session gets the same; ``wire_codec``: the
+    call's audio, (encoding, rate), when known): the escalation tool plus the business tools of
+    ``CALLBRIDGE_TOOLS_FILE``. ``open_realtime``/``open_live`` are looked up at call time (tests swap them)."""
+    tools = declared_tools(settings.tools_file) if settings.tools_file is not None else ()
     dialect = dialect_from(settings, wire_codec)
+    config = session_config_from(settings, tools)
     if isinstance(dialect, LiveDialect):
-        return ModelSide(dialect, session_config_from(settings), lambda s: open_live(s))
-    return ModelSide(dialect, session_config_from(settings), lambda s: open_realtime(s))
+        return ModelSide(dialect, config, lambda s: open_live(s))
+    return ModelSide(dialect, config, lambda s: open_realtime(s))

@@ -429,3 +429,18 @@ def test_an_unfinished_caller_turn_survives_a_replacement_session() -> None:
         dialect.audio_append(SILENCE[:960])
     out = events(dialect.parse(audio(SILENCE)))
     assert isinstance(out[0], InputTranscriptionCompleted) and out[0].transcript == "My order"
+
+
+def test_business_tools_go_to_the_backend_and_their_output_continues_it() -> None:
+    lookup = FunctionTool("lookup_order", "Look up an order.", {"type": "object", "properties": {}})
+    for escalation, names in (("responses", ["escalate_to_human", "lookup_order"]), ("trigger", ["lookup_order"])):
+        dialect = LiveDialect(LiveOptions(escalation=escalation))  # type: ignore[arg-type]
+        start = checked(dialect.session_update(SessionConfig(instructions="x", tools=(TOOL, lookup))))
+        assert [t["name"] for t in start["session"]["delegation"]["responses"]["tools"]] == names
+        assert "lookup_order" in start["session"]["instructions"]
+    started(dialect)
+    checked(dialect.function_call_output("call_9", '{"status":"shipped"}'))
+    assert checked(dialect.response_create(None))["type"] == "response.create"  # the backend answers
+    assert checked(dialect.response_create(None))["type"] == "session.commentary.append"  # once only
+    only_escalation = LiveDialect(LiveOptions(escalation="off"))
+    assert checked(only_escalation.session_update(CONFIG))["session"]["delegation"] == {"type": "client"}
