@@ -166,14 +166,18 @@ _ramp_start_wall = 0.0
 
 def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
         gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None,
-        provider: str = "", extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+        provider: str = "", extra_env: dict[str, str] | None = None,
+        model_standin: Callable[[], tuple[subprocess.Popen[str], str]] | None = None,
+        gateway_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One load run. ``model_standin`` starts another model stand-in process (default: Realtime GA)
+    and ``gateway_env`` adds gateway settings (e.g. the GPT-Live dialect, load_tests/bench_live.py)."""
     redis = private_redis()
-    realtime_proc, realtime_url = start_realtime_standin(replies=replies)
+    realtime_proc, realtime_url = (model_standin or (lambda: start_realtime_standin(replies=replies)))()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = RESULTS / f"{name}-gateway.log"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    env = {**(carrier_env() if provider else {}), **(extra_env or {})}
+    env = {**(carrier_env() if provider else {}), **(extra_env or {}), **(gateway_env or {})}
     gateway = start_gateway(port, redis.url, realtime_url, extra_env=env or None,
                             log_path=log_path, workers=gateway_workers, ws_variant=ws_variant)
     workers: list[subprocess.Popen[str]] = []

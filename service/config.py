@@ -22,7 +22,7 @@ from service.audio.filler_clip import ClipError, load_wav_clip
 from service.escalation import defaults
 
 RealtimeProvider = Literal["openai", "azure", "local"]
-RealtimeDialectName = Literal["ga", "beta"]
+RealtimeDialectName = Literal["ga", "beta", "live"]
 
 
 class Settings(BaseSettings):
@@ -131,16 +131,40 @@ class Settings(BaseSettings):
     realtime_api_key: SecretStr = Field(
         SecretStr(""), description="API key (falls back to OPENAI_API_KEY, or AZURE_OPENAI_API_KEY for azure)."
     )
-    realtime_dialect: RealtimeDialectName = Field("ga", description="Realtime event dialect: `ga` or `beta`.")
+    realtime_dialect: RealtimeDialectName = Field(
+        "ga", description="Model event dialect: `ga` or `beta` (Realtime API), or `live` (GPT-Live, docs/models/live.md)."
+    )
     realtime_model: str = Field(
         "gpt-realtime-2.1", description="Model name (OpenAI; `gpt-realtime-2.1-mini` is the low-cost choice) or "
-        "deployment name (Azure).",
+        "deployment name (Azure). Default `gpt-live-1` when the dialect is `live`.",
     )
     realtime_reasoning_effort: Literal["", "minimal", "low", "medium", "high", "xhigh"] = Field(
         "", description="Reasoning effort for reasoning-capable Realtime models (GA dialect; empty = the model's default)."
     )
     azure_endpoint: str = Field(
         "", description="Azure resource endpoint https://<res>.openai.azure.com (falls back to AZURE_OPENAI_ENDPOINT)."
+    )
+    azure_ad_token: SecretStr = Field(
+        SecretStr(""), description="Microsoft Entra ID bearer token for Azure GPT-Live sessions (sent as "
+        "`Authorization: Bearer`; empty = the `api-key` header with the API key)."
+    )
+    live_audio_format: Literal["pcm16", "pcmu"] = Field(
+        "pcm16", description="GPT-Live session audio, both directions: `pcm16` (24 kHz, through the resampler) or "
+        "`pcmu` (G.711 mu-law 8 kHz, passed through untouched on mu-law carriers)."
+    )
+    live_escalation: Literal["responses", "trigger", "off"] = Field(
+        "responses", description="How the GPT-Live model escalates by its own judgement: `responses` (a Responses "
+        "backend with the `escalate_to_human` function), `trigger` (a Decisions predicate over the caller transcript) "
+        "or `off` (only requests, DTMF and sentiment escalate)."
+    )
+    live_backend_model: str = Field(
+        "gpt-5.5", description="Responses model behind GPT-Live delegation (`live_escalation=responses`; Azure: a deployment name)."
+    )
+    live_trigger_threshold: float = Field(
+        0.8, ge=0.0, le=1.0, description="Predicate probability at or above which the GPT-Live trigger escalates."
+    )
+    live_recycle_margin_s: float = Field(
+        60.0, ge=0.0, description="Replace a GPT-Live session this long before its `expires_at` (re-seeded; the caller stays on)."
     )
     azure_api_version: str = Field(
         "2025-04-01-preview", description="Azure api-version for the preview (beta-dialect) URL."
@@ -480,6 +504,8 @@ class Settings(BaseSettings):
                 self.realtime_api_key = SecretStr(fallback)
         if not self.azure_endpoint:
             self.azure_endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "")
+        if self.realtime_dialect == "live" and "realtime_model" not in self.model_fields_set:
+            self.realtime_model = "gpt-live-1"
         if self.realtime_provider is None:
             self.realtime_provider = "openai" if self.realtime_api_key.get_secret_value() else "local"
         if self.realtime_provider == "azure" and not (self.azure_endpoint or self.realtime_url):

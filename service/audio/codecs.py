@@ -242,3 +242,23 @@ def wire_level_dbfs(spec: CodecSpec, payload: bytes) -> float:
     if mean_square <= 0.0:
         return -120.0
     return max(-120.0, 10.0 * float(np.log10(mean_square)) - 20.0 * float(np.log10(32768.0)))
+class Passthrough:
+    """Both directions when the model speaks the carrier's own codec (GPT-Live ``pcmu`` on a mu-law
+    call): bytes in, the same bytes out, no DSP and no state (docs/models/live.md, audio formats)."""
+
+    held_back = 0
+
+    def process(self, payload: bytes) -> bytes:
+        return payload
+
+    def process_b64(self, payload: bytes) -> str:
+        return binascii.b2a_base64(payload, newline=False).decode("ascii")
+
+    def reset(self) -> None:
+        pass
+
+
+def passes_through(wire: tuple[str, int], model_audio: tuple[str, int]) -> bool:
+    """True when the model's audio is the call's wire codec itself (nothing to convert)."""
+    spec = codec_spec(*wire)
+    return model_audio != ("pcm16", 24000) and (spec.codec, spec.rate) == model_audio

@@ -87,11 +87,21 @@ class BargeIn:
 
     async def output_yielded(self) -> None:
         """A full-duplex model stopped talking because the caller talked over it: whatever is still
-        queued at the provider is stale, so flush it. No cancel or truncate (the model did that)."""
-        if self._p.bot.playing:
-            await self._p.bot.flush()
-            self._p.bot.discard()
-            self._p.phase.fire("barge_in")
+        queued at the provider is stale, so flush it (if anything is). No cancel or truncate (the
+        model did that). Counted as a barge-in either way: real-time paced output often has nothing
+        left to flush."""
+        p = self._p
+        started = p.clock()
+        positions = await p.bot.flush() if p.bot.playing else []
+        p.bot.discard()
+        self._observe_reaction(p.clock() - started)
+        first = positions[0] if positions else None
+        p.stats.barge_ins += 1
+        metrics.BARGE_INS.inc()
+        log.info("call.barge_in", item_id=first.item_id if first else "", heard_ms=first.heard_ms if first else 0,
+                 sent_ms=first.sent_ms if first else 0, reaction_ms=round(self._reaction_ms, 3))
+        if p.phase.accepts("barge_in"):  # not once playback has drained (listening again)
+            p.phase.fire("barge_in")
 
     async def interrupt(self) -> None:
         """Flush the provider first, then cancel the reply and truncate each item at what was heard.

@@ -106,7 +106,7 @@ class CallBridge:
                                on_replaced=self._session_replaced)
         self.caller = CallerLeg(codec, self.link, realtime, self.stats, self._observer, self.model.lost)
         self.model.caller = self.caller
-        self.bot = BotLeg(codec, provider, to_provider, self.stats, clock, playback_lead_ms)
+        self.bot = BotLeg(codec, provider, to_provider, self.stats, clock, playback_lead_ms, realtime.model_audio)
         call_filler = make_filler(filler, codec, send_clip=lambda wire: to_provider(provider.build_media(wire)),
                                   flush=lambda: to_provider(provider.build_clear()),
                                   audible=lambda: self.bot.playing, clock=clock, stats=self.stats)
@@ -168,7 +168,8 @@ class CallBridge:
             metrics.REALTIME_ERRORS.labels("malformed_event").inc()
             log.warning("realtime.malformed_event", error=str(error))
             return
-        await self.on_realtime_event(event)
+        for each in event.events if isinstance(event, rt.EventGroup) else (event,):  # full-duplex: several
+            await self.on_realtime_event(each)
 
     async def on_realtime_event(self, event: rt.ServerEvent) -> None:
         if self.parts.closing:

@@ -1,4 +1,5 @@
-"""The two audio legs of a call, between the wire codec and the model's PCM16 24 kHz.
+"""The two audio legs of a call, between the wire codec and the model's PCM16 24 kHz (or, when the
+model speaks the carrier's own codec, ``RealtimeDialect.model_audio``, straight through).
 
 ``CallerLeg`` (caller -> model) is the inbound hot path: one frame is transcoded and written to the
 model socket without waiting for anything but the socket send; while caller audio cannot flow (the
@@ -16,7 +17,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from service import metrics
-from service.audio.codecs import codec_spec, make_inbound, make_outbound
+from service.audio.codecs import (
+    InboundCodec,
+    OutboundCodec,
+    Passthrough,
+    codec_spec,
+    make_inbound,
+    make_outbound,
+    passes_through,
+)
 from service.call.link import ModelLink, SendText
 from service.call.observer import CallObserver
 from service.call.playback import HeardPosition, PlaybackLedger, PlaybackState
@@ -40,7 +49,7 @@ class CallerLeg:
 
     def __init__(self, codec: tuple[str, int], link: ModelLink, model: RealtimeDialect, stats: CallStats,
                  observer: CallObserver, lost: Callable[[], None]) -> None:
-        self._inbound = make_inbound(*codec)
+        self._inbound: InboundCodec = Passthrough() if passes_through(codec, model.model_audio) else make_inbound(*codec)
         self.spec = codec_spec(*codec)
         self.bytes_per_ms = wire_bytes_per_ms(codec)
         # Called with each forwarded frame's wire bytes while an interruption is being decided
@@ -110,12 +119,14 @@ class BotLeg:
     another send, and ``flush`` waits at most for one media+marker pair already on its way."""
 
     def __init__(self, codec: tuple[str, int], provider: TelephonyDialect, to_provider: SendText,
-                 stats: CallStats, clock: Callable[[], float], lead_ms: int = 0) -> None:
+                 stats: CallStats, clock: Callable[[], float], lead_ms: int = 0,
+                 model_audio: tuple[str, int] = ("pcm16", 24000)) -> None:
         self.bytes_per_ms = wire_bytes_per_ms(codec)
         spec = codec_spec(*codec)
+        self._codec = codec
         self.ledger = PlaybackLedger(self.bytes_per_ms)
         self.playout = PlayoutBuffer(self.bytes_per_ms, lead_ms, spec.bytes_per_sample)
-        self._outbound = make_outbound(*codec)
+        self._outbound: OutboundCodec = Passthrough() if passes_through(codec, model_audio) else make_outbound(*codec)
         self._provider, self._to_provider, self._stats, self._clock = provider, to_provider, stats, clock
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
@@ -227,6 +238,6 @@ class BotLeg:
     async def play_tone(self, pcm24k: bytes) -> float:
         """Play a generated signal at once (no marker); returns its duration in seconds."""
         self._outbound.reset()
-        wire = self._outbound.process(pcm24k)
+        wire = make_outbound(*self._codec).process(pcm24k)  # PCM16 24 kHz even when model audio passes through
         await self._to_provider(self._provider.build_media(wire))
         return len(wire) / self.bytes_per_ms / 1000

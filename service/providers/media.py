@@ -153,7 +153,7 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
     rest_transfer = rest_transfer_factory(started) if rest_transfer_factory is not None else None
 
     runner = tool_runner_for(gateway)
-    model = model_sessions.model_side(settings)
+    model = model_sessions.model_side(settings, (started.encoding, started.sample_rate))
     tools = CallTools(runner, started.call_id,
                       ToolContext(caller=mask_number(started.custom_parameters.get("from")),
                                   language=settings.transcription_language or ""),

@@ -178,6 +178,14 @@ class OutputYielded:
 
 
 @dataclass(frozen=True, slots=True)
+class EventGroup:
+    """Several events from one server frame, to be handled in order (a full-duplex dialect turns one
+    output delta into, e.g., ``OutputYielded`` + ``TranscriptDone`` + ``ResponseDone``)."""
+
+    events: tuple[ServerEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OtherEvent:
     """A valid event the bridge does not act on (rate_limits.updated, content parts, ...)."""
 
@@ -204,6 +212,7 @@ ServerEvent = (
     | ItemTruncated
     | RealtimeError
     | OutputYielded
+    | EventGroup
     | OtherEvent
 )
 
@@ -227,6 +236,13 @@ class RealtimeDialect(Protocol):
     def client_speaks_first(self) -> bool:
         """Who opens the session: False = the server sends ``session.created`` and we answer with
         the configuration (Realtime); True = the configuration is our first message (GPT-Live)."""
+        ...
+
+    @property
+    def model_audio(self) -> tuple[str, int]:
+        """The model's audio, both ways, as (codec, rate): ``("pcm16", 24000)`` for Realtime. A carrier
+        codec (``("mulaw", 8000)``, GPT-Live's ``pcmu``) is passed through untouched, no DSP at all,
+        and only ever chosen for calls whose wire audio is that codec."""
         ...
 
     def session_update(self, config: SessionConfig) -> str: ...

@@ -78,7 +78,9 @@ def usage_cost_usd(usage: dict[str, Any], prices: dict[str, float]) -> float:
     dialect gives no split, so cached tokens are taken from text first (the cached prefix is mostly
     instructions)."""
     if "usd_per_minute" in prices:
-        return 0.0  # priced by session time, not tokens
+        # priced by session time (GPT-Live, docs/models/live.md "Usage and cost"): the seconds new
+        # since the last usage event; a token-priced usage on such a model costs nothing here
+        return float(usage.get("session_seconds") or 0) * prices["usd_per_minute"] / 60
     inp = usage.get("input_token_details") or {}
     out = usage.get("output_token_details") or {}
     cached = int(inp.get("cached_tokens") or 0)

@@ -347,6 +347,7 @@ class _DialectBase:
 
     name: Literal["ga", "beta"]
     client_speaks_first = False  # the server opens with session.created
+    model_audio = ("pcm16", PCM16_RATE)
     _parsers: dict[str, _Parser]
 
     def __init__(self) -> None:
@@ -475,8 +476,13 @@ class BetaDialect(_DialectBase):
         return self._event("session.update", session=session)
 
 
-def dialect_for(name: Literal["ga", "beta"]) -> RealtimeDialect:
-    """A fresh dialect instance (its own ``event_id`` counter); one per session."""
+def dialect_for(name: Literal["ga", "beta", "live"]) -> RealtimeDialect:
+    """A fresh dialect instance (its own ``event_id`` counter); one per session. ``live`` gets default
+    options here; ``service.realtime.sessions.dialect_from`` builds it from settings."""
+    if name == "live":
+        from service.realtime.live import LiveDialect
+
+        return LiveDialect()
     if name == "ga":
         return GaDialect()
     if name == "beta":
@@ -513,9 +519,11 @@ def connection_params(settings: Settings) -> tuple[str, dict[str, str]]:
     if provider == "local":
         raise ValueError("realtime provider 'local' has no WebSocket connection parameters")
     key = settings.realtime_api_key.get_secret_value()
+    dialect = settings.realtime_dialect
+    if dialect == "live":
+        return _live_params(settings, key)
     if not key:
         raise ValueError(f"realtime provider {provider!r} needs an API key (CALLBRIDGE_REALTIME_API_KEY)")
-    dialect = settings.realtime_dialect
     model = settings.realtime_model
     headers: dict[str, str]
     if provider == "openai":
@@ -537,3 +545,27 @@ def connection_params(settings: Settings) -> tuple[str, dict[str, str]]:
     if settings.realtime_url:
         url = settings.realtime_url
     return url, headers
+
+
+def _live_params(settings: Settings, key: str) -> tuple[str, dict[str, str]]:
+    """GPT-Live (docs/models/live.md, "Connecting"): no query string, the model goes in ``session.start``.
+
+    - openai: ``wss://api.openai.com/v1/live/sessions``, ``Authorization: Bearer K``
+    - azure: ``wss://<host>/openai/v1/live/sessions``, ``Authorization: Bearer <Entra token>`` when
+      ``CALLBRIDGE_AZURE_AD_TOKEN`` is set, else ``api-key: K``
+    """
+    from service.realtime.live import AZURE_LIVE_PATH, OPENAI_LIVE_URL
+
+    token = settings.azure_ad_token.get_secret_value()
+    if settings.provider == "azure":
+        if token:
+            headers = {"Authorization": f"Bearer {token}"}
+        elif key:
+            headers = {"api-key": key}
+        else:
+            raise ValueError("azure GPT-Live needs CALLBRIDGE_AZURE_AD_TOKEN or an API key (CALLBRIDGE_REALTIME_API_KEY)")
+        url = settings.realtime_url or f"{_azure_base(settings.azure_endpoint)}{AZURE_LIVE_PATH}"
+        return url, headers
+    if not key:
+        raise ValueError("realtime provider 'openai' needs an API key (CALLBRIDGE_REALTIME_API_KEY)")
+    return settings.realtime_url or OPENAI_LIVE_URL, {"Authorization": f"Bearer {key}"}

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from service.audio.codecs import passes_through
 from service.call.toolargs import ESCALATION_TOOL_NAME
 from service.config import Settings
 from service.realtime.events import FunctionTool, RealtimeDialect, RealtimeTransport, SessionConfig
+from service.realtime.live import LiveDialect, LiveOptions
+from service.realtime.live_transport import LiveTransport
 from service.realtime.protocol import dialect_for
 from service.tools.registry import declared_tools
 
@@ -74,9 +77,38 @@ async def open_realtime(settings: Settings) -> RealtimeTransport:
     return await connect_realtime(settings)
 
 
-def dialect_from(settings: Settings) -> RealtimeDialect:
-    """The wire dialect of this deployment's model (the embedded engine speaks GA)."""
+def dialect_from(settings: Settings, wire_codec: tuple[str, int] | None = None) -> RealtimeDialect:
+    """The wire dialect of this deployment's model (the in-process embedded engine speaks GA, or
+    GPT-Live through its Live front). GPT-Live ``pcmu`` is used only for calls whose wire audio is
+    mu-law 8 kHz (passed through); other calls, pre-warmed sessions (codec not known yet) and the
+    embedded engine get PCM16 24 kHz."""
+    if settings.realtime_dialect == "live":
+        # only when the call's codec is known to be mu-law (a pre-warmed session does not know it yet)
+        mulaw_call = settings.provider != "local" and wire_codec is not None and passes_through(wire_codec, ("mulaw", 8000))
+        return LiveDialect(LiveOptions(
+            model=settings.realtime_model,
+            audio_format=settings.live_audio_format if mulaw_call else "pcm16",
+            escalation=settings.live_escalation,
+            backend_model=settings.live_backend_model,
+            trigger_threshold=settings.live_trigger_threshold,
+        ))
     return dialect_for("ga" if settings.provider == "local" else settings.realtime_dialect)
+
+
+async def open_live(settings: Settings) -> RealtimeTransport:
+    """A GPT-Live session: the WebSocket, or the embedded engine behind its Live front
+    (``service.realtime.local.live_front``), wrapped so that nothing overtakes ``session.start`` and
+    lost or expiring sessions are replaced (``service.realtime.live_transport``)."""
+    if settings.provider == "local" and not settings.realtime_url:
+        from service.realtime.local import open_local_session
+        from service.realtime.local.live_front import LiveLocalTransport
+
+        inner: RealtimeTransport = LiveLocalTransport(await open_local_session(settings))
+    else:
+        from service.realtime.client import connect_realtime
+
+        inner = await connect_realtime(settings)
+    return LiveTransport(inner, recycle_margin_s=settings.live_recycle_margin_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +121,13 @@ class ModelSide:
     open: Callable[[Settings], Awaitable[RealtimeTransport]]
 
 
-def model_side(settings: Settings) -> ModelSide:
-    """A call's model side from settings (a pre-warmed session gets the same): the escalation tool
-    plus the business tools of ``CALLBRIDGE_TOOLS_FILE``. ``open_realtime`` is looked up at call
-    time (tests swap it)."""
+def model_side(settings: Settings, wire_codec: tuple[str, int] | None = None) -> ModelSide:
+    """A call's model side from settings (a pre-warmed session gets the same; ``wire_codec``: the
+    call's audio, (encoding, rate), when known): the escalation tool plus the business tools of
+    ``CALLBRIDGE_TOOLS_FILE``. ``open_realtime``/``open_live`` are looked up at call time (tests swap them)."""
     tools = declared_tools(settings.tools_file) if settings.tools_file is not None else ()
-    return ModelSide(dialect_from(settings), session_config_from(settings, tools), lambda s: open_realtime(s))
+    dialect = dialect_from(settings, wire_codec)
+    config = session_config_from(settings, tools)
+    if isinstance(dialect, LiveDialect):
+        return ModelSide(dialect, config, lambda s: open_live(s))
+    return ModelSide(dialect, config, lambda s: open_realtime(s))

@@ -132,6 +132,39 @@ def _realtime_samples(cases: list[tuple[str, Any]]) -> tuple[str, ...]:
     return (*(text for text, _expected in cases), extra)
 
 
+def _live_parse() -> Parse:
+    """A GPT-Live dialect whose ``session.start`` went out (the first sample starts it)."""
+    from service.realtime.events import SessionConfig
+    from service.realtime.live import LiveDialect, LiveOptions
+
+    dialect = LiveDialect(LiveOptions(escalation="trigger"))
+    dialect.session_update(SessionConfig(instructions="fuzz"))
+    return dialect.parse
+
+
+def _live_samples() -> tuple[str, ...]:
+    speech = base64.b64encode(b"\x10\x20" * 2400).decode()
+    silence = base64.b64encode(bytes(4800)).decode()
+    session = {"id": "live_1", "expires_at": 1, "model": "gpt-live-1", "status": "active"}
+    return tuple(json.dumps(event) for event in (
+        {"type": "session.started", "event_id": "e", "session": session},
+        {"type": "session.output_audio.delta", "delta": speech},
+        {"type": "session.output_transcript.delta", "event_id": "e", "delta": "Hi", "start_ms": 0, "end_ms": 200},
+        {"type": "session.input_transcript.delta", "event_id": "e", "delta": "a person", "start_ms": 0, "end_ms": 200},
+        {"type": "session.output_audio.delta", "delta": silence},
+        {"type": "response.event", "event_id": "e", "delegation_id": "d", "event": {
+            "type": "response.output_item.done", "output_index": 0, "item": {
+                "type": "function_call", "call_id": "c", "name": "escalate_to_human", "arguments": "{}",
+                "status": "completed"}}},
+        {"type": "response.event", "event_id": "e", "delegation_id": "d", "event": {"type": "response.completed"}},
+        {"type": "decision.event", "event_id": "e", "trigger_id": "t", "event": {"type": "decision.completed",
+            "decision": {"model": "m", "answers": [{"type": "predicate", "name": "wants_human", "probability": 0.9}]}}},
+        {"type": "session.usage.updated", "event_id": "e", "usage": {"seconds": 15}},
+        {"type": "error", "event_id": "e", "error": {"type": "invalid_request_error", "code": "c", "message": "m"}},
+        {"type": "session.closed", "event_id": "e", "reason": "expired", "session": session, "usage": {"seconds": 20}},
+    ))
+
+
 ROWS: tuple[Row, ...] = (
     Row("twilio", lambda: TwilioDialect().parse, (ProtocolError,), _twilio_samples()),
     Row("signalwire", lambda: SignalWireDialect().parse, (ProtocolError,), _json_carrier_samples(signalwire_caller.PROFILE)),
@@ -143,6 +176,7 @@ ROWS: tuple[Row, ...] = (
     Row("browser", lambda: BrowserDialect().parse, (ProtocolError,), _browser_samples(), binary=True),
     Row("realtime-ga", lambda: dialect_for("ga").parse, (RealtimeProtocolError,), _realtime_samples(ga_cases())),
     Row("realtime-beta", lambda: dialect_for("beta").parse, (RealtimeProtocolError,), _realtime_samples(beta_cases())),
+    Row("gpt-live", _live_parse, (RealtimeProtocolError,), _live_samples()),
     Row("escalation-signature", _signature_parse, (), _signature_samples()),
     Row("webhook-form", _webform_parse, (FormRefused,), _webform_samples()),
     Row("stream-token", _token_parse, (StreamTokenError,),

@@ -70,6 +70,32 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_demo_call_on_the_gpt_live_dialect(tmp_path: Path) -> None:
+    """``CALLBRIDGE_REALTIME_DIALECT=live callbridge demo``: the embedded engine behind its GPT-Live
+    front (full duplex, output paced by the caller's audio), fully offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_") and k != "OPENAI_API_KEY"}
+    env["CALLBRIDGE_REALTIME_DIALECT"] = "live"
+    executable = Path(sys.executable).parent / "callbridge"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
+    result = subprocess.run([*command, "demo", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "bot   : Thank you for calling" in out  # the greeting, asked for with a commentary append
+    assert "caller: i want to check the status of my order" in out
+    assert "human queue: escalation" in out and "stream closed by the gateway (1000)" in out
+    summary = json.loads(next(tmp_path.glob("call-*.json")).read_text())
+    assert summary["outcome"] == "escalated" and summary["errors"] == 0
+    # the caller talks over the opening-hours answer: the model yields (counted when bot audio was still
+    # playing, which depends on timing); never a truncate, a Live model has nothing to truncate
+    assert summary["truncates"] == 0
+    assert "bot   : We're open Monday to Friday" in out
+    with wave.open(str(next(tmp_path.glob("call-*.wav")))) as wav:
+        stereo = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2)
+    assert (np.abs(stereo[:, 1].astype(float)) > 1000).sum() > 8000 * 5  # seconds of audible bot speech
+
+
+@pytest.mark.slow
 def test_demo_console_prints_a_working_url_and_token(tmp_path: Path) -> None:
     """`callbridge demo --console`: the printed token logs in at the printed URL, the softphone page
     is served and a softphone call can be issued; SIGINT stops it cleanly."""

@@ -267,3 +267,46 @@ async def test_recognition_accuracy_floor_over_the_benchmark_sentences() -> None
             e, n = word_errors(sentence, result.text)
             errors, words = errors + e, words + n
     assert 1 - errors / words >= 0.70
+
+
+async def test_local_realtime_serves_the_gpt_live_dialect() -> None:
+    """``callbridge local-realtime`` also speaks GPT-Live at /v1/live/sessions: the client speaks
+    first, output is a continuous stream paced by the input audio (silence between utterances), and
+    every server event is a valid ``openai.types.live`` event with no unknown field."""
+    from tests.standins.live_types import server_event_problem
+
+    async with running_local_realtime() as url:
+        live_url = url.replace("/v1/realtime", "/v1/live/sessions")
+        async with websockets.connect(live_url, max_size=None, compression=None) as ws:
+            await ws.send(json.dumps({"type": "session.start", "event_id": "cb_1", "session": {
+                "model": "gpt-live-1", "instructions": "You are Maya.",
+                "audio": {"format": {"type": "audio/pcm", "rate": 24000}, "output": {"voice": "marin"}}}}))
+            started = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert started["type"] == "session.started" and server_event_problem(started) is None
+            await ws.send(json.dumps({"type": "session.commentary.append", "event_id": "cb_2",
+                                      "delegation_id": None, "content": "Greet the caller now."}))
+            deltas: list[bytes] = []
+            other: list[dict[str, Any]] = []
+
+            async def read() -> None:
+                async for text in ws:
+                    event = json.loads(text)
+                    assert server_event_problem(event) is None, server_event_problem(event)
+                    if event["type"] == "session.output_audio.delta":
+                        deltas.append(base64.b64decode(event["delta"]))
+                    else:
+                        other.append(event)
+
+            reader = asyncio.create_task(read())
+            silence_frame = base64.b64encode(bytes(FRAME)).decode()
+            for _ in range(500):  # up to 10 s of caller silence, paced like a caller (real time)
+                await ws.send(json.dumps({"type": "session.input_audio.append", "audio": silence_frame}))
+                await asyncio.sleep(0.02)  # pacing the simulated caller, not synchronisation
+                voiced_then_quiet = any(any(d) for d in deltas) and len(deltas) >= 5 and not any(deltas[-1])
+                if voiced_then_quiet:
+                    break
+            reader.cancel()
+            assert all(len(d) == 4800 for d in deltas)  # one 100 ms delta per 100 ms of input
+            voiced = [d for d in deltas if any(d)]
+            assert voiced and len(voiced) < len(deltas)  # the greeting, then digital silence
+            assert any(e["type"] == "session.commentary.appended" and e.get("client_event_id") == "cb_2" for e in other)

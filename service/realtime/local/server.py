@@ -1,7 +1,8 @@
-"""The local engine as a standalone Realtime (GA) WebSocket server at ``/v1/realtime``.
+"""The local engine as a standalone Realtime (GA) WebSocket server at ``/v1/realtime``, and as a
+GPT-Live server at ``/v1/live/sessions`` (the same engine behind ``live_front.LiveFront``).
 
-Any OpenAI-Realtime GA client can use it: ``ws://host:port/v1/realtime?model=...``; other paths get
-HTTP 404. One WebSocket = one ``LocalSession``. Text frames only, as the cloud
+Any OpenAI-Realtime GA client can use it: ``ws://host:port/v1/realtime?model=...``; GPT-Live clients
+use ``ws://host:port/v1/live/sessions``; other paths get HTTP 404. One WebSocket = one ``LocalSession``. Text frames only, as the cloud
 (docs/models/realtime.md, "Events"); a binary frame is answered with an ``error`` event. English only.
 
 Bounded for a peer it does not trust (docs/security.md, "Model side"): ``callbridge local-realtime``
@@ -28,12 +29,14 @@ from websockets.http11 import Request, Response
 
 from service.realtime.events import RealtimeClosed
 
+from .live_front import LiveFront
 from .models import LocalModels, load_models_async
 from .transport import LocalTransport, open_local_session
 
 log = structlog.get_logger(__name__)
 
 PATH = "/v1/realtime"
+LIVE_PATH = "/v1/live/sessions"
 
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -52,7 +55,7 @@ def _request_check(key: str) -> Any:
     expected = key.encode()
 
     def check(connection: ServerConnection, request: Request) -> Response | None:
-        if urlsplit(request.path).path.rstrip("/") != PATH:
+        if urlsplit(request.path).path.rstrip("/") not in (PATH, LIVE_PATH):
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         if expected and not hmac.compare_digest(_presented_key(request).encode(), expected):
             log.warning("local.server.unauthorized", client=str(connection.remote_address)[:64])
@@ -69,6 +72,9 @@ def _settings_key(settings: Any) -> str:
 
 def _handler(settings: Any, models: LocalModels) -> Any:
     async def handle(ws: ServerConnection) -> None:
+        if ws.request is not None and urlsplit(ws.request.path).path.rstrip("/") == LIVE_PATH:
+            await _handle_live(ws)
+            return
         transport = await open_local_session(settings, models=models)
         log.info("local.server.session_opened", session=transport.session.id)
 
@@ -87,6 +93,42 @@ def _handler(settings: Any, models: LocalModels) -> Any:
                     await transport.send("<binary frame>")  # becomes an invalid_json error event
                 else:
                     await transport.send(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            await transport.close()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await pump
+            log.info("local.server.session_closed", session=transport.session.id)
+
+    async def _handle_live(ws: ServerConnection) -> None:
+        """One GPT-Live session: client frames through the front to the engine; engine events back
+        through it; output deltas paced by the client's own audio (``LiveFront``)."""
+        transport = await open_local_session(settings, models=models)
+        front = LiveFront()
+        log.info("local.server.session_opened", session=transport.session.id)
+
+        async def downstream() -> None:
+            while True:
+                try:
+                    text = await transport.recv()
+                except RealtimeClosed:
+                    return
+                for each in front.from_engine(text):
+                    await ws.send(each)
+
+        pump = asyncio.create_task(downstream())
+        try:
+            async for message in ws:
+                to_engine, to_client = front.from_client(message if isinstance(message, str) else "<binary frame>")
+                for each in to_engine:
+                    await transport.send(each)
+                for each in to_client:
+                    await ws.send(each)
+                if front.closed:
+                    await ws.close(1000)
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -133,4 +175,4 @@ async def running_local_realtime(host: str = "127.0.0.1", port: int = 0,
         await server.wait_closed()
 
 
-__all__ = ["PATH", "LocalTransport", "running_local_realtime", "serve_local_realtime", "start_local_realtime"]
+__all__ = ["LIVE_PATH", "PATH", "LocalTransport", "running_local_realtime", "serve_local_realtime", "start_local_realtime"]
