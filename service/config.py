@@ -111,6 +111,22 @@ class Settings(BaseSettings):
     vonage_rate: int = Field(
         16000, description="Rate of the Vonage websocket's L16 audio (`content-type` in the NCCO): 16000 or 8000."
     )
+    signalwire_transfer_to: str = Field(
+        "", description="Where SignalWire hands escalated calls: `queue:<name>`, `sip:<uri>` or a number. "
+        "Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
+    telnyx_transfer_to: str = Field(
+        "", description="Where Telnyx hands escalated calls (TeXML): `queue:<name>`, `sip:<uri>` or a number. "
+        "Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
+    plivo_transfer_to: str = Field(
+        "", description="Where Plivo hands escalated calls: `queue:<name>` (a conference room), `sip:<uri>` or a "
+        "number. Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
+    vonage_transfer_to: str = Field(
+        "", description="Where Vonage hands escalated calls (NCCO from the event webhook): `queue:<name>` (a named "
+        "conversation), `sip:<uri>` or a number. Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
     exotel_stream_user: str = Field(
         "", description="User name Exotel presents with HTTP Basic on the media-socket upgrade. Empty = refuse all."
     )
@@ -118,7 +134,8 @@ class Settings(BaseSettings):
         SecretStr(""), description="Password Exotel presents with HTTP Basic on the media-socket upgrade."
     )
     exotel_sample_rate: int = Field(
-        8000, description="Rate asked for in the Voicebot applet URL (`?sample-rate=`): 8000 or 16000."
+        8000, description="Rate to write into the Voicebot applet URL (`?sample-rate=`): 8000 or 16000. "
+        "The socket itself streams at the rate its URL names (8000 when absent)."
     )
 
     # --- Realtime session -----------------------------------------------------------------------
@@ -283,6 +300,13 @@ class Settings(BaseSettings):
 
             load_prices(value)  # PriceTableError (a ValueError) names the file and the problem
         return value
+
+    @field_validator("signalwire_transfer_to", "telnyx_transfer_to", "plivo_transfer_to", "vonage_transfer_to")
+    @classmethod
+    def _transfer_to(cls, value: str) -> str:
+        from service.providers.transfer import check_transfer_to
+
+        return check_transfer_to(value)
 
     @field_validator("exotel_sample_rate")
     @classmethod

@@ -11,7 +11,7 @@ between it and an ``asyncio.Transport``, in ``data_received``, with no task swit
 What of ``websockets`` it relies on (version-ranged in pyproject.toml, covered by
 tests/unit/test_wsio_framing.py ``test_websockets_sansio_surface``): the sans-I/O API of
 ``websockets.protocol.Protocol`` (``receive_data``, ``receive_eof``, ``events_received``,
-``data_to_send``, ``send_text``, ``send_ping``, ``send_close``, ``fail``, ``close_expected``,
+``data_to_send``, ``send_text``, ``send_binary``, ``send_ping``, ``send_close``, ``fail``, ``close_expected``,
 ``state``, ``close_rcvd``, ``handshake_exc``), ``ServerProtocol.accept/reject/send_response``,
 ``ClientProtocol.connect/send_request``, ``websockets.frames.Frame/Opcode`` and
 ``websockets.uri.parse_uri``. No private attribute is touched.
@@ -52,6 +52,7 @@ import os
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, cast
 from typing import Protocol as TypingProtocol
 
@@ -72,8 +73,10 @@ __all__ = [
     "MessageSocket",
     "SansIOWebSocket",
     "ServerWebSocket",
+    "UpgradeRequest",
     "WebSocketClosed",
     "connect_websocket",
+    "upgrade_request",
     "uvicorn_websocket_protocol",
 ]
 
@@ -107,9 +110,36 @@ class MessageSocket(TypingProtocol):
         """The next message; raises ``WebSocketClosed`` once the connection has ended."""
         ...
 
-    async def send(self, text: str) -> None: ...
+    async def send(self, data: str | bytes) -> None:
+        """One message: ``str`` as a text frame, ``bytes`` as a binary frame (Vonage's audio)."""
+        ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """The HTTP upgrade request of a server connection, for handlers that authenticate on it (HTTP Basic
+    on Exotel's socket) or read its query (Exotel's ``?sample-rate=``). Header names are lower-case.
+    Bounded by the HTTP parser's limits on the request head (``websockets``: 8 KiB a line, 128 headers)."""
+
+    path: str = ""
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
+
+
+NO_UPGRADE = UpgradeRequest()
+
+
+def upgrade_request(socket: object) -> UpgradeRequest:
+    """The socket's ``upgrade`` request (``ServerWebSocket``, the ASGI adapter), else an empty one."""
+    upgrade = getattr(socket, "upgrade", None)
+    return upgrade if isinstance(upgrade, UpgradeRequest) else NO_UPGRADE
 
 
 class SansIOWebSocket(asyncio.Protocol):
@@ -314,23 +344,28 @@ class SansIOWebSocket(asyncio.Protocol):
             and not self._transport.is_closing()
         )
 
-    def send_nowait(self, text: str) -> None:
-        """Write one text message now, regardless of the write buffer (callers that own ordering).
+    def send_nowait(self, data: str | bytes) -> None:
+        """Write one message now, regardless of the write buffer (callers that own ordering).
 
-        Framed (and masked, on the client side) by ``Protocol.send_text``: one unfragmented text
-        frame; the bytes are written before this returns."""
+        Framed (and masked, on the client side) by ``Protocol.send_text`` (``str``) or
+        ``Protocol.send_binary`` (``bytes``): one unfragmented frame; the bytes are written before this
+        returns."""
         transport = self._transport
         if self._ws.state is not _OPEN or transport is None or transport.is_closing():
             raise self.closed_error()
         ws = self._ws
-        ws.send_text(text.encode())
+        if isinstance(data, str):
+            ws.send_text(data.encode())
+        else:
+            ws.send_binary(data)
         for chunk in ws.data_to_send():
             transport.write(chunk)
 
-    async def send(self, text: str) -> None:
-        """Send one text message; waits while the write buffer is full. Ordered across callers."""
+    async def send(self, data: str | bytes) -> None:
+        """Send one message (``str``: text, ``bytes``: binary); waits while the write buffer is full.
+        Ordered across callers."""
         if not self._write_paused and not self._slow_senders:
-            self.send_nowait(text)
+            self.send_nowait(data)
             return
         self._slow_senders += 1
         try:
@@ -339,7 +374,7 @@ class SansIOWebSocket(asyncio.Protocol):
                     if self._write_resumed is None or self._write_resumed.done():
                         self._write_resumed = self._loop.create_future()
                     await asyncio.shield(self._write_resumed)
-                self.send_nowait(text)
+                self.send_nowait(data)
         finally:
             self._slow_senders -= 1
 
@@ -477,7 +512,8 @@ class ServerWebSocket(SansIOWebSocket):
     Unauthenticated peers are bounded (docs/security.md, "Unauthenticated connections"): a request
     head not complete within ``handshake_timeout`` s closes the connection, and an upgrade that
     would make more than ``max_connections`` connections (``connections``, HTTP ones included
-    under uvicorn) is refused with HTTP 503. ``path`` and ``client`` describe the request for logs.
+    under uvicorn) is refused with HTTP 503. ``path`` and ``client`` describe the request for logs;
+    ``upgrade`` is the whole upgrade request (query and headers) for handlers that authenticate on it.
     """
 
     def __init__(
@@ -505,6 +541,7 @@ class ServerWebSocket(SansIOWebSocket):
         self._tasks = tasks if tasks is not None else set()
         self.path = ""
         self.client = ""
+        self.upgrade = NO_UPGRADE
         self._handshake_timeout = handshake_timeout
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._max_connections = max_connections
@@ -536,7 +573,8 @@ class ServerWebSocket(SansIOWebSocket):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        self.path = event.path.partition("?")[0]
+        self.path, _, query = event.path.partition("?")
+        self.upgrade = UpgradeRequest(self.path, query, tuple((k.lower(), v) for k, v in event.headers.raw_items()))
         handler = self._routes.get(self.path)
         if handler is None:
             response = self._ws.reject(404, "Not Found\n")

@@ -41,7 +41,7 @@ from service import metrics
 from service.audio.tones import apology_pcm16
 from service.call.handoff import Handoff, HandoffState
 from service.call.history import ConversationHistory
-from service.call.legs import BotLeg, CallerLeg
+from service.call.legs import BotLeg, CallerLeg, SendFrame
 from service.call.link import LinkState, ModelLink, SendText
 from service.call.machine import InvalidTransition
 from service.call.observer import CallObserver, EscalationRequest, NullObserver
@@ -80,7 +80,7 @@ class CallBridge:
         provider: pv.TelephonyDialect,
         realtime: rt.RealtimeDialect,
         session_config: rt.SessionConfig,
-        to_provider: SendText,
+        to_provider: SendFrame,
         close_provider: Callable[[int, str], Awaitable[None]],
         greeting: bool = True,
         handoff_line: str = "",
@@ -310,6 +310,11 @@ class CallBridge:
             self.stats.response_latencies_ms.append(latency * 1000)
             metrics.FIRST_AUDIO_SECONDS.observe(latency)
         self.phase.fire("bot_audio")
+
+    async def _bot_audio_done(self, done: rt.AudioDone) -> None:
+        """The item's audio is complete: carriers with fixed chunk sizes get the padded remainder."""
+        if not self.replies.is_dropped(done.response_id):
+            await self.bot.finish(done.item_id)
 
     async def _speech_started(self, event: rt.SpeechStarted) -> None:
         self._observer.caller_speech_started(event.audio_start_ms)
@@ -544,6 +549,7 @@ class CallBridge:
             return
         self.phase.fire("hang_up")
         self.end_reason = reason
+        self.bot.stop()
         if self._handoff_guard is not None:
             self._handoff_guard.cancel()
         try:
@@ -565,6 +571,7 @@ class CallBridge:
 
 _MODEL_HANDLERS: dict[type, Callable[[CallBridge, Any], Awaitable[None]]] = {
     rt.AudioDelta: CallBridge._bot_audio,
+    rt.AudioDone: CallBridge._bot_audio_done,
     rt.SpeechStarted: CallBridge._speech_started,
     rt.SpeechStopped: CallBridge._speech_stopped,
     rt.OutputYielded: CallBridge._output_yielded,

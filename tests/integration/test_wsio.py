@@ -36,6 +36,7 @@ from service.wsio import (
     ServerWebSocket,
     WebSocketClosed,
     connect_websocket,
+    upgrade_request,
     uvicorn_websocket_protocol,
 )
 from tests.conftest import free_port
@@ -139,6 +140,27 @@ async def test_server_echoes_text_and_binary_and_recv_returns_bytes() -> None:
         assert await asyncio.wait_for(client.recv(), TIMEOUT) == ""
     assert seen == ["héllo".encode(), b"\x00\x01\xfe\xff", b""]
     assert all(type(message) is bytes for message in seen)
+
+
+async def test_server_sends_binary_frames_and_exposes_the_upgrade_request() -> None:
+    """``send(bytes)`` is one binary frame (Vonage's audio); the handler sees the upgrade's query and
+    headers (Exotel's ``?sample-rate=`` and HTTP Basic)."""
+    seen: list[Any] = []
+
+    async def handler(ws: ServerWebSocket) -> None:
+        upgrade = upgrade_request(ws)
+        seen.append((upgrade.path, upgrade.query, upgrade.header("AUTHORIZATION"), upgrade.header("x-absent")))
+        await ws.send(b"\x00\x01" * 320)
+        await ws.send("text")
+
+    async with uvicorn_ws({"/bin": handler}) as srv, connect(
+        srv.url + "/bin?sample-rate=16000", additional_headers={"Authorization": "Basic dXNlcjpwdw=="}
+    ) as client:
+        first = await asyncio.wait_for(client.recv(), TIMEOUT)
+        second = await asyncio.wait_for(client.recv(), TIMEOUT)
+    assert first == b"\x00\x01" * 320 and second == "text"
+    assert seen == [("/bin", "sample-rate=16000", "Basic dXNlcjpwdw==", None)]
+    assert upgrade_request(object()).headers == ()
 
 
 async def test_server_reassembles_fragmented_messages() -> None:
