@@ -18,8 +18,10 @@ tests/unit/test_wsio_framing.py ``test_websockets_sansio_surface``): the sans-I/
 
 Guarantees of every ``SansIOWebSocket``:
 
-* ``recv`` returns messages in arrival order (text and binary alike, as ``bytes``: ``json.loads``
-  takes bytes); fragmented messages are reassembled (total size bounded by ``max_size``).
+* ``recv`` returns messages in arrival order: text as ``bytes`` (UTF-8; ``json.loads`` takes bytes, and
+  nothing is decoded on the hot path), binary as a ``memoryview`` of the payload, so a dialect with
+  binary media (Vonage) tells the two apart and every JSON dialect refuses binary frames; fragmented
+  messages are reassembled (total size bounded by ``max_size``).
   Once the peer's close frame or the end of the TCP connection has been seen and the inbox is
   empty, ``recv`` raises ``WebSocketClosed(code, reason)`` (1006 when there was no close frame),
   also on every later call.
@@ -70,6 +72,7 @@ __all__ = [
     "Handler",
     "InvalidHandshake",
     "InvalidStatus",
+    "Message",
     "MessageSocket",
     "SansIOWebSocket",
     "ServerWebSocket",
@@ -103,11 +106,16 @@ class WebSocketClosed(Exception):
         self.reason = reason
 
 
+Message = bytes | str | memoryview
+"""One received WebSocket message: text as ``str`` or UTF-8 ``bytes``, binary as ``memoryview``."""
+
+
 class MessageSocket(TypingProtocol):
     """What a media-stream handler needs from its WebSocket (``ServerWebSocket`` or an ASGI adapter)."""
 
-    async def recv(self) -> bytes | str:
-        """The next message; raises ``WebSocketClosed`` once the connection has ended."""
+    async def recv(self) -> Message:
+        """The next message (text as ``str`` or UTF-8 ``bytes``, binary as ``memoryview``); raises
+        ``WebSocketClosed`` once the connection has ended."""
         ...
 
     async def send(self, data: str | bytes) -> None:
@@ -162,12 +170,13 @@ class SansIOWebSocket(asyncio.Protocol):
         self._bound_writes = bound_writes_by_reads
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._inbox: deque[bytes] = deque()
+        self._inbox: deque[bytes | memoryview] = deque()
         self._inbox_limit = inbox_limit
         self._inbox_resume = max(1, inbox_limit // 4)
         self._recv_waiter: asyncio.Future[None] | None = None
         self._paused = 0  # _PAUSE_* bits
         self._fragments: list[bytes] = []
+        self._fragmented_binary = False
         self._write_paused = False
         self._write_resumed: asyncio.Future[None] | None = None
         self._slow_senders = 0
@@ -180,7 +189,7 @@ class SansIOWebSocket(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self._on_message: Callable[[bytes], None] | None = None
+        self._on_message: Callable[[bytes | memoryview], None] | None = None
         self._on_end: Callable[[], None] | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
@@ -195,15 +204,21 @@ class SansIOWebSocket(asyncio.Protocol):
             if isinstance(event, Frame):
                 opcode = event.opcode
                 data = cast(bytes, event.data)  # the parser always yields bytes
-                if opcode is _TEXT or opcode is _BINARY:
+                if opcode is _TEXT:
                     if event.fin:
                         self._deliver(data)
                     else:
-                        self._fragments = [data]
+                        self._fragments, self._fragmented_binary = [data], False
+                elif opcode is _BINARY:
+                    if event.fin:
+                        self._deliver(memoryview(data))
+                    else:
+                        self._fragments, self._fragmented_binary = [data], True
                 elif opcode is _CONT:
                     self._fragments.append(data)
                     if event.fin:
-                        self._deliver(b"".join(self._fragments))
+                        whole = b"".join(self._fragments)
+                        self._deliver(memoryview(whole) if self._fragmented_binary else whole)
                         self._fragments = []
                 elif opcode is _PONG:
                     self._on_pong(data)
@@ -267,8 +282,8 @@ class SansIOWebSocket(asyncio.Protocol):
             return WebSocketClosed(received.code, received.reason)
         return WebSocketClosed(1006, "")
 
-    async def recv(self) -> bytes:
-        """The next message (ordered). Raises ``WebSocketClosed`` once nothing more can arrive."""
+    async def recv(self) -> bytes | memoryview:
+        """The next message (ordered; text as ``bytes``, binary as ``memoryview``). Raises ``WebSocketClosed`` once nothing more can arrive."""
         inbox = self._inbox
         while not inbox:
             if self._ws.close_rcvd is not None or self._lost.done() or self._ws.state is State.CLOSED:
@@ -284,7 +299,8 @@ class SansIOWebSocket(asyncio.Protocol):
             self._set_paused(_PAUSE_INBOX, False)
         return message
 
-    def set_message_handler(self, on_message: Callable[[bytes], None], on_end: Callable[[], None]) -> None:
+    def set_message_handler(self, on_message: Callable[[bytes | memoryview], None],
+                            on_end: Callable[[], None]) -> None:
         """Push mode, for consumers that can handle a message synchronously: every message (those
         already in the inbox first, in order) goes to ``on_message`` straight from ``data_received``
         (no task switch); ``on_end`` runs once when nothing more can arrive. ``recv`` is not used
@@ -404,7 +420,7 @@ class SansIOWebSocket(asyncio.Protocol):
     def _on_handshake(self, event: Request | Response) -> None:
         raise NotImplementedError
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes | memoryview) -> None:
         on_message = self._on_message
         if on_message is not None:
             try:

@@ -139,7 +139,7 @@ class CallBridge:
     # ------------------------------------------------------------------------------------------------
     # provider side
 
-    def parse_provider(self, message: str | bytes) -> pv.TelephonyEvent | pv.ProtocolError:
+    def parse_provider(self, message: str | bytes | memoryview) -> pv.TelephonyEvent | pv.ProtocolError:
         """The provider dialect's typed event for one frame, or the ``ProtocolError`` it raised."""
         try:
             return self._provider.parse(message)
@@ -165,7 +165,7 @@ class CallBridge:
             self._refused(error, "provider")
         return True
 
-    async def on_provider_message(self, message: str | bytes) -> None:
+    async def on_provider_message(self, message: str | bytes | memoryview) -> None:
         await self.on_provider_event(self.parse_provider(message), time.perf_counter())
 
     async def on_provider_event(self, event: pv.TelephonyEvent | pv.ProtocolError, received: float) -> None:

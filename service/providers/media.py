@@ -27,7 +27,7 @@ from service.realtime import sessions as model_sessions
 from service.redaction import cap_text, mask_number
 from service.state.model_leases import model_leases_for
 from service.state.resume import ResumeSeed, claim_resume, take_resume_seed
-from service.wsio import MessageSocket, UpgradeRequest, WebSocketClosed
+from service.wsio import Message, MessageSocket, UpgradeRequest, WebSocketClosed
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
@@ -242,11 +242,15 @@ class AsgiMessageSocket:
             tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ())),
         )
 
-    async def recv(self) -> bytes | str:
+    async def recv(self) -> Message:
+        """Text as ``str``, binary as ``memoryview`` (the ``service.wsio`` convention)."""
         message = await self._websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketClosed(int(message.get("code") or 1006), message.get("reason") or "")
-        return message.get("text") or message.get("bytes") or b""
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        return memoryview(message.get("bytes") or b"")
 
     async def send(self, data: str | bytes) -> None:
         try:

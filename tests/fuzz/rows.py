@@ -52,6 +52,11 @@ def _vonage_samples() -> tuple[str | bytes, ...]:
             frames.notify({"mark": "cb1"}), frames.cleared())
 
 
+def _vonage_parse(dialect: VonageDialect) -> Parse:
+    """Binary samples as the binary frames ``service.wsio`` delivers (``memoryview``), text as text."""
+    return lambda message: dialect.parse(memoryview(message) if isinstance(message, bytes) else message)
+
+
 def _twilio_samples() -> tuple[str, ...]:
     connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
     sid = start_msg()["streamSid"]
@@ -131,7 +136,7 @@ ROWS: tuple[Row, ...] = (
     Row("telnyx-l16", lambda: TelnyxDialect("L16").parse, (ProtocolError,), _json_carrier_samples(telnyx_caller.profile("L16"))),
     Row("exotel", lambda: ExotelDialect(8000).parse, (ProtocolError,), _json_carrier_samples(exotel_caller.profile(8000))),
     Row("plivo", lambda: PlivoDialect().parse, (ProtocolError,), _plivo_samples()),
-    Row("vonage", lambda: VonageDialect(16000).parse, (ProtocolError,), _vonage_samples(), binary=True),
+    Row("vonage", lambda: _vonage_parse(VonageDialect(16000)), (ProtocolError,), _vonage_samples(), binary=True),
     Row("realtime-ga", lambda: dialect_for("ga").parse, (RealtimeProtocolError,), _realtime_samples(ga_cases())),
     Row("realtime-beta", lambda: dialect_for("beta").parse, (RealtimeProtocolError,), _realtime_samples(beta_cases())),
     Row("escalation-signature", _signature_parse, (), _signature_samples()),

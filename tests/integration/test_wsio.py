@@ -125,7 +125,7 @@ async def raw_request(port: int, request: bytes) -> bytes:
 # Server side: ServerWebSocket under uvicorn, library client
 
 
-async def test_server_echoes_text_and_binary_and_recv_returns_bytes() -> None:
+async def test_server_echoes_text_and_binary_and_recv_tells_them_apart() -> None:
     seen: list[Any] = []
 
     async def echo(ws: ServerWebSocket) -> None:
@@ -139,7 +139,7 @@ async def test_server_echoes_text_and_binary_and_recv_returns_bytes() -> None:
         await client.send("")
         assert await asyncio.wait_for(client.recv(), TIMEOUT) == ""
     assert seen == ["héllo".encode(), b"\x00\x01\xfe\xff", b""]
-    assert all(type(message) is bytes for message in seen)
+    assert [type(message) for message in seen] == [bytes, memoryview, bytes]  # text as bytes, binary as a view
 
 
 async def test_server_sends_binary_frames_and_exposes_the_upgrade_request() -> None:

@@ -127,11 +127,12 @@ class VonageDialect:
 
     # --- inbound ---------------------------------------------------------------------------------
 
-    def parse(self, message: str | bytes) -> TelephonyEvent:
-        """Binary frame -> ``MediaReceived``; text frame -> the control event. ``ProtocolError`` for
-        anything malformed or out of order, never another exception."""
-        if isinstance(message, bytes | bytearray | memoryview):
-            return self._audio(bytes(message))
+    def parse(self, message: str | bytes | memoryview) -> TelephonyEvent:
+        """Binary frame (``memoryview``, as ``service.wsio`` delivers binary messages) -> ``MediaReceived``;
+        text frame (``str``, or UTF-8 ``bytes``) -> the control event. ``ProtocolError`` for anything
+        malformed or out of order, never another exception."""
+        if isinstance(message, memoryview):
+            return self._audio(message.tobytes())
         msg = load_object(message, MAX_CONTROL_BYTES)
         event = msg.get("event")
         if event == "websocket:connected":
