@@ -138,8 +138,12 @@ class BotLeg:
         await self._send(item_id, chunks)
         return True
 
-    async def finish(self, item_id: str) -> None:
-        """The item's audio is complete: send what the framer still holds, padded to a valid chunk."""
+    async def finish(self, item_id: str, dropped: bool = False) -> None:
+        """The item's audio is complete: send what the framer still holds, padded to a valid chunk
+        (nothing for a ``dropped`` reply: a barge-in already discarded it)."""
+        if dropped:
+            self._framer.reset()
+            return
         tail = self._framer.finish()
         if tail is not None:
             await self._send(item_id, [tail])

@@ -68,13 +68,13 @@ class ProviderPump:
         received = time.perf_counter()
         try:
             bridge = self._bridge
-            event = bridge.parse_provider(message)
+            event = bridge.provider.parse(message)
             queue = self._queue
             if not queue:
                 if isinstance(event, MediaReceived):
-                    if bridge.forward_media_now(event.payload, received):
+                    if bridge.provider.forward_media_now(event.payload, received):
                         return
-                elif isinstance(event, MarkEchoed) and bridge.mark_echoed_now(event.name):
+                elif isinstance(event, MarkEchoed) and bridge.provider.mark_echoed_now(event.name):
                     return
             queue.append((event, received))
             if len(queue) >= self._limit and not self._paused:
@@ -114,7 +114,7 @@ class ProviderPump:
                 continue
             event, received = queue[0]  # stays queued while handled, so later media waits behind it
             try:
-                await self._bridge.on_provider_event(event, received)
+                await self._bridge.provider.on_event(event, received)
             finally:
                 queue.popleft()
             if self._paused and len(queue) <= self._resume_at:

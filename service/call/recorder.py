@@ -103,7 +103,7 @@ class CallRecorder:
             return
         request = EscalationRequest(trigger=decision.trigger, reason=decision.reason, score=decision.score,
                                     inputs={**decision.inputs, "caller_mood": decision.caller_mood})
-        self._spawn(self._bridge.escalate(request))
+        self._spawn(self._bridge.escalating.escalate(request))
 
     # --- CallObserver --------------------------------------------------------------------------------
     def state_changed(self, state: str, previous: str) -> None:

@@ -104,7 +104,7 @@ class CallSession:
         try:
             opened = time.perf_counter()
             if self._slots is not None and not await self._slots.acquire(self.call_id):
-                await self.bridge.model_unavailable("cap", self.settings.model_unavailable_action)
+                await self.bridge.escalating.model_unavailable("cap", self.settings.model_unavailable_action)
             else:
                 try:
                     self._transport = await asyncio.wait_for(
@@ -114,10 +114,10 @@ class CallSession:
                     metrics.REALTIME_ERRORS.labels("connect").inc()
                     log.error("realtime.connect_failed", error=_short(error))
                     reason = "quota" if any(code in str(error) for code in QUOTA_CODES) else "connect_failed"
-                    await self.bridge.model_unavailable(reason, self.settings.model_unavailable_action)
+                    await self.bridge.escalating.model_unavailable(reason, self.settings.model_unavailable_action)
                 else:
                     metrics.REALTIME_CONNECT_SECONDS.observe(time.perf_counter() - opened)
-                    await self.bridge.attach_realtime(self._transport.send, _immediate(self._transport))
+                    await self.bridge.model.attach(self._transport.send, _immediate(self._transport))
                     tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
             await self.bridge.ended.wait()
         finally:
@@ -136,7 +136,7 @@ class CallSession:
         return summary
 
     async def hand_off(self, reason: str) -> None:
-        await self.bridge.hand_off(reason)
+        await self.bridge.escalating.hand_off(reason)
 
     async def let_go(self, reason: str) -> None:
         await self.bridge.let_go(reason)
@@ -190,7 +190,7 @@ class CallSession:
                             transport = replacement
                             continue
                         # the model stays unreachable: the caller is not dropped
-                        await self.bridge.model_unavailable("reconnect_failed", self.settings.model_unavailable_action)
+                        await self.bridge.escalating.model_unavailable("reconnect_failed", self.settings.model_unavailable_action)
                         return
                     if closed.code == 1000:
                         log.info("realtime.closed", code=closed.code, reason=closed.reason)
@@ -212,7 +212,7 @@ class CallSession:
     ) -> RealtimeTransport | None:
         """Open a replacement session (backoff 0.5, 1, 2 s with jitter); None if every try fails."""
         log.warning("realtime.reconnecting", code=closed.code, reason=closed.reason, reconnect=attempt_no)
-        self.bridge.realtime_lost()
+        self.bridge.model.lost()
         with contextlib.suppress(Exception):
             await old.close()
         for attempt in range(3):
@@ -225,7 +225,7 @@ class CallSession:
                 log.warning("realtime.reconnect_failed", attempt=attempt + 1, error=_short(error))
                 continue
             self._transport = transport
-            await self.bridge.reattach_realtime(transport.send, _immediate(transport))
+            await self.bridge.model.reattach(transport.send, _immediate(transport))
             metrics.REALTIME_RECONNECTS.inc()
             log.info("realtime.reconnected", reconnect=attempt_no, attempt=attempt + 1)
             return transport

@@ -92,7 +92,7 @@ class Harness:
         self.closed.append((code, reason))
 
     async def start(self) -> None:
-        await self.bridge.attach_realtime(self._send_model)
+        await self.bridge.model.attach(self._send_model)
         await self.server({"type": "session.created", "session": {}})
         await self.server({"type": "session.updated", "session": {}})
 
@@ -136,7 +136,7 @@ async def test_caller_audio_is_held_until_the_session_is_configured_then_flushed
     await h.caller_frame()
     await h.caller_frame()
     assert h.to_model == []
-    await h.bridge.attach_realtime(h._send_model)
+    await h.bridge.model.attach(h._send_model)
     await h.server({"type": "session.created", "session": {}})
     types = h.model_types()
     assert types[0] == "session.update"
@@ -275,11 +275,11 @@ async def test_policy_escalation_waits_for_the_active_response() -> None:
     h = Harness()
     await h.start()
     await h.server({"type": "response.created", "response": {"id": "r1", "status": "in_progress"}})
-    await h.bridge.escalate(EscalationRequest(trigger="dtmf", reason="caller pressed 0"))
+    await h.bridge.escalating.escalate(EscalationRequest(trigger="dtmf", reason="caller pressed 0"))
     assert "response.create" not in h.model_types()
     await h.server({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
     assert h.model_types()[-1] == "response.create"
-    await h.bridge.escalate(EscalationRequest(trigger="sentiment", reason="again"))
+    await h.bridge.escalating.escalate(EscalationRequest(trigger="sentiment", reason="again"))
     assert len(h.observer.escalations) == 1  # one escalation per call
 
 
@@ -314,7 +314,7 @@ async def test_realtime_error_while_connecting_fails_the_call(monkeypatch: pytes
 
     monkeypatch.setattr(bridge_module.asyncio, "sleep", no_wait)
     h = Harness()
-    await h.bridge.attach_realtime(h._send_model)
+    await h.bridge.model.attach(h._send_model)
     await h.server({"type": "session.created", "session": {}})
     await h.server({"type": "error", "error": {"type": "invalid_request_error", "code": "invalid_value",
                                                "message": "bad format", "param": "session.audio"}})
@@ -335,7 +335,7 @@ async def test_reattach_reseeds_the_new_session_and_keeps_the_call() -> None:
                                                "message": "Your session hit the maximum duration."}})
     assert h.closed == []  # session_expired alone does not end the call: a reconnect follows the close
     sent_before = len(h.to_model)
-    await h.bridge.reattach_realtime(h._send_model)
+    await h.bridge.model.reattach(h._send_model)
     await h.caller_frame()
     assert len(h.to_model) == sent_before  # audio held until the new session is configured
     await h.server({"type": "session.created", "session": {}})
@@ -390,7 +390,7 @@ async def test_reconnect_seed_keeps_only_the_heard_part_of_an_interrupted_reply(
     await h.twilio_msg("mark", mark={"name": first_mark})
     h.clock.now += 0.1  # 200 of 400 ms heard
     await h.server({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1, "item_id": "u"})
-    await h.bridge.reattach_realtime(h._send_model)
+    await h.bridge.model.reattach(h._send_model)
     before = len(h.to_model)
     await h.server({"type": "session.created", "session": {}})
     instructions = h.to_model[before]["session"]["instructions"]

@@ -159,7 +159,7 @@ class Call:
             await self.run
 
     async def attach(self) -> None:
-        await self.bridge.attach_realtime(self.model.send, self.model)
+        await self.bridge.model.attach(self.model.send, self.model)
 
     async def realtime(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", "evt")
