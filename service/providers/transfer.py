@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["TransferTarget", "check_transfer_to", "transfer_target"]
+__all__ = ["TransferTarget", "check_transfer_to", "markup_target", "transfer_target"]
 
 _NUMBER = re.compile(r"\+?[0-9]{3,15}")
-_QUEUE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_QUEUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SIP = re.compile(r"sips?:[^\s<>\"']{1,250}", re.IGNORECASE)
 
 
@@ -33,7 +33,7 @@ def _parse(text: str) -> TransferTarget:
     if text.lower().startswith("queue:"):
         name = text[6:].strip()
         if not _QUEUE.fullmatch(name):
-            raise ValueError("queue name must be 1-64 letters, digits, '_', '.' or '-'")
+            raise ValueError("queue name must be 1-64 letters, digits, '_' or '-'")
         return TransferTarget("queue", name)
     if text.lower().startswith(("sip:", "sips:")):
         if not _SIP.fullmatch(text):
@@ -59,3 +59,10 @@ def transfer_target(override: str, number: str, queue: str) -> TransferTarget:
     if number.strip():
         return _parse(number)
     return _parse("queue:" + queue)
+
+
+def markup_target(override: str, number: str, queue: str) -> tuple[str, str]:
+    """``(queue, dial_target)`` for the Twilio-shaped after-stream markup builders (TwiML, cXML, TeXML):
+    a queue target gives ``(name, "")``, a number or SIP URI ``(queue, target)``."""
+    target = transfer_target(override, number, queue)
+    return (target.value, "") if target.kind == "queue" else (queue, target.value)

@@ -31,6 +31,7 @@ from service.providers.plivo.auth import (
 from service.providers.plivo.dialect import MEDIA_PATH, SETTING_CONTENT_TYPES, PlivoDialect
 from service.providers.provider import MediaHandler, Provider
 from service.providers.tokens import mint_stream_token
+from service.providers.transfer import transfer_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.redaction import mask_number
 from service.wsio import MessageSocket
@@ -86,17 +87,17 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     call_id = _call_id(params)
 
     def end(escalated: bool) -> Response:
-        target = settings.transfer_number.strip()
         if not escalated:
             response = plivoxml.ResponseElement()
             response.add(plivoxml.HangupElement())
-            xml = str(response.to_string(pretty=False))
-        elif target.startswith(("sip:", "sips:")):
-            xml = transfer_xml(sip_uri=target)
-        elif target:
-            xml = transfer_xml(number=target)
+            return Response(str(response.to_string(pretty=False)), media_type=_XML)
+        target = transfer_target(settings.plivo_transfer_to, settings.transfer_number, settings.transfer_queue)
+        if target.kind == "sip":
+            xml = transfer_xml(sip_uri=target.value)
+        elif target.kind == "number":
+            xml = transfer_xml(number=target.value)
         else:  # Plivo has no queue: a named conference room where agents pick the caller up
-            xml = transfer_xml(conference=settings.transfer_queue)
+            xml = transfer_xml(conference=target.value)
         return Response(xml, media_type=_XML)
 
     return await after_stream_response(gateway, "plivo", call_id, resume=lambda: _stream_answer(gateway, call_id),

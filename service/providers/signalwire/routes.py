@@ -27,6 +27,7 @@ from service.providers.signalwire.dialect import (
     SignalWireDialect,
 )
 from service.providers.tokens import mint_stream_token
+from service.providers.transfer import markup_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.redaction import mask_number
 from service.wsio import MessageSocket
@@ -86,8 +87,8 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         return Response(connect_stream_cxml(settings.public_url, token, caller), media_type=_XML)
 
     def end(escalated: bool) -> Response:
-        return Response(after_stream_cxml(escalated, settings.transfer_queue, settings.transfer_number),
-                        media_type=_XML)
+        queue, dial = markup_target(settings.signalwire_transfer_to, settings.transfer_number, settings.transfer_queue)
+        return Response(after_stream_cxml(escalated, queue, dial), media_type=_XML)
 
     return await after_stream_response(gateway, "signalwire", call_id, resume=resume, end=end)
 

@@ -1,0 +1,122 @@
+"""Transfer per carrier after the hand-off line, over a real gateway socket: for an escalated call each
+carrier's after-stream webhook (signed as the carrier signs it) answers the hand-off in its own markup,
+to the target its ``CALLBRIDGE_<CARRIER>_TRANSFER_TO`` names (a queue, a number or a SIP URI), falling
+back to ``CALLBRIDGE_TRANSFER_NUMBER`` / ``_QUEUE``; a call that did not escalate is hung up.
+The full escalation flow per carrier is covered by test_vonage_calls.py / test_exotel_calls.py and
+test_call_bridge.py; here the call is marked escalated on the gateway directly so every shape is cheap."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import httpx
+import pytest
+
+from service.config import ConfigError, load_settings
+from tests.integration.conftest import RunningGateway, run_gateway
+from tests.integration.test_plivo_calls import TOKEN as PLIVO_TOKEN
+from tests.integration.test_plivo_calls import _signed as plivo_signed
+from tests.integration.test_telnyx_calls import PUBLIC_KEY, SIGNER
+from tests.integration.test_vonage_calls import SECRET as VONAGE_SECRET
+from tests.integration.test_vonage_calls import signed as vonage_signed
+from tests.standins.signalwire_caller import voice_webhook as signalwire_webhook
+from tests.standins.telnyx_caller import new_call_control_id
+from tests.standins.telnyx_caller import voice_webhook as telnyx_webhook
+
+SIGNALWIRE_KEY = "PSK_signalwire_transfer_key_0123456789"
+
+
+def _escalate(gw: RunningGateway, call_id: str) -> None:
+    gw.gateway.escalated_recently[call_id] = time.time()
+
+
+async def _signalwire(http: httpx.AsyncClient, gw: RunningGateway, call_id: str) -> ET.Element:
+    form, headers = signalwire_webhook(SIGNALWIRE_KEY, gw.settings.public_url, call_id, path="/signalwire/after-stream")
+    response = await http.post(gw.base_url + "/signalwire/after-stream", data=form, headers=headers)
+    assert response.status_code == 200, response.text
+    return ET.fromstring(response.text)
+
+
+async def _telnyx(http: httpx.AsyncClient, gw: RunningGateway, call_id: str) -> ET.Element:
+    body, headers = telnyx_webhook(SIGNER, call_id, time.time())
+    response = await http.post(gw.base_url + "/telnyx/after-stream", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return ET.fromstring(response.text)
+
+
+async def _plivo(http: httpx.AsyncClient, gw: RunningGateway, call_id: str) -> ET.Element:
+    form = {"CallUUID": call_id, "From": "4915112345678", "To": "4930901820"}
+    response = await http.post(gw.base_url + "/plivo/after-stream", data=form,
+                               headers=plivo_signed(gw.settings.public_url, "/plivo/after-stream", form))
+    assert response.status_code == 200, response.text
+    return ET.fromstring(response.text)
+
+
+async def _vonage(http: httpx.AsyncClient, gw: RunningGateway, call_id: str) -> Any:
+    raw, headers = vonage_signed({"uuid": str(uuid.uuid4()), "status": "disconnected",
+                                  "headers": {"call_uuid": call_id, "stream_token": "spent"}})
+    response = await http.post(gw.base_url + "/vonage/event", content=raw, headers=headers)
+    return response.json() if response.status_code == 200 else response.status_code
+
+
+def _dial(root: ET.Element) -> tuple[str, str]:
+    dial = root.find("Dial")
+    assert dial is not None and len(dial) == 1
+    return dial[0].tag, (dial[0].text or "").strip()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, "queue:support"),
+        ({"transfer_queue": "tier2"}, "queue:tier2"),
+        ({"transfer_number": "+4930901820"}, "number:+4930901820"),
+        ({"transfer_number": "+4930901820", "signalwire_transfer_to": "sip:sw@pbx.example.test",
+          "telnyx_transfer_to": "queue:telnyx-agents", "plivo_transfer_to": "+15550001111",
+          "vonage_transfer_to": "queue:vonage-agents"}, "per-carrier"),
+    ],
+)
+async def test_each_carrier_answers_the_hand_off_in_its_markup(overrides: dict[str, str], expected: str) -> None:
+    async with run_gateway(public_url="https://callbridge.example.test", signalwire_signing_key=SIGNALWIRE_KEY,
+                           telnyx_public_key=PUBLIC_KEY, plivo_auth_token=PLIVO_TOKEN,
+                           vonage_signature_secret=VONAGE_SECRET, **overrides) as gw, httpx.AsyncClient() as http:
+        sw_call, tx_call, pv_call, vg_call = str(uuid.uuid4()), new_call_control_id(), str(uuid.uuid4()), str(uuid.uuid4())
+        for call_id in (sw_call, tx_call, pv_call, vg_call):
+            _escalate(gw, call_id)
+        sw, tx, pv, vg = (await _signalwire(http, gw, sw_call), await _telnyx(http, gw, tx_call),
+                          await _plivo(http, gw, pv_call), await _vonage(http, gw, vg_call))
+        if expected.startswith("queue:"):
+            name = expected[6:]
+            assert (sw.findtext("Enqueue"), tx.findtext("Enqueue")) == (name, name)
+            assert pv.findtext("Conference") == name
+            assert vg == [{"action": "conversation", "name": name}]
+        elif expected.startswith("number:"):
+            number = expected[7:]
+            assert _dial(sw) == ("Number", number) and _dial(tx) == ("Number", number)
+            assert _dial(pv) == ("Number", number)
+            assert vg == [{"action": "connect", "timeout": 30, "endpoint": [{"type": "phone", "number": number[1:]}]}]
+        else:
+            assert _dial(sw) == ("Sip", "sip:sw@pbx.example.test")
+            assert tx.findtext("Enqueue") == "telnyx-agents"
+            assert _dial(pv) == ("Number", "+15550001111")
+            assert vg == [{"action": "conversation", "name": "vonage-agents"}]
+
+
+async def test_calls_that_did_not_escalate_are_hung_up_everywhere() -> None:
+    async with run_gateway(public_url="https://callbridge.example.test", signalwire_signing_key=SIGNALWIRE_KEY,
+                           telnyx_public_key=PUBLIC_KEY, plivo_auth_token=PLIVO_TOKEN,
+                           vonage_signature_secret=VONAGE_SECRET) as gw, httpx.AsyncClient() as http:
+        sw = await _signalwire(http, gw, str(uuid.uuid4()))
+        tx = await _telnyx(http, gw, new_call_control_id())
+        pv = await _plivo(http, gw, str(uuid.uuid4()))
+        assert [e.tag for e in sw] == [e.tag for e in tx] == [e.tag for e in pv] == ["Hangup"]
+        assert await _vonage(http, gw, str(uuid.uuid4())) == 204
+
+
+@pytest.mark.parametrize("value", ["queue:", "queue:has space", "sip:a b", "12", "agents", "tel:+1555"])
+def test_a_bad_transfer_target_is_refused_at_start_up(value: str) -> None:
+    with pytest.raises(ConfigError, match="CALLBRIDGE_VONAGE_TRANSFER_TO"):
+        load_settings(vonage_transfer_to=value)
