@@ -111,6 +111,19 @@ class Settings(BaseSettings):
     vonage_rate: int = Field(
         16000, description="Rate of the Vonage websocket's L16 audio (`content-type` in the NCCO): 16000 or 8000."
     )
+    signalwire_space_url: str = Field(
+        "", description="SignalWire space base URL (`https://<space>.signalwire.com`), for REST transfers (optional).")
+    signalwire_project_id: str = Field("", description="SignalWire project ID, for REST transfers (optional).")
+    signalwire_api_token: SecretStr = Field(SecretStr(""), description="SignalWire API token, for REST transfers.")
+    telnyx_api_key: SecretStr = Field(
+        SecretStr(""), description="Telnyx API key (Bearer), for Call Control REST transfers to a number or SIP URI.")
+    telnyx_api_base: str = Field("https://api.telnyx.com", description="Telnyx REST API base URL (test server).")
+    plivo_auth_id: str = Field("", description="Plivo Auth ID, for REST transfers (with CALLBRIDGE_PLIVO_AUTH_TOKEN).")
+    plivo_api_base: str = Field("https://api.plivo.com", description="Plivo REST API base URL (test server).")
+    vonage_application_id: str = Field("", description="Vonage application ID, for REST transfers (optional).")
+    vonage_private_key_file: Path | None = Field(
+        None, description="PEM file of the Vonage application's private key (signs the RS256 JWT of REST transfers).")
+    vonage_api_base: str = Field("https://api.nexmo.com", description="Vonage Voice REST API base URL (test server).")
     signalwire_transfer_to: str = Field(
         "", description="Where SignalWire hands escalated calls: `queue:<name>`, `sip:<uri>` or a number. "
         "Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
@@ -280,8 +293,9 @@ class Settings(BaseSettings):
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
     transfer_via_rest: bool = Field(
         False,
-        description="Transfer by updating the live call through Twilio's REST API (needs CALLBRIDGE_TWILIO_ACCOUNT_SID) "
-        "instead of ending the stream and letting <Redirect> run.",
+        description="Transfer by the carrier's REST API where its credentials are set (Twilio: CALLBRIDGE_TWILIO_ACCOUNT_SID; "
+        "SignalWire: space URL, project ID, API token; Telnyx: API key, numbers and SIP only; Plivo: Auth ID; Vonage: "
+        "application ID and private key) instead of ending the stream and letting the after-stream markup run.",
     )
     twilio_api_base: str = Field("https://api.twilio.com", description="Twilio REST API base URL (regional edge, test server).")
 

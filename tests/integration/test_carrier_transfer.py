@@ -7,21 +7,35 @@ test_call_bridge.py; here the call is marked escalated on the gateway directly s
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.config import ConfigError, load_settings
+from service.providers.base import StreamStarted
+from service.providers.plivo.routes import _rest_transfer as plivo_rest
+from service.providers.signalwire.routes import _rest_transfer as signalwire_rest
+from service.providers.telnyx.routes import _rest_transfer as telnyx_rest
+from service.providers.vonage.routes import _rest_transfer as vonage_rest
 from tests.integration.conftest import RunningGateway, run_gateway
 from tests.integration.test_plivo_calls import TOKEN as PLIVO_TOKEN
 from tests.integration.test_plivo_calls import _signed as plivo_signed
 from tests.integration.test_telnyx_calls import PUBLIC_KEY, SIGNER
 from tests.integration.test_vonage_calls import SECRET as VONAGE_SECRET
 from tests.integration.test_vonage_calls import signed as vonage_signed
+from tests.standins.carrier_rest import RestRecord, carrier_rest
 from tests.standins.signalwire_caller import voice_webhook as signalwire_webhook
 from tests.standins.telnyx_caller import new_call_control_id
 from tests.standins.telnyx_caller import voice_webhook as telnyx_webhook
@@ -120,3 +134,72 @@ async def test_calls_that_did_not_escalate_are_hung_up_everywhere() -> None:
 def test_a_bad_transfer_target_is_refused_at_start_up(value: str) -> None:
     with pytest.raises(ConfigError, match="CALLBRIDGE_VONAGE_TRANSFER_TO"):
         load_settings(vonage_transfer_to=value)
+
+
+# --- REST transfer per carrier, against the carriers' REST stand-in -----------------------------------
+
+
+def _started(call_id: str) -> StreamStarted:
+    return StreamStarted(stream_id=call_id, call_id=call_id, account_id="")
+
+
+def _basic(record: RestRecord) -> tuple[str, str]:
+    user, _, password = base64.b64decode(record.headers["authorization"].removeprefix("Basic ")).decode().partition(":")
+    return user, password
+
+
+async def test_rest_transfer_requests_are_exactly_each_carriers_shape(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "vonage.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    async with carrier_rest() as api:
+        settings = load_settings(
+            public_url="https://callbridge.example.test", transfer_via_rest=True, transfer_number="+4930901820",
+            signalwire_space_url=api.url, signalwire_project_id="proj-1", signalwire_api_token="sw-token",
+            telnyx_api_key="KEYtelnyx", telnyx_api_base=api.url, telnyx_transfer_to="sip:agents@pbx.example.test",
+            plivo_auth_id="MAXXXXXXXXXXXXXXXXXX", plivo_auth_token=PLIVO_TOKEN, plivo_api_base=api.url,
+            vonage_application_id="aaaaaaaa-bbbb-cccc-dddd-0123456789ab", vonage_private_key_file=str(pem),
+            vonage_api_base=api.url, vonage_transfer_to="queue:vonage-agents",
+        )
+        gateway = SimpleNamespace(settings=settings)
+        sw_call, tx_call, pv_call, vg_call = str(uuid.uuid4()), new_call_control_id(), str(uuid.uuid4()), str(uuid.uuid4())
+        for rest, call_id in ((signalwire_rest, sw_call), (telnyx_rest, tx_call), (plivo_rest, pv_call),
+                              (vonage_rest, vg_call)):
+            transfer = rest(gateway, _started(call_id))
+            assert transfer is not None and await transfer()
+        sw, tx, pv, vg = api.requests
+        assert (sw.method, sw.path) == ("POST", f"/api/laml/2010-04-01/Accounts/proj-1/Calls/{sw_call}.json")
+        assert _basic(sw) == ("proj-1", "sw-token")
+        assert parse_qs(sw.body.decode()) == {"Url": ["https://callbridge.example.test/signalwire/after-stream"],
+                                              "Method": ["POST"]}
+        assert (tx.method, tx.path) == ("POST", f"/v2/calls/{tx_call}/actions/transfer")
+        assert tx.headers["authorization"] == "Bearer KEYtelnyx"
+        assert json.loads(tx.body) == {"to": "sip:agents@pbx.example.test"}
+        assert (pv.method, pv.path) == ("POST", f"/v1/Account/MAXXXXXXXXXXXXXXXXXX/Call/{pv_call}/")
+        assert _basic(pv) == ("MAXXXXXXXXXXXXXXXXXX", PLIVO_TOKEN)
+        assert parse_qs(pv.body.decode()) == {"legs": ["aleg"], "aleg_method": ["POST"],
+                                              "aleg_url": ["https://callbridge.example.test/plivo/after-stream"]}
+        assert (vg.method, vg.path) == ("PUT", f"/v1/calls/{vg_call}")
+        assert json.loads(vg.body) == {"action": "transfer", "destination": {
+            "type": "ncco", "ncco": [{"action": "conversation", "name": "vonage-agents"}]}}
+        claims = jwt.decode(vg.headers["authorization"].removeprefix("Bearer "), key.public_key(), algorithms=["RS256"])
+        assert claims["application_id"] == "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+
+
+async def test_rest_transfer_retries_a_5xx_once_gives_up_on_a_4xx_and_is_off_without_credentials() -> None:
+    async with carrier_rest() as api:
+        settings = load_settings(public_url="https://callbridge.example.test", transfer_via_rest=True,
+                                 plivo_auth_id="MAXXXXXXXXXXXXXXXXXX", plivo_auth_token=PLIVO_TOKEN, plivo_api_base=api.url,
+                                 telnyx_api_key="KEYtelnyx", telnyx_api_base=api.url)
+        gateway = SimpleNamespace(settings=settings)
+        api.fail_status = [503]
+        transfer = plivo_rest(gateway, _started(str(uuid.uuid4())))
+        assert transfer is not None and await transfer() and len(api.requests) == 2
+        api.fail_status = [404]
+        transfer = plivo_rest(gateway, _started(str(uuid.uuid4())))
+        assert transfer is not None and not await transfer() and len(api.requests) == 3
+        assert telnyx_rest(gateway, _started(new_call_control_id())) is None  # a queue: left to the TeXML after-stream
+        off = SimpleNamespace(settings=load_settings(transfer_via_rest=False, plivo_auth_id="MAX", plivo_auth_token="t"))
+        assert plivo_rest(off, _started(str(uuid.uuid4()))) is None
+        assert signalwire_rest(gateway, _started(str(uuid.uuid4()))) is None and vonage_rest(gateway, _started(str(uuid.uuid4()))) is None

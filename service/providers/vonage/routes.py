@@ -9,16 +9,21 @@ call ends). Without ``CALLBRIDGE_VONAGE_SIGNATURE_SECRET`` every webhook is refu
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request, Response, WebSocket
+from vonage_jwt import JwtClient
 
 from service import metrics
+from service.providers.base import StreamStarted
 from service.providers.jsonwire import UUID_RE
-from service.providers.media import AsgiMessageSocket, run_media_stream
+from service.providers.media import AsgiMessageSocket, RestTransfer, run_media_stream
 from service.providers.provider import MediaHandler, Provider
+from service.providers.resttransfer import send_rest, vonage_request
 from service.providers.tokens import mint_stream_token
 from service.providers.transfer import transfer_target
 from service.providers.vonage.auth import (
@@ -118,27 +123,55 @@ async def handle_event(gateway: Gateway, request: Request) -> Response:
     status = body.get("status")
     if not isinstance(status, str) or status not in _LEG_ENDED:
         return Response(status_code=204)  # call progress events: nothing to run
-    settings = gateway.settings
     call_id = _leg_call_id(body)
 
     def end(escalated: bool) -> Response:
         if not escalated:
             return Response(status_code=204)  # no NCCO: the original NCCO has nothing left, the call ends
-        target = transfer_target(settings.vonage_transfer_to, settings.transfer_number, settings.transfer_queue)
-        if target.kind == "number":
-            return _ncco(transfer_ncco(number=target.value))
-        if target.kind == "sip":
-            return _ncco(transfer_ncco(sip_uri=target.value))
-        return _ncco(transfer_ncco(conversation=target.value))
+        return _ncco(_hand_off_ncco(gateway))
 
     if not call_id:
         return end(False)
     return await after_stream_response(gateway, "vonage", call_id, resume=lambda: _connect(gateway, call_id), end=end)
 
 
+@functools.lru_cache(maxsize=4)
+def _private_key(path: Path) -> str:
+    return path.read_text()
+
+
+def _hand_off_ncco(gateway: Gateway) -> list[dict[str, Any]]:
+    settings = gateway.settings
+    target = transfer_target(settings.vonage_transfer_to, settings.transfer_number, settings.transfer_queue)
+    if target.kind == "number":
+        return transfer_ncco(number=target.value)
+    if target.kind == "sip":
+        return transfer_ncco(sip_uri=target.value)
+    return transfer_ncco(conversation=target.value)
+
+
+def _rest_transfer(gateway: Gateway, started: StreamStarted) -> RestTransfer | None:
+    """With CALLBRIDGE_TRANSFER_VIA_REST, an application ID and its private key: move the live call onto the
+    hand-off NCCO at once (``PUT /v1/calls/{uuid}``, RS256 application JWT minted at transfer time)."""
+    settings = gateway.settings
+    key_file = settings.vonage_private_key_file
+    if not (settings.transfer_via_rest and settings.vonage_application_id and key_file is not None):
+        return None
+
+    async def transfer() -> bool:
+        client = JwtClient(settings.vonage_application_id, _private_key(key_file))
+        app_jwt = client.generate_application_jwt()
+        token = app_jwt.decode() if isinstance(app_jwt, bytes) else str(app_jwt)
+        request = vonage_request(settings.vonage_api_base, token, started.call_id, _hand_off_ncco(gateway))
+        return await send_rest(request, provider="vonage", call_id=started.call_id)
+
+    return transfer
+
+
 async def _media_stream(gateway: Gateway, socket: MessageSocket) -> None:
     await run_media_stream(gateway, socket, VonageDialect(gateway.settings.vonage_rate),
-                           token_parameter=STREAM_TOKEN_HEADER)
+                           token_parameter=STREAM_TOKEN_HEADER,
+                           rest_transfer=lambda started: _rest_transfer(gateway, started))
 
 
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:
