@@ -57,6 +57,21 @@ def _vonage_parse(dialect: VonageDialect) -> Parse:
     return lambda message: dialect.parse(memoryview(message) if isinstance(message, bytes) else message)
 
 
+def _exotel_query(message: str | bytes) -> int:
+    """The Exotel socket's ``?sample-rate=`` parser: ``ValueError`` for anything unusable, never another error."""
+    from service.providers.exotel.routes import sample_rate_of
+
+    return sample_rate_of(message if isinstance(message, str) else message.decode("latin-1"))
+
+
+def _vonage_jwt(message: str | bytes) -> bool:
+    """Vonage's signed-webhook check takes any Authorization header and raises nothing."""
+    from service.providers.vonage.auth import verify_vonage_webhook
+
+    text = message if isinstance(message, str) else message.decode("latin-1")
+    return verify_vonage_webhook("0123456789abcdef0123456789abcdef", text, b'{"uuid":"x"}')
+
+
 def _twilio_samples() -> tuple[str, ...]:
     connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
     sid = start_msg()["streamSid"]
@@ -141,6 +156,9 @@ ROWS: tuple[Row, ...] = (
     Row("realtime-beta", lambda: dialect_for("beta").parse, (RealtimeProtocolError,), _realtime_samples(beta_cases())),
     Row("escalation-signature", _signature_parse, (), _signature_samples()),
     Row("webhook-form", _webform_parse, (FormRefused,), _webform_samples()),
+    Row("exotel-upgrade-query", lambda: _exotel_query, (ValueError,),
+        ("sample-rate=16000", "sample-rate=8000&k=v", "", "sample-rate=11025", "sample-rate=1&sample-rate=2")),
+    Row("vonage-webhook-jwt", lambda: _vonage_jwt, (), ("Bearer a.b.c", "Bearer " + "x" * 5000, "Basic x", "")),
     Row("stream-token", _token_parse, (StreamTokenError,),
         (mint_stream_token(_TOKEN_KEY, _CALL, 60, now=1_800_000_000), "v1.1.a.b.c", "")),
 )
