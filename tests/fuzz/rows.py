@@ -64,14 +64,6 @@ def _exotel_query(message: str | bytes) -> int:
     return sample_rate_of(message if isinstance(message, str) else message.decode("latin-1"))
 
 
-def _vonage_jwt(message: str | bytes) -> bool:
-    """Vonage's signed-webhook check takes any Authorization header and raises nothing."""
-    from service.providers.vonage.auth import verify_vonage_webhook
-
-    text = message if isinstance(message, str) else message.decode("latin-1")
-    return verify_vonage_webhook("0123456789abcdef0123456789abcdef", text, b'{"uuid":"x"}')
-
-
 def _twilio_samples() -> tuple[str, ...]:
     connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
     sid = start_msg()["streamSid"]
@@ -158,7 +150,6 @@ ROWS: tuple[Row, ...] = (
     Row("webhook-form", _webform_parse, (FormRefused,), _webform_samples()),
     Row("exotel-upgrade-query", lambda: _exotel_query, (ValueError,),
         ("sample-rate=16000", "sample-rate=8000&k=v", "", "sample-rate=11025", "sample-rate=1&sample-rate=2")),
-    Row("vonage-webhook-jwt", lambda: _vonage_jwt, (), ("Bearer a.b.c", "Bearer " + "x" * 5000, "Basic x", "")),
     Row("stream-token", _token_parse, (StreamTokenError,),
         (mint_stream_token(_TOKEN_KEY, _CALL, 60, now=1_800_000_000), "v1.1.a.b.c", "")),
 )
