@@ -38,10 +38,11 @@ def _gateway(realtime: RealtimeStandIn, **overrides: object) -> object:
                        exotel_stream_user=USER, exotel_stream_password=PASSWORD, **overrides)
 
 
-@pytest.mark.parametrize("rate", [8000, 16000])
-async def test_authenticated_stream_the_bot_answers_in_exotel_chunks_with_dtmf_and_stop(rate: int) -> None:
+@pytest.mark.parametrize(("rate", "asgi"), [(8000, False), (16000, False), (16000, True)])
+async def test_authenticated_stream_the_bot_answers_in_exotel_chunks_with_dtmf_and_stop(rate: int, asgi: bool) -> None:
+    """``asgi``: the same through the ASGI media route (headers and query from the ASGI scope)."""
     async with RealtimeStandIn(ScriptedBehaviour(reply_ms=900, transcripts=["hello"])) as realtime, _gateway(
-        realtime, vad_silence_duration_ms=300,
+        realtime, vad_silence_duration_ms=300, asgi_media=asgi,
     ) as gw:
         wire = profile(rate)
         speech = pcm16(synthesize("Hello, I have a question about my bill.", rate=rate))

@@ -69,10 +69,11 @@ def pcm16(samples: Any) -> bytes:
     return np.asarray(samples, dtype="<i2").tobytes()
 
 
-@pytest.mark.parametrize("rate", [16000, 8000])
-async def test_call_streams_binary_frames_the_bot_answers_dtmf_and_the_caller_hangs_up(rate: int) -> None:
+@pytest.mark.parametrize(("rate", "asgi"), [(16000, False), (8000, False), (16000, True)])
+async def test_call_streams_binary_frames_the_bot_answers_dtmf_and_the_caller_hangs_up(rate: int, asgi: bool) -> None:
+    """``asgi``: the same through the ASGI media route (binary frames in and out of ``AsgiMessageSocket``)."""
     async with RealtimeStandIn(ScriptedBehaviour(reply_ms=600, transcripts=["hello"])) as realtime, run_gateway(
-        realtime_provider="openai", realtime_api_key=API_KEY, realtime_url=realtime.url,
+        realtime_provider="openai", realtime_api_key=API_KEY, realtime_url=realtime.url, asgi_media=asgi,
         vonage_signature_secret=SECRET, vonage_rate=rate, vad_silence_duration_ms=300,
     ) as gw, httpx.AsyncClient() as http:
         call_id = str(uuid.uuid4())
