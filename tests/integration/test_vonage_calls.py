@@ -7,10 +7,13 @@ Real gateway (uvicorn), the Realtime stand-in, Vonage's protocol-exact websocket
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import secrets
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,9 +22,14 @@ import jwt
 import numpy as np
 import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.integration.conftest import RunningGateway, run_gateway
 from tests.integration.test_call_bridge import API_KEY
+from tests.standins.carrier_rest import carrier_rest
 from tests.standins.realtime_server import FunctionCallScript, RealtimeStandIn, ScriptedBehaviour
 from tests.standins.speech import silence, synthesize
 from tests.standins.vonage_caller import VonageFrames, run_stream
@@ -180,3 +188,60 @@ async def test_bad_signatures_get_403_and_bad_tokens_1008_without_a_model_sessio
         replay = await run_stream(url, VonageFrames(16000, endpoint["headers"]), b"\x00" * 6400, max_duration_s=5)
         assert replay.close_code == 1008, "a single-use token does not open a second stream"
         assert len(realtime.sessions) <= 1
+
+
+async def test_escalation_by_rest_moves_the_live_call_with_the_hand_off_ncco(tmp_path: Path) -> None:
+    """CALLBRIDGE_TRANSFER_VIA_REST with the application's key: at the transfer the gateway PUTs the hand-off
+    NCCO to the call (Vonage's REST stand-in), then ends the websocket leg."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    behaviour = ScriptedBehaviour(
+        transcripts=["I want a manager now"], reply_ms=700,
+        function_calls={1: FunctionCallScript(name="escalate_to_human", arguments={"reason": "asked for a manager"})},
+    )
+    async with RealtimeStandIn(behaviour) as realtime, carrier_rest() as api, run_gateway(
+        realtime_provider="openai", realtime_api_key=API_KEY, realtime_url=realtime.url,
+        vonage_signature_secret=SECRET, vonage_transfer_to="+4930901820", vad_silence_duration_ms=300,
+        transfer_via_rest=True, vonage_application_id="aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        vonage_private_key_file=str(pem), vonage_api_base=api.url,
+    ) as gw, httpx.AsyncClient() as http:
+        call_id = str(uuid.uuid4())
+        endpoint = await answer(http, gw, call_id)
+        script = pcm16(synthesize("I want to talk to a manager now.", rate=16000)) + pcm16(silence(8000, 16000))
+        result = await run_stream(_local(endpoint["uri"], gw), VonageFrames(16000, endpoint["headers"]), script,
+                                  max_duration_s=20)
+        assert result.close_code == 1000
+        (put,) = api.requests
+        assert (put.method, put.path) == ("PUT", f"/v1/calls/{call_id}")
+        assert orjson.loads(put.body) == {"action": "transfer", "destination": {"type": "ncco", "ncco": [
+            {"action": "connect", "timeout": 30, "endpoint": [{"type": "phone", "number": "4930901820"}]}]}}
+        claims = jwt.decode(put.headers["authorization"].removeprefix("Bearer "), key.public_key(), algorithms=["RS256"])
+        assert claims["application_id"] == "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+        assert realtime.violations == []
+
+
+async def test_malformed_frames_are_skipped_and_a_flood_closes_1008() -> None:
+    async with RealtimeStandIn(ScriptedBehaviour()) as realtime, run_gateway(
+        realtime_provider="openai", realtime_api_key=API_KEY, realtime_url=realtime.url,
+        vonage_signature_secret=SECRET, max_malformed_frames=5,
+    ) as gw, httpx.AsyncClient() as http:
+        call_id = str(uuid.uuid4())
+        endpoint = await answer(http, gw, call_id)
+        frames = VonageFrames(16000, endpoint["headers"])
+        async with connect(_local(endpoint["uri"], gw), open_timeout=5) as ws:
+            await ws.send(frames.connected())
+            session = await realtime.wait_for_session()
+            await ws.send(b"\x00" * 641)  # odd length
+            await ws.send("not json")
+            await ws.send(b"\x01\x00" * 320)  # a good frame: the stream goes on
+            await ws.send(json.dumps({"event": "websocket:dtmf", "digit": "4111111111111111"}))
+            for _ in range(3):
+                await ws.send(b"\x00" * 48_002)  # oversized
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(5):
+                    while True:
+                        await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        await session.wait_until(lambda: session.closed, timeout_s=5)
