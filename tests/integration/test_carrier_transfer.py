@@ -22,6 +22,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from nacl.signing import SigningKey
 
 from service.config import ConfigError, load_settings
 from service.providers.base import StreamStarted
@@ -30,17 +31,25 @@ from service.providers.signalwire.routes import _rest_transfer as signalwire_res
 from service.providers.telnyx.routes import _rest_transfer as telnyx_rest
 from service.providers.vonage.routes import _rest_transfer as vonage_rest
 from tests.integration.conftest import RunningGateway, run_gateway
-from tests.integration.test_plivo_calls import TOKEN as PLIVO_TOKEN
-from tests.integration.test_plivo_calls import _signed as plivo_signed
-from tests.integration.test_telnyx_calls import PUBLIC_KEY, SIGNER
 from tests.integration.test_vonage_calls import SECRET as VONAGE_SECRET
 from tests.integration.test_vonage_calls import signed as vonage_signed
 from tests.standins.carrier_rest import RestRecord, carrier_rest
 from tests.standins.signalwire_caller import voice_webhook as signalwire_webhook
 from tests.standins.telnyx_caller import new_call_control_id
 from tests.standins.telnyx_caller import voice_webhook as telnyx_webhook
+from tests.unit.test_provider_plivo import _v3
 
 SIGNALWIRE_KEY = "PSK_signalwire_transfer_key_0123456789"
+PLIVO_TOKEN = "MzRiNTQxMjQyYzAxOTdkNjhkMDk3Yz"
+SIGNER = SigningKey.generate()
+PUBLIC_KEY = base64.b64encode(bytes(SIGNER.verify_key)).decode()
+
+
+def plivo_signed(public_url: str, path: str, form: dict[str, str]) -> dict[str, str]:
+    """Plivo's V3 signature headers for a POST of ``form`` to ``public_url + path``."""
+    nonce = "12345678901234567890"
+    return {"X-Plivo-Signature-V3": _v3(PLIVO_TOKEN, "POST", public_url + path, form, nonce),
+            "X-Plivo-Signature-V3-Nonce": nonce}
 
 
 def _escalate(gw: RunningGateway, call_id: str) -> None:
