@@ -120,6 +120,7 @@ class BotLeg:
         self._held: deque[tuple[str, bytes]] = deque()
         self._held_bytes = 0
         self._pacer: asyncio.Task[None] | None = None
+        self._pacing_lock = asyncio.Lock()
         self._provider, self._to_provider, self._stats, self._clock = provider, to_provider, stats, clock
 
     @property
@@ -182,10 +183,7 @@ class BotLeg:
     async def _send(self, item_id: str, chunks: list[bytes]) -> None:
         if self._max_ahead_ms or self._held:
             self._hold(item_id, chunks)
-            now = self._clock()
-            ready = self._take_ready(now)
-            for batch_item, batch in ready:
-                await self._send_batch(batch_item, batch)
+            await self._release()
             if self._held and (self._pacer is None or self._pacer.done()):
                 self._pacer = asyncio.create_task(self._pace(), name="bot-pacer")
             return
@@ -221,6 +219,12 @@ class BotLeg:
             wait_ms = self.ledger.queued_ms(self._clock()) + head_ms - self._max_ahead_ms
             if wait_ms > 0:
                 await asyncio.sleep(wait_ms / 1000)  # real-time pacing, not synchronisation
+            await self._release()
+
+    async def _release(self) -> None:
+        """Send what fits now. Under ``_pacing_lock`` so that a sender waiting on a full socket cannot be
+        overtaken by the other (``play`` and the pacer task both release): chunks leave in order."""
+        async with self._pacing_lock:
             for item_id, batch in self._take_ready(self._clock()):
                 await self._send_batch(item_id, batch)
 
