@@ -37,7 +37,7 @@ from tests.standins.vonage_caller import VonageFrames, run_stream
 SECRET = "vonage-signature-secret-" + secrets.token_hex(8)
 
 
-def signed(body: dict[str, Any], secret: str = SECRET, *, iat: int | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(body: Any, secret: str = SECRET, *, iat: int | None = None) -> tuple[bytes, dict[str, str]]:
     """A webhook as Vonage signs it: JSON body, ``Authorization: Bearer`` HS256 JWT with ``payload_hash``."""
     raw = orjson.dumps(body)
     now = int(time.time()) if iat is None else iat
@@ -174,6 +174,14 @@ async def test_bad_signatures_get_403_and_bad_tokens_1008_without_a_model_sessio
         assert (await http.post(gw.base_url + "/vonage/answer", content=tampered, headers=headers)).status_code == 403
         assert (await http.post(gw.base_url + "/vonage/event", content=raw,
                                 headers={"Content-Type": "application/json"})).status_code == 403
+        for unusable in ([1, 2], {"uuid": "not-a-uuid"}):  # signed, but nothing to act on
+            raw_bad, headers_bad = signed(unusable)
+            assert (await http.post(gw.base_url + "/vonage/answer", content=raw_bad,
+                                    headers=headers_bad)).status_code == 400
+        raw_form, headers_form = signed(body)
+        headers_form["Content-Type"] = "application/x-www-form-urlencoded"
+        assert (await http.post(gw.base_url + "/vonage/answer", content=raw_form,
+                                headers=headers_form)).status_code == 415
         endpoint = await answer(http, gw, call_id)
         url = _local(endpoint["uri"], gw)
         forged = dict(endpoint["headers"], stream_token=endpoint["headers"]["stream_token"][:-4] + "AAAA")

@@ -72,8 +72,14 @@ async def _signed_json(gateway: Gateway, request: Request, path: str) -> dict[st
     except orjson.JSONDecodeError:
         body = None
     if not isinstance(body, dict):
-        return _text(400, "body must be a JSON object")
+        return _refused(path, 400, "not_json_object", "body must be a JSON object")
     return body
+
+
+def _refused(path: str, status: int, reason: str, message: str) -> Response:
+    """A signed webhook we cannot act on (malformed body or ids): logged with its reason, answered 400."""
+    log.warning("provider.webhook_refused", provider="vonage", path=path, status=status, reason=reason)
+    return _text(status, message)
 
 
 def _uuid(value: object) -> str:
@@ -96,7 +102,7 @@ async def handle_answer(gateway: Gateway, request: Request) -> Response:
         return body
     call_id = _uuid(body.get("uuid"))
     if not call_id:
-        return _text(400, "missing or malformed uuid")
+        return _refused(ANSWER_PATH, 400, "bad_uuid", "missing or malformed uuid")
     if not gateway.settings.streams_enabled:
         log.error("vonage.answer_refused", call_id=call_id, reason="no stream-token secret")
         return _text(503, "streams unavailable")
