@@ -214,6 +214,13 @@ class CallBridge:
         self._history.add("assistant", event.transcript, event.item_id)
         self._observer.bot_transcript(event.item_id, event.transcript)
 
+    async def _noted(self, event: rt.ItemTruncated | rt.InputTranscriptionFailed) -> None:
+        """Server notices that change nothing here: logged only."""
+        if isinstance(event, rt.ItemTruncated):
+            log.info("realtime.item_truncated", item_id=event.item_id, audio_end_ms=event.audio_end_ms)
+        else:
+            log.warning("realtime.transcription_failed", item_id=event.item_id, error=event.message[:300])
+
     async def _realtime_error(self, error: rt.RealtimeError) -> None:
         """An error before the session was ready means no call: no capacity, or a failure."""
         if self.responses.error(error) and self.phase.state is CallState.CONNECTING:
@@ -278,22 +285,16 @@ _MODEL_HANDLERS: dict[type, Callable[[CallBridge, Any], Awaitable[None]]] = {
     rt.SpeechStarted: lambda b, e: b.barge_in.speech_started(e),
     rt.SpeechStopped: CallBridge._speech_stopped,
     rt.OutputYielded: lambda b, e: b.barge_in.output_yielded(),
-    rt.ResponseCreated: lambda b, e: _now(b.responses.created, e),
+    rt.ResponseCreated: lambda b, e: b.responses.created(e),
     rt.ResponseDone: CallBridge._response_done,
-    rt.OutputItemAdded: lambda b, e: _now(b.responses.item_added, e),
-    rt.FunctionCallArgumentsDone: lambda b, e: _now(b.responses.arguments_done, e),
+    rt.OutputItemAdded: lambda b, e: b.responses.item_added(e),
+    rt.FunctionCallArgumentsDone: lambda b, e: b.responses.arguments_done(e),
     rt.InputTranscriptionCompleted: CallBridge._caller_transcript,
     rt.TranscriptDone: CallBridge._bot_transcript,
     rt.SessionCreated: lambda b, e: b.model.session_created(),
     rt.SessionUpdated: CallBridge._session_updated,
-    rt.ItemTruncated: lambda b, e: _now(log.info, "realtime.item_truncated", item_id=e.item_id,
-                                        audio_end_ms=e.audio_end_ms),
+    rt.ItemTruncated: CallBridge._noted,
     rt.RealtimeError: CallBridge._realtime_error,
-    rt.InputTranscriptionFailed: lambda b, e: _now(log.warning, "realtime.transcription_failed",
-                                                   item_id=e.item_id, error=e.message[:300]),
+    rt.InputTranscriptionFailed: CallBridge._noted,
 }
 
-
-async def _now(handler: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-    """Run a synchronous handler from the (async) dispatch table."""
-    handler(*args, **kwargs)

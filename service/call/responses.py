@@ -44,16 +44,16 @@ class Responses:
         if self._p.replies.request(instructions):
             await self._p.send_model(self._p.dialect.response_create(instructions))
 
-    def created(self, event: rt.ResponseCreated) -> None:
+    async def created(self, event: rt.ResponseCreated) -> None:
         self._p.replies.created(event.response_id)
         self._p.handoff.response_created(event.response_id)
         self._p.stats.responses += 1
 
-    def item_added(self, event: rt.OutputItemAdded) -> None:
+    async def item_added(self, event: rt.OutputItemAdded) -> None:
         if event.item_type == "function_call":
             self._p.replies.tool_call_started(event.call_id, event.name)
 
-    def arguments_done(self, event: rt.FunctionCallArgumentsDone) -> None:
+    async def arguments_done(self, event: rt.FunctionCallArgumentsDone) -> None:
         if not self._p.replies.tool_call_done(event.response_id, event.call_id, event.name, event.arguments):
             log.warning("realtime.tool_call_dropped", reason="too many calls in one response")
 
