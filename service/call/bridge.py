@@ -261,7 +261,6 @@ class CallBridge:
         self.phase.fire("hang_up")
         self.end_reason = reason
         self.escalating.cancel_guard()
-        self.bot.stop()
         try:
             await self._close_provider(close_code, reason[:120])
         except Exception as error:

@@ -131,6 +131,7 @@ class CallSession:
                     await self._transport.close()
             if not self.bridge.ended.is_set():  # cancelled from outside (shutdown)
                 await self.bridge.end("gateway shutting down", close_code=1001)
+            self.bridge.bot.stop()  # no paced bot audio outlives the call
         summary = self.bridge.finish()
         log.info("call.summary", **summary)
         return summary
