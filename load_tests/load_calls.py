@@ -1,7 +1,15 @@
-"""Concurrent-call load scenario: N simulated Twilio calls through a real gateway process.
+"""Concurrent-call load scenario: N simulated carrier calls through a real gateway process.
 
     .venv/bin/python -m load_tests.load_calls --calls 50 --steady 30
     .venv/bin/python -m load_tests.load_calls --calls 200 --caller-procs 2 --ramp 20 --steady 30
+    .venv/bin/python -m load_tests.load_calls --calls 50 --provider telnyx
+    .venv/bin/python -m load_tests.load_calls --calls 50 --carriers twilio,signalwire,telnyx,plivo
+
+Without ``--provider``/``--carriers`` the callers are the Twilio stand-in of earlier runs (figures stay
+comparable). ``--provider P`` runs the same scenario as carrier P (``service.simcaller.carrier_call``:
+its signed webhook, its markup, its stream messages); ``--carriers`` runs it once per carrier, one after
+the other on a fresh gateway each, and reports each carrier's CPU per call-second next to the first
+carrier's (the baseline, measured in the same run), as a ratio.
 
 Set-up: a private ``redis-server``, the protocol-exact Realtime stand-in in its own process (replies
 with 1.5 s of audio streamed at 4x real time to every caller turn), the gateway (`callbridge serve`)
@@ -21,13 +29,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +65,51 @@ INTERRUPTION = "Sorry, wait a moment please."
 # --- caller worker (runs in a child process) ---------------------------------------------------------
 
 
-async def _one_call(base_url: str, index: int, start_at: float, end_at: float, speech: Any, interrupt: Any,
-                    silence: Any, results: list[dict[str, Any]]) -> None:
-    from tests.standins.twilio_caller import TwilioCallerStandIn
+CARRIER_PUBLIC_URL = "https://callbridge.load.test"
+"""What the gateway believes it is reached at in carrier runs (SignalWire streams only to wss://); the
+callers sign against it and re-aim its URLs at the gateway's 127.0.0.1 port."""
+TELNYX_SEED = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="  # a test Ed25519 seed (bytes 1..32)
+CARRIER_KEYS = {"twilio": AUTH_TOKEN, "signalwire": "PSK_load_test_signing_key_0123",
+                "telnyx": TELNYX_SEED, "plivo": "MzRiNTQxMjQyYzAxOTdkNjhkMDk3Yz"}
+"""What each carrier's simulated caller signs its webhooks with."""
 
+
+def carrier_env() -> dict[str, str]:
+    """Gateway settings that route every carrier with the callers' keys."""
+    from service.simcaller.carriers import telnyx_public_key
+
+    return {"CALLBRIDGE_PUBLIC_URL": CARRIER_PUBLIC_URL,
+            "CALLBRIDGE_SIGNALWIRE_SIGNING_KEY": CARRIER_KEYS["signalwire"],
+            "CALLBRIDGE_TELNYX_PUBLIC_KEY": telnyx_public_key(TELNYX_SEED),
+            "CALLBRIDGE_PLIVO_AUTH_TOKEN": CARRIER_KEYS["plivo"]}
+
+
+async def _place(base_url: str, provider: str, index: int, stack: contextlib.AsyncExitStack) -> Any:
+    """One call as ``provider`` (the legacy Twilio stand-in when ``provider`` is empty)."""
+    if not provider:
+        from tests.standins.twilio_caller import TwilioCallerStandIn
+
+        twilio = await stack.enter_async_context(TwilioCallerStandIn(base_url, AUTH_TOKEN))
+        return await twilio.place_call(from_=f"+1555{index:07d}")
+    from service.simcaller.carrier_call import CarrierCaller
+    from service.simcaller.carriers import CARRIERS
+
+    caller = await stack.enter_async_context(
+        CarrierCaller(CARRIERS[provider], base_url, CARRIER_KEYS[provider], public_url=CARRIER_PUBLIC_URL))
+    return await caller.place_call(from_=f"+1555{index:07d}")
+
+
+async def _one_call(base_url: str, provider: str, index: int, start_at: float, end_at: float,
+                    audio: Callable[[int], tuple[Any, Any, Callable[[int], Any]]],
+                    results: list[dict[str, Any]]) -> None:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     outcome: dict[str, Any] = {"index": index, "error": None}
     try:
-        async with TwilioCallerStandIn(base_url, AUTH_TOKEN) as caller:
-            call = await caller.place_call(from_=f"+1555{index:07d}")
+        async with contextlib.AsyncExitStack() as stack:
+            call = await _place(base_url, provider, index, stack)
+            rate = call.wire.audio.rate if provider else 8000
+            speech, interrupt, silence = audio(rate)
             turn = 0
             while loop.time() < end_at and not call.closed:
                 turn += 1
@@ -76,7 +122,7 @@ async def _one_call(base_url: str, index: int, start_at: float, end_at: float, s
                 close_code=call.close_code,
                 violations=len(call.violations),
                 clears=len(call.playback.clears),
-                played_ms=call.playback.played_total // 8,
+                played_ms=call.playback.played_total * 1000 // call.playback.bps,
                 marks=len(call.playback.marks),
                 turns=turn,
             )
@@ -86,10 +132,19 @@ async def _one_call(base_url: str, index: int, start_at: float, end_at: float, s
     results.append(outcome)
 
 
-async def _worker(base_url: str, first: int, count: int, total: int, ramp_s: float, steady_end: float) -> None:
+async def _worker(base_url: str, provider: str, first: int, count: int, total: int, ramp_s: float,
+                  steady_end: float) -> None:
     from tests.standins.speech import silence, synthesize
 
-    speech, interrupt = synthesize(UTTERANCE), synthesize(INTERRUPTION)
+    cache: dict[int, tuple[Any, Any, Callable[[int], Any]]] = {}
+
+    def audio(rate: int) -> tuple[Any, Any, Callable[[int], Any]]:
+        if rate not in cache:
+            cache[rate] = (synthesize(UTTERANCE, rate=rate), synthesize(INTERRUPTION, rate=rate),
+                           lambda ms: silence(ms, rate=rate))
+        return cache[rate]
+
+    audio(8000)  # synthesize before the schedule starts
     loop = asyncio.get_running_loop()
     # Wall-clock -> loop clock for the shared schedule.
     offset = loop.time() - time.time()
@@ -97,8 +152,8 @@ async def _worker(base_url: str, first: int, count: int, total: int, ramp_s: flo
     tasks = []
     for i in range(first, first + count):
         start_at = offset + _ramp_start_wall + ramp_s * i / max(1, total)
-        tasks.append(asyncio.create_task(_one_call(base_url, i, start_at, offset + steady_end, speech, interrupt,
-                                                   silence, results)))
+        tasks.append(asyncio.create_task(_one_call(base_url, provider, i, start_at, offset + steady_end, audio,
+                                                   results)))
     await asyncio.gather(*tasks)
     print(json.dumps(results))
 
@@ -110,15 +165,16 @@ _ramp_start_wall = 0.0
 
 
 def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str,
-        gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None) -> dict[str, Any]:
+        gateway_workers: int = 1, replies: bool = True, ws_variant: str | None = None,
+        provider: str = "") -> dict[str, Any]:
     redis = private_redis()
     realtime_proc, realtime_url = start_realtime_standin(replies=replies)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = RESULTS / f"{name}-gateway.log"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    gateway = start_gateway(port, redis.url, realtime_url, log_path=log_path, workers=gateway_workers,
-                            ws_variant=ws_variant)
+    gateway = start_gateway(port, redis.url, realtime_url, extra_env=carrier_env() if provider else None,
+                            log_path=log_path, workers=gateway_workers, ws_variant=ws_variant)
     workers: list[subprocess.Popen[str]] = []
     try:
         idle = sample_tree(gateway.pid)
@@ -129,8 +185,8 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         first = 0
         for count in per_proc:
             workers.append(subprocess.Popen(
-                [sys.executable, "-m", "load_tests.load_calls", "--worker", base, str(first), str(count), str(calls),
-                 str(ramp_start), str(ramp_s), str(steady_end)],
+                [sys.executable, "-m", "load_tests.load_calls", "--worker", base, provider or "-", str(first),
+                 str(count), str(calls), str(ramp_start), str(ramp_s), str(steady_end)],
                 stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
             ))
             first += count
@@ -180,6 +236,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
         "calls_missing": calls - len(caller_results),
     }
     result = {
+        "provider": provider or "twilio (legacy stand-in)",
         "calls": calls,
         "caller_procs": caller_procs,
         "gateway_workers": gateway_workers,
@@ -212,10 +269,11 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     if args and args[0] == "--worker":
-        base, first, count, total, ramp_start, ramp_s, steady_end = args[1:8]
+        base, provider, first, count, total, ramp_start, ramp_s, steady_end = args[1:9]
         global _ramp_start_wall
         _ramp_start_wall = float(ramp_start)
-        asyncio.run(_worker(base, int(first), int(count), int(total), float(ramp_s), float(steady_end)))
+        asyncio.run(_worker(base, "" if provider == "-" else provider, int(first), int(count), int(total),
+                            float(ramp_s), float(steady_end)))
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=50)
@@ -228,10 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None)
     parser.add_argument("--ws", default=None, choices=["wsio", "wsio-lane", "sansio"],
                         help="WebSocket layer of the gateway (load_tests/ws_variants.py; default: as committed)")
+    parser.add_argument("--provider", default="", choices=["", *CARRIER_KEYS],
+                        help="call as this carrier (default: the legacy Twilio stand-in)")
+    parser.add_argument("--carriers", default="",
+                        help="comma-separated carriers run one after the other; CPU per call-second vs the first")
     options = parser.parse_args(args)
-    name = options.name or f"load_calls_{options.calls}"
+    if options.carriers:
+        return compare_carriers(options, [c.strip() for c in options.carriers.split(",") if c.strip()])
+    name = options.name or f"load_calls_{options.calls}" + (f"_{options.provider}" if options.provider else "")
     result = run(options.calls, options.caller_procs, options.ramp, options.steady, name, options.gateway_workers,
-                 not options.no_replies, options.ws)
+                 not options.no_replies, options.ws, options.provider)
     path = write_result(name, result)
     print(f"\ncallbridge load: {options.calls} concurrent calls, {options.caller_procs} caller process(es), "
           f"{options.gateway_workers} gateway worker(s)")
@@ -250,6 +314,45 @@ def main(argv: list[str] | None = None) -> int:
     print(f"JSON: {path}")
     ok = (all(v == 0 for v in result["errors"].values()))
     return 0 if ok else 1
+
+
+def compare_carriers(options: argparse.Namespace, carriers: list[str]) -> int:
+    """The same scenario once per carrier (fresh gateway each); CPU per call-second next to the first's
+    (the median of its runs when it is named more than once, e.g. first and last to show drift)."""
+    unknown = [c for c in carriers if c not in CARRIER_KEYS]
+    if unknown or not carriers:
+        print(f"unknown carriers {unknown}; choose from {', '.join(CARRIER_KEYS)}", file=sys.stderr)
+        return 2
+    name = options.name or f"load_carriers_{options.calls}"
+    runs: dict[str, dict[str, Any]] = {}
+    for carrier in carriers:  # a carrier named twice (e.g. the baseline first and last) gets "#2"
+        label = carrier if carrier not in runs else f"{carrier}#{sum(k.split('#')[0] == carrier for k in runs) + 1}"
+        runs[label] = run(options.calls, options.caller_procs, options.ramp, options.steady,
+                          f"{name}_{label.replace('#', '_')}", options.gateway_workers, not options.no_replies,
+                          options.ws, carrier)
+    baseline = statistics.median(r["gateway_cpu_ms_per_call_second"] for k, r in runs.items()
+                                 if k.split("#")[0] == carriers[0])
+    summary = {
+        carrier: {
+            "gateway_cpu_ms_per_call_second": r["gateway_cpu_ms_per_call_second"],
+            "ratio_vs_" + carriers[0]: round(r["gateway_cpu_ms_per_call_second"] / max(baseline, 1e-9), 3),
+            "call_seconds": r["call_seconds"],
+            "frame_forward_ms_p99": r["frame_forward_ms"]["p99"],
+            "barge_in_reaction_ms_p99": r["barge_in_reaction_ms"]["p99"],
+            "barge_ins": r["barge_in_reaction_ms"]["count"],
+            "gateway_rss_per_call_mb": r["gateway_rss_per_call_mb"],
+            "errors": r["errors"],
+        }
+        for carrier, r in runs.items()
+    }
+    path = write_result(name, {"calls": options.calls, "steady_s": options.steady, "carriers": summary, "runs": runs})
+    print(f"\ncallbridge load per carrier: {options.calls} concurrent calls each, baseline {carriers[0]}")
+    print_table([(carrier, "{:.3f} ms CPU/call-s  x{:.2f}  p99 fwd {} ms  barge-ins {}  errors {}".format(
+        row["gateway_cpu_ms_per_call_second"], row["ratio_vs_" + carriers[0]], row["frame_forward_ms_p99"],
+        row["barge_ins"], sum(1 for v in row["errors"].values() if v)))
+        for carrier, row in summary.items()])
+    print(f"JSON: {path}")
+    return 0 if all(all(v == 0 for v in row["errors"].values()) for row in summary.values()) else 1
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
         try:
             yield
         finally:
+            if gateway.prewarm_pool is not None:  # first: its entries release their model-session leases
+                await gateway.prewarm_pool.close()
             if start_services:
                 await stop_gateway_services(gateway)
             log.info("gateway.stopped", replica=settings.replica_id)

@@ -129,13 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=".", help="directory for call-<id>.wav and the call summary")
     demo.add_argument("--no-escalation", action="store_true", help="leave out the angry turn that escalates")
     demo.add_argument("--port", type=int, default=0, help="gateway port (default: a free port)")
+    demo.add_argument("--console", action="store_true",
+                      help="instead of the scripted call, keep the gateway up with the console and softphone "
+                           "(prints the URL and token; Ctrl-C stops)")
     demo.set_defaults(func=_demo)
 
-    call = sub.add_parser("call", help="simulated Twilio caller against a running deployment")
+    call = sub.add_parser("call", help="simulated carrier caller against a running deployment")
     call.add_argument("url", help="gateway base URL, e.g. http://127.0.0.1:8080")
+    call.add_argument("--provider", default="twilio",
+                      choices=["twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel"],
+                      help="which carrier to call as (default twilio)")
+    call.add_argument("--key", default=None,
+                      help="the carrier's webhook signing secret (Telnyx: a base64 Ed25519 seed; "
+                           "Exotel: user:password of the socket's HTTP Basic)")
+    call.add_argument("--public-url", default=None,
+                      help="the URL the gateway believes it is reached at (CALLBRIDGE_PUBLIC_URL; default URL)")
     call.add_argument("--audio", action="append", default=[], help="WAV file to speak (repeatable)")
     call.add_argument("--say", action="append", default=[], help="text to synthesise and speak (repeatable)")
-    call.add_argument("--auth-token", default=None, help="Twilio auth token to sign the webhook")
+    call.add_argument("--auth-token", default=None, help="Twilio auth token to sign the webhook (= --key)")
     call.add_argument("--record", default=None, help="write the call to this WAV (stereo caller/bot)")
     call.add_argument("--listen-s", type=float, default=6.0, help="seconds to listen after each turn")
     call.set_defaults(func=_call)

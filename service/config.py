@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.audio.filler_clip import ClipError, load_wav_clip
 from service.escalation import defaults
 
 RealtimeProvider = Literal["openai", "azure", "local"]
@@ -194,6 +195,26 @@ class Settings(BaseSettings):
     )
     transcription_language: str = Field("", description="Caller language hint for transcription (e.g. `en`, `ja`).")
     greeting: bool = Field(True, description="The bot speaks first after the session is configured.")
+    prewarm: int = Field(
+        0, ge=0, le=1000,
+        description="Model sessions opened and configured per replica when the voice webhook arrives, before the "
+        "stream starts (docs/first-words.md); at most this many wait at once. 0 = off.",
+    )
+    prewarm_ttl_s: float = Field(
+        5.0, gt=0, le=60, description="A pre-warmed session no stream claimed within this time is closed (seconds)."
+    )
+    filler_after_ms: int = Field(
+        800, ge=0, le=10000,
+        description="Silence after the caller's turn ended (or a tool started) before the filler plays; 0 = no filler.",
+    )
+    filler_repeat_ms: int = Field(
+        2000, ge=0, le=30000,
+        description="While the wait goes on, the filler repeats after this much silence (at most 4 plays); 0 = once.",
+    )
+    filler_file: Path | None = Field(
+        None, description="WAV clip to use as the filler (mono 16-bit, 8/16/24 kHz, at most 3 s). "
+        "Default: the bundled synthesised \"hmm\".",
+    )
 
     # --- local engine ----------------------------------------------------------------------------
     local_script: Path | None = Field(
@@ -321,6 +342,16 @@ class Settings(BaseSettings):
         from service.providers.transfer import check_transfer_to
 
         return check_transfer_to(value)
+
+    @field_validator("filler_file")
+    @classmethod
+    def _filler_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_wav_clip(value)  # the same check the first call would make, at start-up
+            except ClipError as error:
+                raise ValueError(str(error)) from None
+        return value
 
     @field_validator("exotel_sample_rate")
     @classmethod

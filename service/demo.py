@@ -11,6 +11,9 @@ What it runs, all on 127.0.0.1:
 
 It prints the live transcript with timings, then writes ``call-<id>.wav`` (stereo: caller left, bot
 right, time-aligned as the caller heard it) and ``call-<id>.json`` (the call summary).
+
+``callbridge demo --console`` instead keeps the gateway running with the console on and prints the
+console's URL and token: the softphone page talks to the offline engine from the browser's microphone.
 """
 
 from __future__ import annotations
@@ -262,8 +265,77 @@ async def _demo(args: argparse.Namespace) -> int:
         log_file.close()
 
 
+async def _console_demo(args: argparse.Namespace) -> int:
+    """``callbridge demo --console``: the gateway with the offline engine and the console on, until
+    Ctrl-C (or SIGTERM). Prints the console's URL and a fresh operator token; the softphone page
+    (``/console/phone``) talks to the offline engine, and escalations go to a local receiver."""
+    import signal
+
+    from service.app import create_app
+    from service.config import load_settings
+    from service.logging import configure_logging
+    from service.realtime.local import preload, shutdown_models
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / "callbridge-demo.log"
+    log_file = open(log_path, "w")
+    sys_stderr, sys.stderr = sys.stderr, log_file
+    configure_logging("json", "info")
+    clock = _Clock()
+    _print("callbridge demo --console: the gateway, its console and the softphone, fully offline")
+    try:
+        async with _private_redis() as redis_url:
+            port = args.port or _free_port()
+            receiver_port = _free_port()
+            token = os.environ.get("CALLBRIDGE_CONSOLE_TOKEN") or secrets.token_urlsafe(24)
+            webhook_secret = secrets.token_hex(16)
+            settings = load_settings(
+                realtime_provider="local", redis_url=redis_url, public_url=f"http://127.0.0.1:{port}",
+                stream_token_secret=secrets.token_hex(32), console_token=token, greeting=True,
+                escalation_webhook_url=f"http://127.0.0.1:{receiver_port}/escalations",
+                escalation_webhook_secret=webhook_secret, replica_id="demo",
+            )
+            await preload(settings, _progress)
+            receiver, receiver_task = await _serve(_receiver_app(webhook_secret, clock, []), receiver_port)
+            app = create_app(settings)
+
+            def on_event(kind: str, fields: dict[str, Any]) -> None:  # the softphone's conversation, live
+                if kind == "transcript":
+                    _print(f"{clock.stamp()} {fields['call_id']} {fields['role']:<6}: {fields['text']}")
+                elif kind == "barge_in":
+                    _print(f"{clock.stamp()} {fields['call_id']} barge-in after {fields['heard_ms']} ms of the reply")
+                elif kind == "escalation":
+                    _print(f"{clock.stamp()} {fields['call_id']} escalation: {fields['trigger']} ({fields['reason']})")
+
+            app.state.gateway.listeners.append(on_event)
+            server, server_task = await _serve(app, port)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            _print(f"\n  console:   http://127.0.0.1:{port}/console/login?next=/console/phone")
+            _print(f"  token:     {token}")
+            _print("  (log in with the token: the softphone opens; press Call and allow the microphone)")
+            _print(f"  logs:      {log_path}\n  Ctrl-C stops the demo.")
+            try:
+                await stop.wait()
+            finally:
+                server.should_exit = True
+                receiver.should_exit = True
+                await asyncio.wait_for(server_task, 30)
+                await receiver_task
+            return 0
+    finally:
+        shutdown_models()
+        sys.stderr = sys_stderr
+        log_file.close()
+
+
 def run_demo(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "console", False):
+            return asyncio.run(_console_demo(args))
         return asyncio.run(_demo(args))
     except KeyboardInterrupt:
         return 130

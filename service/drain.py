@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 async def drain_gateway(app: FastAPI) -> None:
     gateway = app.state.gateway
     gateway.draining = True
+    if gateway.state_store is not None:  # the heartbeat tells the console's fleet view
+        gateway.state_store.draining = True
     metrics.DRAINING.set(1)
     started = time.monotonic()
     timeout = gateway.settings.drain_timeout

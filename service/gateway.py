@@ -41,6 +41,7 @@ class Gateway:
     delivery_worker: Any = None
     stream_guard: Any = None  # service.providers.streamguard.StreamGuard, created on the first stream
     model_leases: Any = None  # service.state.model_leases.ModelLeases, created on the first call
+    prewarm_pool: Any = None  # service.realtime.prewarm.PrewarmPool, created on the first voice webhook
     overflowed_recently: dict[str, float] = field(default_factory=dict)  # calls told "try later" (bounded)
     _prices: dict[str, dict[str, float]] | None = None  # service.realtime.prices, loaded on first use
     _background: list[asyncio.Task[Any]] = field(default_factory=list)

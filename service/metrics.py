@@ -53,6 +53,19 @@ FIRST_AUDIO_SECONDS = Histogram(
     "Time from the caller's speech_stopped to the first bot audio sent to the provider.",
     buckets=_HUMAN_BUCKETS,
 )
+FIRST_WORDS_SECONDS = Histogram(
+    "callbridge_first_words_seconds",
+    "Time from the media stream's start to the first greeting audio sent to the provider, by whether "
+    "the model session was pre-warmed.",
+    ["prewarmed"],
+    buckets=_HUMAN_BUCKETS,
+)
+FILLERS = Counter(
+    "callbridge_fillers_total", "Filler clips played to cover a slow answer, by what the caller waited for.", ["reason"]
+)  # turn | tool | other
+PREWARM = Counter(
+    "callbridge_prewarm_total", "Pre-warmed model sessions, by outcome.", ["outcome"]
+)  # claimed | expired | failed | full | cap | missed
 BARGE_INS = Counter("callbridge_barge_ins_total", "Caller interruptions of bot audio.")
 BARGE_IN_REACTION_SECONDS = Histogram(
     "callbridge_barge_in_reaction_seconds",

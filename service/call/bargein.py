@@ -26,6 +26,8 @@ class BargeIn:
 
     async def speech_started(self, event: rt.SpeechStarted) -> None:
         self._p.observer.caller_speech_started(event.audio_start_ms)
+        if self._p.filler.active:  # the caller talks: the filler's wait is over (it clears its clip)
+            await self._p.filler.stop("caller_speech")
         await self.interrupt()
 
     async def output_yielded(self) -> None:

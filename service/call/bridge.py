@@ -5,7 +5,8 @@ invalid event (``service.call.machine``): ``phase`` (the call as operators see i
 model socket), ``replies`` (turns of turn-based dialects), the playback ledger inside the bot leg
 (what the caller has heard) and ``handoff`` (escalation to transfer). Drivers perform what they call
 for: ``ProviderSide`` (provider events), ``ModelSide`` (attach, configure, replace, send),
-``BargeIn``, ``Responses`` (replies and tool calls) and ``Escalating`` (hand-off line, transfer).
+``BargeIn``, ``Responses`` (replies and tool calls), ``Escalating`` (hand-off line, transfer) and
+``Speaking`` (bot audio out, first words, the filler that covers a slow answer).
 The bridge routes typed events (``service.providers.base``, ``service.realtime.events``) to them and
 imports no provider and no model dialect: a full-duplex model simply never emits turn events.
 
@@ -32,6 +33,8 @@ from service import metrics
 from service.audio.tones import apology_pcm16
 from service.call.bargein import BargeIn
 from service.call.escalating import Escalating
+from service.call.filler import FillerSettings, make_filler
+from service.call.firstwords import FirstWords
 from service.call.handoff import Handoff, HandoffState
 from service.call.history import ConversationHistory
 from service.call.legs import BotLeg, CallerLeg, SendFrame
@@ -43,6 +46,7 @@ from service.call.parts import CallParts
 from service.call.phase import TRANSITIONS, CallState, call_phase
 from service.call.providerside import ProviderSide
 from service.call.responses import QUOTA_CODES, Responses
+from service.call.speaking import Speaking
 from service.call.stats import CallStats
 from service.call.toolargs import ESCALATION_TOOL_NAME
 from service.call.turns import ReplyTracker
@@ -79,6 +83,8 @@ class CallBridge:
         codec: tuple[str, int] = (pv.ENCODING_MULAW, 8000),
         resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        filler: FillerSettings | None = None,
+        first_words: FirstWords | None = None,
     ) -> None:
         self.call_id = call_id
         self.stats = CallStats()
@@ -95,7 +101,6 @@ class CallBridge:
         self.replies = ReplyTracker()
         self.handoff = Handoff()
         self._history = ConversationHistory()
-        self._speech_stopped_at: float | None = None
         # A call resumed on this replica after its stream dropped: (conversation so far, first line).
         self._resume_line = resume[1] if resume else ""
         for role, text in resume[0] if resume else ():
@@ -105,9 +110,13 @@ class CallBridge:
         self.caller = CallerLeg(codec, self.link, realtime, self.stats, self._observer, self.model.lost)
         self.model.caller = self.caller
         self.bot = BotLeg(codec, provider, to_provider, self.stats, clock)
+        call_filler = make_filler(filler, codec, send_clip=lambda wire: to_provider(provider.build_media(wire)),
+                                  flush=lambda: to_provider(provider.build_clear()),
+                                  audible=lambda: self.bot.ledger.is_playing(clock()), clock=clock, stats=self.stats)
         self.parts = CallParts(realtime, self.phase, self.link, self.replies, self.handoff, self.bot,
                                self._history, self.stats, self._observer, clock, self.model.send,
-                               lambda reason, code: self.end(reason, close_code=code))
+                               lambda reason, code: self.end(reason, close_code=code), filler=call_filler)
+        self.speaking = Speaking(self.parts, call_filler, first_words or FirstWords(clock))
         self.barge_in = BargeIn(self.parts)
         self.responses = Responses(self.parts, lambda request: self.escalating.escalate(request))
         self.escalating = Escalating(self.parts, self.responses.request, handoff_line=handoff_line,
@@ -149,7 +158,7 @@ class CallBridge:
     def _session_replaced(self) -> None:
         self.replies.reset()
         self.handoff.session_replaced()
-        self._speech_stopped_at = None
+        self.speaking.session_replaced()
 
     async def on_realtime_message(self, message: str | bytes) -> None:
         try:
@@ -185,23 +194,8 @@ class CallBridge:
         elif self._greeting:
             await self.responses.request(None)
 
-    async def _bot_audio(self, delta: rt.AudioDelta) -> None:
-        if self.replies.is_dropped(delta.response_id):
-            self.stats.dropped_deltas += 1
-            return
-        if not await self.bot.play(delta.item_id, delta.audio):
-            return
-        if self._speech_stopped_at is not None:
-            latency, self._speech_stopped_at = self._clock() - self._speech_stopped_at, None
-            self.stats.response_latencies_ms.append(latency * 1000)
-            metrics.FIRST_AUDIO_SECONDS.observe(latency)
-        self.phase.fire("bot_audio")
-
-    async def _speech_stopped(self, event: rt.SpeechStopped) -> None:
-        self._speech_stopped_at = self._clock()
-        self._observer.caller_speech_stopped(event.audio_end_ms)
-
     async def _response_done(self, done: rt.ResponseDone) -> None:
+        await self.speaking.response_done(done)  # first: a tool it starts may begin a new wait
         await self.responses.done(done)  # its tool calls may escalate
         if not await self.escalating.response_done(done.response_id):
             await self.responses.continue_pending()
@@ -261,6 +255,7 @@ class CallBridge:
         self.phase.fire("hang_up")
         self.end_reason = reason
         self.escalating.cancel_guard()
+        self.parts.filler.cancel()
         try:
             await self._close_provider(close_code, reason[:120])
         except Exception as error:
@@ -279,10 +274,10 @@ class CallBridge:
 
 
 _MODEL_HANDLERS: dict[type, Callable[[CallBridge, Any], Awaitable[None]]] = {
-    rt.AudioDelta: CallBridge._bot_audio,
+    rt.AudioDelta: lambda b, e: b.speaking.audio(e),
     rt.AudioDone: lambda b, e: b.bot.finish(e.item_id, dropped=b.replies.is_dropped(e.response_id)),
     rt.SpeechStarted: lambda b, e: b.barge_in.speech_started(e),
-    rt.SpeechStopped: CallBridge._speech_stopped,
+    rt.SpeechStopped: lambda b, e: b.speaking.speech_stopped(e),
     rt.OutputYielded: lambda b, e: b.barge_in.output_yielded(),
     rt.ResponseCreated: lambda b, e: b.responses.created(e),
     rt.ResponseDone: CallBridge._response_done,

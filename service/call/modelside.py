@@ -41,6 +41,14 @@ class ModelSide:
         if self._rt.client_speaks_first:
             await self.configure()
 
+    async def attach_configured(self, to_model: SendText, immediate: rt.ImmediateSend | None = None) -> None:
+        """A session already configured (pre-warmed with this same configuration): the held caller
+        audio goes out at once, then live audio; the caller treats it as ``session.updated``."""
+        self.link.attach(to_model, immediate)
+        self.link.configure()
+        if self.caller is not None:
+            await self.caller.send_held(self.send)
+
     async def reattach(self, to_model: SendText, immediate: rt.ImmediateSend | None = None) -> None:
         """A replacement session after the old one dropped (there is no resume). Caller audio is held
         until it is configured; ``on_replaced`` resets the per-session state of the reply tracker and

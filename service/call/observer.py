@@ -45,6 +45,10 @@ class CallObserver(Protocol):
 
     def escalation_started(self, request: EscalationRequest) -> None: ...
 
+    def model_reconnected(self, attempt: int) -> None:
+        """A dropped model session was replaced (the ``attempt``-th reconnect of this call)."""
+        ...
+
     def usage(self, usage: dict[str, Any]) -> None: ...
 
     def ended(self, summary: dict[str, Any]) -> None: ...
@@ -81,6 +85,9 @@ class NullObserver:
         return '{"error": "unknown tool"}'
 
     def escalation_started(self, request: EscalationRequest) -> None:
+        return None
+
+    def model_reconnected(self, attempt: int) -> None:
         return None
 
     def usage(self, usage: dict[str, Any]) -> None:

@@ -8,8 +8,9 @@ import graph stays acyclic). Not thread-safe: everything runs on the call's even
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from service.call.filler import Filler, NoFiller
 from service.call.handoff import Handoff
 from service.call.history import ConversationHistory
 from service.call.legs import BotLeg
@@ -25,7 +26,8 @@ from service.realtime import events as rt
 @dataclass(eq=False, slots=True)
 class CallParts:
     """``send_model`` sends one client event (dropped, logged, while there is no session); ``end``
-    ends the call from either side (idempotent). ``outcome`` is what the summary reports."""
+    ends the call from either side (idempotent). ``outcome`` is what the summary reports.
+    ``filler`` covers a wait with the filler clip (``service.call.filler``: ``start``/``stop``)."""
 
     dialect: rt.RealtimeDialect
     phase: Machine[CallState]
@@ -40,6 +42,7 @@ class CallParts:
     send_model: Callable[[str], Awaitable[None]]
     end: Callable[[str, int], Awaitable[None]]
     outcome: str = "completed"
+    filler: Filler | NoFiller = field(default_factory=NoFiller)  # start()/stop() around waits (filler.py)
 
     @property
     def closing(self) -> bool:

@@ -151,6 +151,12 @@ class CallRecorder:
     def bot_truncated(self, item_id: str, heard_ms: int, sent_ms: int) -> None:
         log.info("call.bot_truncated", item_id=item_id, heard_ms=heard_ms, sent_ms=sent_ms)
         self._gateway.emit("barge_in", call_id=self.call_id, heard_ms=heard_ms, sent_ms=sent_ms)
+        if self._state is not None:
+            self._state.event("barge_in", {"heard_ms": heard_ms, "sent_ms": sent_ms})
+
+    def model_reconnected(self, attempt: int) -> None:
+        if self._state is not None:
+            self._state.event("reconnect", {"attempt": attempt})
 
     def _remember(self, role: str, text: str) -> None:
         log.debug("call.transcript", role=role, chars=len(text))
@@ -162,6 +168,12 @@ class CallRecorder:
         self._apply(self._policy.on_dtmf(digit))
 
     def tool_call(self, name: str, arguments: str) -> str:
+        result = self._run_tool(name, arguments)
+        if self._state is not None:  # the console's event feed and agent view show tool results
+            self._state.event("tool_call", {"name": bounded_free_text(name, 64), "result": result})
+        return result
+
+    def _run_tool(self, name: str, arguments: str) -> str:
         if name != ESCALATION_TOOL_NAME:
             log.warning("realtime.unknown_tool", name=name)
             return '{"error": "unknown tool"}'
@@ -173,6 +185,8 @@ class CallRecorder:
         """Record the escalation: the outbox writes state ``escalated`` + the stream entry atomically."""
         self._gateway.mark_escalated(self.call_id)
         self._gateway.emit("escalation", call_id=self.call_id, trigger=request.trigger, reason=request.reason)
+        if self._state is not None:
+            self._state.event("escalation", {"trigger": request.trigger, "reason": bounded_free_text(request.reason)})
         if self._state is None or self._gateway.outbox is None:
             log.error("escalation.not_recorded", reason="no Redis state store configured", trigger=request.trigger)
             return
@@ -198,6 +212,8 @@ class CallRecorder:
     def usage(self, usage: dict[str, Any]) -> None:
         cost = self._gateway.cost_usd(self._model, usage)
         self.cost_usd += cost
+        if self._state is not None and cost:  # the console's "cost so far"
+            self._state.set_fields({"cost_usd": f"{self.cost_usd:.6f}"})
         metrics.RESPONSE_COST_USD.labels(self._model).inc(cost)
         for direction, key in (("input", "input_token_details"), ("output", "output_token_details")):
             details = usage.get(key) or {}

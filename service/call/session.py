@@ -24,6 +24,8 @@ import structlog
 from service import metrics
 from service.aio import cancel_and_wait
 from service.call.bridge import QUOTA_CODES, CallBridge
+from service.call.filler import FillerSettings
+from service.call.firstwords import FirstWords
 from service.call.observer import CallObserver
 from service.call.pump import ProviderPump, PushSocket
 from service.config import Settings
@@ -34,6 +36,7 @@ from service.realtime.events import (
     RealtimeDialect,
     RealtimeTransport,
     SessionConfig,
+    SessionUpdated,
 )
 from service.wsio import MessageSocket, WebSocketClosed
 
@@ -55,6 +58,17 @@ class ModelSlots(Protocol):
     async def release(self, call_id: str) -> None: ...
 
 
+class Prewarmed(Protocol):
+    """A model session opened and configured before the stream started
+    (``service.realtime.prewarm.WarmSession``): its transport, and the model-session lease it holds."""
+
+    @property
+    def transport(self) -> RealtimeTransport: ...
+
+    @property
+    def lease_id(self) -> str: ...
+
+
 class CallSession:
     """One bridged call. ``run`` returns when the call has ended and everything is closed."""
 
@@ -74,6 +88,9 @@ class CallSession:
         resume: tuple[tuple[tuple[str, str], ...], str] | None = None,
         model_slots: ModelSlots | None = None,
         rest_transfer: Callable[[], Awaitable[bool]] | None = None,
+        prewarmed: Prewarmed | None = None,
+        filler: FillerSettings | None = None,
+        stream_started: float | None = None,
     ) -> None:
         self.settings = settings
         self.call_id = call_id
@@ -82,6 +99,10 @@ class CallSession:
         self._open_session = open_session
         self._transport: RealtimeTransport | None = None
         self._slots = model_slots
+        self._prewarmed = prewarmed
+        # the lease this call holds against the model-session cap: a claimed pre-warmed session's own
+        self._lease_id = prewarmed.lease_id if prewarmed is not None else call_id
+        self._observer = observer
         self.bridge = CallBridge(
             call_id=call_id,
             provider=provider,
@@ -97,13 +118,20 @@ class CallSession:
             model_unavailable_action=settings.model_unavailable_action,
             codec=codec,
             resume=resume,
+            filler=filler,
+            first_words=FirstWords(time.monotonic, stream_started, prewarmed=prewarmed is not None),
         )
 
     async def run(self) -> dict[str, Any]:
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._provider_reader(), name="provider-reader")]
         try:
             opened = time.perf_counter()
-            if self._slots is not None and not await self._slots.acquire(self.call_id):
+            if self._prewarmed is not None:  # opened and configured already (docs/first-words.md)
+                self._transport = self._prewarmed.transport
+                await self.bridge.model.attach_configured(self._transport.send, _immediate(self._transport))
+                await self.bridge.on_realtime_event(SessionUpdated({}))  # as if it had just been confirmed
+                tasks.append(asyncio.create_task(self._realtime_reader(self._transport), name="realtime-reader"))
+            elif self._slots is not None and not await self._slots.acquire(self._lease_id):
                 await self.bridge.escalating.model_unavailable("cap", self.settings.model_unavailable_action)
             else:
                 try:
@@ -122,7 +150,7 @@ class CallSession:
             await self.bridge.ended.wait()
         finally:
             if self._slots is not None:
-                await self._slots.release(self.call_id)  # every exit path, idempotent
+                await self._slots.release(self._lease_id)  # every exit path, idempotent
             for task in tasks:  # re-cancels if a cancel is swallowed (3.11 wait_for); bounded
                 with contextlib.suppress(Exception):
                     await cancel_and_wait(task)
@@ -228,6 +256,7 @@ class CallSession:
             self._transport = transport
             await self.bridge.model.reattach(transport.send, _immediate(transport))
             metrics.REALTIME_RECONNECTS.inc()
+            self._observer.model_reconnected(attempt_no)
             log.info("realtime.reconnected", reconnect=attempt_no, attempt=attempt + 1)
             return transport
         return None

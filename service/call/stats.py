@@ -26,6 +26,8 @@ class CallStats:
     invalid_transitions: int = 0  # peer events a state object refused (logged, skipped)
     resumed: int = 0  # times this call resumed on a replica after its stream dropped
     dtmf: int = 0  # keys pressed: a count only, never the digits (docs/security.md, "Personal data")
+    fillers: int = 0  # filler clips played (docs/first-words.md)
+    first_words_ms: float | None = None  # stream start -> first bot audio sent
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.response_latencies_ms)
@@ -46,4 +48,6 @@ class CallStats:
             "invalid_transitions": self.invalid_transitions,
             "dtmf_count": self.dtmf,
             "resumed": self.resumed,
+            "fillers": self.fillers,
+            "first_words_ms": self.first_words_ms,
         }

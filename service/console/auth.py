@@ -82,6 +82,16 @@ def agent_link_valid(key: bytes, escalation_id: str, exp: str, sig: str, now: fl
     return int(exp) > now
 
 
+def safe_next(path: str | None) -> str:
+    """Where to go after logging in: ``path`` if it is a console page (``/console`` or below, no
+    scheme, host, backslash or control character), else ``/console``: the login is no open redirect."""
+    if not path or len(path) > 200 or not path.isprintable() or "\\" in path or "//" in path:
+        return "/console"
+    if path != "/console" and not path.startswith("/console/"):
+        return "/console"
+    return path
+
+
 def cross_site(headers: Mapping[str, str], host: str) -> bool:
     """True if the request comes from another site (browser-sent ``Sec-Fetch-Site``/``Origin``).
 

@@ -1,8 +1,10 @@
-"""Console routes (docs/console.md): login, the active-calls and one-call views, their JSON APIs,
-and the agent's signed view of one escalation.
+"""Console routes (docs/console.md): login, the pages (active calls, one call, escalations, fleet,
+softphone), their JSON APIs and Server-Sent-Event feeds, re-delivery of dead letters, the softphone's
+call issue, and the agent's signed view of one escalation.
 
-Thin adapter: authentication rules are in ``service.console.auth``; data is read from Redis through
-the gateway's ``StateStore`` so every replica shows the whole fleet. Every route checks the session
+Thin adapter: authentication rules are in ``service.console.auth``, view shaping in
+``service.console.views``, HTML in ``service.console.pages``; data is read from Redis through the
+gateway's ``StateStore`` so every replica shows the whole fleet. Every route checks the session
 cookie or ``Authorization: Bearer``: APIs answer 401 with no data, pages redirect to the login form.
 APIs refuse cross-site browser requests (403).
 """
@@ -10,24 +12,27 @@ APIs refuse cross-site browser requests (403).
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from redis.exceptions import RedisError
 
-from service.console import auth
+from service.console import auth, pages, views
 from service.gateway import Gateway
+from service.providers.browser import routes as softphone
 
 log = structlog.get_logger(__name__)
 
 LIST_LIMIT = 100
 """Most entries any list API returns (escalations, dead letters, replicas): bounds every response."""
+ACTIVE_LIMIT = 500
+"""Most active calls a list or feed carries."""
 SSE_PERIOD_S = 1.0
 SSE_HEARTBEAT_S = 15.0
 SSE_MAX_LIFETIME_S = 3600.0
@@ -78,21 +83,39 @@ def _entry(fields: dict[Any, Any], keep: tuple[str, ...]) -> dict[str, str]:
         out["response"] = out["response"][:500]
     return out
 
-_STYLE = """<style>
-body{font:16px/1.4 system-ui,sans-serif;margin:0;padding:1rem;max-width:80rem}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;padding:.3rem;text-align:left}
-a:focus,button:focus,input:focus{outline:3px solid #1a73e8;outline-offset:2px}
-#calls{min-height:12rem}@media (max-width:600px){body{font-size:15px;padding:.5rem}}
-</style>"""
+
+_STATIC = {"console.css": "text/css", "console.js": "text/javascript", "phone.js": "text/javascript",
+           "phone-worklet.js": "text/javascript"}
+"""The console's own static files (service/console/static/): no external fetches, no CDN."""
 
 
-def _page(title: str, body: str) -> HTMLResponse:
-    return HTMLResponse(
-        f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
-        f"{_STYLE}</head><body>{body}</body></html>",
-        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"},
-    )
+class SharedSnapshots:
+    """One build per feed and period, shared by every client of that feed: ten operators watching the
+    active calls cost one Redis round trip a second, not ten. Bounded: only the current period's
+    snapshots are kept (expired ones are pruned on every build), at most ``MAX_FEEDS`` of them. A
+    failed build fails every client waiting on it (each feed then keeps its last snapshot) and is
+    retried at the next period. Cancel-safe: a client that goes away does not cancel the shared build."""
+
+    MAX_FEEDS = 256
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, asyncio.Future[dict[str, Any]]]] = {}
+
+    async def get(self, key: str, build: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            for stale in [k for k, (expiry, _) in self._entries.items() if expiry <= now]:
+                del self._entries[stale]  # only snapshots of the current period stay in memory
+            if len(self._entries) >= self.MAX_FEEDS:
+                del self._entries[next(iter(self._entries))]
+            entry = (now + SSE_PERIOD_S * 0.9, asyncio.ensure_future(build()))
+            self._entries[key] = entry
+        return await asyncio.shield(entry[1])
+
+
+def _page(body: str) -> HTMLResponse:
+    return HTMLResponse(body, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
 
 def mount(app: FastAPI, gateway: Gateway) -> None:
@@ -104,6 +127,7 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
     skey = auth.session_key(token)
     akey = auth.agent_link_key(token, settings.agent_link_secret.get_secret_value())
     router = APIRouter(prefix="/console")
+    shared = SharedSnapshots()
 
     def authed(request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -117,23 +141,23 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
             return JSONResponse({"error": "cross-site request refused"}, status_code=403)
         if not authed(request):
             return JSONResponse({"error": "unauthorized"}, status_code=401)
+        if gateway.state_store is None:
+            return JSONResponse({"error": "no state store"}, status_code=503)
         return None
 
     @router.get("/login")
-    async def login_form() -> HTMLResponse:
-        return _page("callbridge console: log in", (
-            "<h1>callbridge console</h1><form method=post action=/console/login>"
-            "<label>Operator token <input name=token type=password autocomplete=current-password required></label> "
-            "<button type=submit>Log in</button></form>"))
+    async def login_form(next_page: str = Query("/console", alias="next")) -> HTMLResponse:
+        return _page(pages.login(auth.safe_next(next_page)))
 
     @router.post("/login")
-    async def login(request: Request, token_field: str = Form("", alias="token")) -> Response:
+    async def login(request: Request, token_field: str = Form("", alias="token"),
+                    next_field: str = Form("/console", alias="next")) -> Response:
         if auth.cross_site(request.headers, request.headers.get("host", "")):
             return JSONResponse({"error": "cross-site request refused"}, status_code=403)
         if not auth.token_matches(token, token_field):
             log.warning("console.login_failed", client=request.client.host if request.client else None)
             return HTMLResponse("wrong token", status_code=401)
-        response = RedirectResponse("/console", status_code=303)
+        response = RedirectResponse(auth.safe_next(next_field), status_code=303)
         response.set_cookie(
             auth.SESSION_COOKIE, auth.make_session(skey, time.time(), settings.console_session_ttl_s),
             max_age=settings.console_session_ttl_s, httponly=True, samesite="strict", path="/console",
@@ -141,76 +165,99 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
         )
         return response
 
-    @router.get("")
-    async def calls_page(request: Request) -> Response:
+    @router.get("/static/{name}")
+    async def static(request: Request, name: str) -> Response:
+        """The console's own script and stylesheet (a fixed list; logged-in sessions only)."""
+        if not authed(request):
+            return Response(status_code=401)
+        media = _STATIC.get(name)
+        if media is None:
+            return Response(status_code=404)
+        body = resources.files("service.console").joinpath("static", name).read_bytes()
+        return Response(body, media_type=media, headers={"Cache-Control": "no-store"})
+
+    def page(build: Callable[[], str]) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            if not authed(request):
+                return RedirectResponse("/console/login", status_code=303)
+            return _page(build())
+        return handler
+
+    router.add_api_route("", page(pages.calls), methods=["GET"])
+    router.add_api_route("/escalations", page(pages.escalations), methods=["GET"])
+    router.add_api_route("/fleet", page(pages.fleet), methods=["GET"])
+    router.add_api_route("/phone", page(pages.phone), methods=["GET"])
+
+    @router.post("/api/phone/calls")
+    async def phone_call(request: Request) -> Response:
+        """A softphone call id and its single-use stream token for the logged-in page (POST,
+        cross-site refused); the page opens the browser provider's socket with them."""
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
+        if not settings.streams_enabled:
+            return JSONResponse({"error": "no stream-token key configured"}, status_code=503)
+        issued = softphone.issue_call(settings)
+        log.info("console.phone_call_issued", call_id=issued["call_id"])
+        return JSONResponse(issued, headers={"Cache-Control": "no-store"})
+
+    @router.get("/calls/{call_id}")
+    async def call_page(request: Request, call_id: str) -> Response:
         if not authed(request):
             return RedirectResponse("/console/login", status_code=303)
-        return _page("callbridge console: active calls", (
-            "<h1>Active calls</h1><table><thead><tr><th>call</th><th>state</th><th>replica</th>"
-            "<th>caller</th><th>duration</th></tr></thead><tbody id=calls></tbody></table>"
-            "<script>function r(d){const b=document.getElementById('calls');b.textContent='';"
-            "for(const c of d.calls){const t=document.createElement('tr');"
-            "const a=document.createElement('a');a.href='/console/calls/'+encodeURIComponent(c.call_id);"
-            "a.textContent=c.call_id;const f=[a,c.state,c.replica,c.caller,c.duration_s+' s'];"
-            "for(const v of f){const td=document.createElement('td');"
-            "if(typeof v==='string'||typeof v==='number')td.textContent=v;else td.append(v);t.append(td)}"
-            "b.append(t)}}const es=new EventSource('/console/api/stream/calls');"
-            "es.addEventListener('calls',e=>r(JSON.parse(e.data)))</script>"))
+        return _page(pages.call(call_id))
 
-    @router.get("/api/calls")
-    async def calls_api(request: Request) -> Response:
-        refusal = api_refusal(request)
-        if refusal is not None:
-            return refusal
-        if gateway.state_store is None:
-            return JSONResponse({"error": "no state store"}, status_code=503)
-        rows = await active_rows()
-        return JSONResponse({"calls": rows}, headers={"Cache-Control": "no-store"})
-
-    async def active_rows() -> list[dict[str, Any]]:
+    async def active_rows() -> dict[str, Any]:
+        """Every active call's row from ONE pipelined round trip: each call's hash and the tail of its
+        sentiment series (what the sparkline needs), never the transcripts."""
         store = gateway.state_store
+        call_ids = (await store.active_calls())[:ACTIVE_LIMIT]
+        pipe = store.redis.pipeline(transaction=False)
+        for call_id in call_ids:
+            pipe.hgetall(store.keys.call(call_id))
+            pipe.lrange(store.keys.sentiment(call_id), -views.SPARK_POINTS, -1)
+        replies = await pipe.execute() if call_ids else []
         now = time.time()
-        rows: list[dict[str, Any]] = []
-        for call_id in (await store.active_calls())[:500]:
-            snap = await store.load_call(call_id)
-            if snap is None:
-                continue
-            started = float(snap.fields.get("started_at") or now)
-            rows.append({
-                "call_id": call_id, "state": snap.fields.get("state", ""),
-                "replica": snap.fields.get("replica", ""),
-                "caller": snap.fields.get("from", ""),  # masked when written (docs/redis-schema.md)
-                "duration_s": round(max(0.0, now - started)),
-            })
-        return rows
+        rows = [views.call_row(snap, now) for snap in (
+            views.row_snapshot(call_id, raw_hash, raw_points)
+            for call_id, raw_hash, raw_points in zip(call_ids, replies[0::2], replies[1::2], strict=True)
+        ) if snap is not None]
+        return {"calls": rows}
 
-    @router.get("/api/escalations")
-    async def escalations_api(request: Request) -> Response:
-        """Pending (outbox) and dead-lettered escalations, newest dead letters first, at most LIST_LIMIT each."""
-        refusal = api_refusal(request)
-        if refusal is not None:
-            return refusal
+    async def call_detail(call_id: str) -> dict[str, Any] | None:
+        snap = await gateway.state_store.load_call(call_id[:200])
+        return None if snap is None else views.call_detail(snap, time.time())
+
+    async def escalation_lists() -> dict[str, Any]:
+        """Pending (outbox), the recent escalations with their delivery status, and dead letters with
+        the receiver's answer, newest first; at most LIST_LIMIT of each."""
         store = gateway.state_store
-        if store is None:
-            return JSONResponse({"error": "no state store"}, status_code=503)
         pending = await store.redis.xrange(store.keys.outbox, count=LIST_LIMIT)
         dead = await store.redis.xrevrange(store.keys.dead_letter, count=LIST_LIMIT)
-        return JSONResponse({
+        recent_ids = [_text(c) for c in await store.redis.zrevrange(store.keys.recent_escalations, 0, LIST_LIMIT - 1)]
+        pipe = store.redis.pipeline(transaction=False)
+        for call_id in recent_ids:
+            pipe.hmget(store.keys.call(call_id), "escalation_id", "escalation_trigger", "escalation_status", "escalated_at")
+        recent = []
+        for call_id, values in zip(recent_ids, await pipe.execute() if recent_ids else [], strict=True):
+            esc_id, trigger, status, at = (_text(v) if v is not None else "" for v in values)
+            recent.append({"call_id": call_id, "escalation_id": esc_id, "trigger": trigger,
+                           "status": status or "expired", "at": at})
+        return {
             "pending": [{"id": _text(i), **_entry(f, ("escalation_id", "call_id", "trigger", "decided_at"))}
                         for i, f in pending],
+            "recent": recent,
             "dead_letter": [{"id": _text(i), **_entry(f, ("escalation_id", "call_id", "status", "response", "dead_at"))}
                             for i, f in dead],
-        }, headers={"Cache-Control": "no-store"})
+        }
 
-    @router.get("/api/fleet")
-    async def fleet_api(request: Request) -> Response:
-        """Live replicas (those with an unexpired heartbeat key), at most LIST_LIMIT."""
-        refusal = api_refusal(request)
-        if refusal is not None:
-            return refusal
+    async def fleet_list() -> dict[str, Any]:
+        """Live replicas (unexpired heartbeat keys, at most LIST_LIMIT) with their draining flag and
+        the number of active calls each owns."""
         store = gateway.state_store
-        if store is None:
-            return JSONResponse({"error": "no state store"}, status_code=503)
+        owned: dict[str, int] = {}
+        for row in (await active_rows())["calls"]:
+            owned[row["replica"]] = owned.get(row["replica"], 0) + 1
         replicas: list[dict[str, Any]] = []
         async for key in store.redis.scan_iter(match=store.keys.replica_prefix + "*", count=100):
             raw = await store.redis.get(key)
@@ -221,49 +268,59 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
             except ValueError:
                 continue
             if isinstance(beat, dict):
-                replicas.append({"replica": str(beat.get("replica", "")), "ts": beat.get("ts"),
-                                 "calls": beat.get("calls")})
+                name = str(beat.get("replica", ""))
+                replicas.append({"replica": name, "ts": beat.get("ts"), "calls": beat.get("calls"),
+                                 "draining": bool(beat.get("draining")), "active_calls": owned.get(name, 0)})
             if len(replicas) >= LIST_LIMIT:
                 break
-        return JSONResponse({"replicas": replicas}, headers={"Cache-Control": "no-store"})
+        replicas.sort(key=lambda r: r["replica"])
+        return {"replicas": replicas}
 
-    @router.get("/api/stream/calls")
-    async def calls_stream(request: Request) -> Response:
-        """Server-Sent Events: the active-calls list whenever it changes, a comment heartbeat otherwise.
+    def json_api(build: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            refusal = api_refusal(request)
+            if refusal is not None:
+                return refusal
+            return JSONResponse(await build(), headers={"Cache-Control": "no-store"})
+        return handler
 
-        Pull-based: the generator builds one snapshot per period only when the previous one was sent,
-        so a client that stops reading holds at most one snapshot (no queue grows); the response
-        ends after SSE_MAX_LIFETIME_S or when the client disconnects.
-        """
+    def stream_api(name: str, build: Callable[[], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            refusal = api_refusal(request)
+            if refusal is not None:
+                return refusal
+            return EventStreamResponse(snapshot_events(request, name, build))
+        return handler
+
+    router.add_api_route("/api/calls", json_api(active_rows), methods=["GET"])
+    router.add_api_route("/api/escalations", json_api(escalation_lists), methods=["GET"])
+    router.add_api_route("/api/fleet", json_api(fleet_list), methods=["GET"])
+    router.add_api_route("/api/stream/calls", stream_api("calls", active_rows), methods=["GET"])
+    router.add_api_route("/api/stream/escalations", stream_api("escalations", escalation_lists), methods=["GET"])
+    router.add_api_route("/api/stream/fleet", stream_api("fleet", fleet_list), methods=["GET"])
+
+    @router.get("/api/calls/{call_id}")
+    async def call_api(request: Request, call_id: str) -> Response:
         refusal = api_refusal(request)
         if refusal is not None:
             return refusal
-        if gateway.state_store is None:
-            return JSONResponse({"error": "no state store"}, status_code=503)
+        detail = await call_detail(call_id)
+        if detail is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        return JSONResponse(detail, headers={"Cache-Control": "no-store"})
 
-        async def events() -> AsyncIterator[str]:
-            started = last_beat = time.monotonic()
-            last = ""
-            seq = 0
-            yield "retry: 2000\n\n"
-            while time.monotonic() - started < SSE_MAX_LIFETIME_S and not await request.is_disconnected():
-                try:
-                    body = json.dumps({"calls": await active_rows()}, separators=(",", ":"))
-                except (RedisError, OSError) as exc:  # Redis outage: keep the last list, keep the stream
-                    log.warning("console.stream_read_failed", error=repr(exc))
-                    body = last
-                now = time.monotonic()
-                if body != last:
-                    seq += 1
-                    last = body
-                    last_beat = now
-                    yield f"id: {seq}\nevent: calls\ndata: {body}\n\n"
-                elif now - last_beat >= SSE_HEARTBEAT_S:
-                    last_beat = now
-                    yield ": heartbeat\n\n"
-                await asyncio.sleep(SSE_PERIOD_S)
+    @router.get("/api/stream/calls/{call_id}")
+    async def call_stream(request: Request, call_id: str) -> Response:
+        """One call's page feed: an ``event: call`` with the whole detail (transcript, sentiment chart,
+        events, escalation status) whenever it changes."""
+        refusal = api_refusal(request)
+        if refusal is not None:
+            return refusal
 
-        return EventStreamResponse(events())
+        async def build() -> dict[str, Any]:
+            return await call_detail(call_id) or {"error": "no such call"}
+
+        return EventStreamResponse(snapshot_events(request, "call", build))
 
     @router.post("/api/escalations/dead/{entry_id}/redeliver")
     async def redeliver(request: Request, entry_id: str) -> Response:
@@ -274,8 +331,6 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
         if refusal is not None:
             return refusal
         store = gateway.state_store
-        if store is None:
-            return JSONResponse({"error": "no state store"}, status_code=503)
         found = await store.redis.xrange(store.keys.dead_letter, min=entry_id[:40], max=entry_id[:40], count=1)
         if not found:
             return JSONResponse({"error": "no such dead letter"}, status_code=404)
@@ -286,45 +341,70 @@ def mount(app: FastAPI, gateway: Gateway) -> None:
         pipe = store.redis.pipeline(transaction=True)
         pipe.xadd(store.keys.outbox, entry)
         pipe.xdel(store.keys.dead_letter, entry_id[:40])
+        if entry["call_id"]:  # the escalations page shows it pending again
+            pipe.hset(store.keys.call(entry["call_id"]), "escalation_status", "pending")
         await pipe.execute()
         log.info("console.redelivery_queued", escalation_id=entry["escalation_id"], call_id=entry["call_id"])
         return JSONResponse({"queued": entry["escalation_id"]})
 
-    @router.get("/calls/{call_id}")
-    async def call_page(request: Request, call_id: str) -> Response:
-        if not authed(request):
-            return RedirectResponse("/console/login", status_code=303)
-        safe = html.escape(call_id[:200])
-        return _page(f"call {safe}", (
-            f"<p><a href=/console>All calls</a></p><h1>Call <span id=cid>{safe}</span></h1>"
-            "<p>State: <span id=state>…</span></p><h2>Transcript</h2><ol id=turns style='min-height:20rem'></ol>"
-            "<script>const id=document.getElementById('cid').textContent;async function r(){"
-            "const x=await fetch('/console/api/calls/'+encodeURIComponent(id));if(!x.ok)return;const d=await x.json();"
-            "document.getElementById('state').textContent=d.state;const o=document.getElementById('turns');"
-            "o.textContent='';for(const t of d.transcript){const li=document.createElement('li');"
-            "li.textContent=t.role+': '+t.text;o.append(li)}}r();setInterval(r,1000)</script>"))
-
-    @router.get("/api/calls/{call_id}")
-    async def call_api(request: Request, call_id: str) -> Response:
-        refusal = api_refusal(request)
-        if refusal is not None:
-            return refusal
-        store = gateway.state_store
-        if store is None:
-            return JSONResponse({"error": "no state store"}, status_code=503)
-        snap = await store.load_call(call_id[:200])
-        if snap is None:
-            return JSONResponse({"error": "no such call"}, status_code=404)
-        return JSONResponse({
-            "call_id": call_id, "state": snap.state,
-            "transcript": [{"role": t.role, "text": t.text} for t in snap.transcript[-200:]],
-        })
-
     @router.get("/agent/{escalation_id}")
     async def agent_page(escalation_id: str, exp: str = "", sig: str = "") -> Response:
+        """The receiving agent's view: valid only with an unexpired signature of this escalation id."""
         if not auth.agent_link_valid(akey, escalation_id, exp, sig, time.time()):
             return HTMLResponse("link invalid or expired", status_code=401)
-        return _page("escalation", f"<h1>Escalation {html.escape(escalation_id)}</h1>")
+        snap = await find_escalated_call(escalation_id)
+        if snap is None:
+            return HTMLResponse("escalation not found (expired)", status_code=404)
+        return _page(pages.agent(views.agent_view(snap, escalation_id)))
+
+    async def find_escalated_call(escalation_id: str) -> Any:
+        """The call of one escalation: looked up in the recent-escalations index (bounded)."""
+        store = gateway.state_store
+        if store is None:
+            return None
+        call_ids = [_text(c) for c in await store.redis.zrevrange(store.keys.recent_escalations, 0, -1)]
+        pipe = store.redis.pipeline(transaction=False)
+        for call_id in call_ids:
+            pipe.hget(store.keys.call(call_id), "escalation_id")
+        for call_id, found in zip(call_ids, await pipe.execute() if call_ids else [], strict=True):
+            if found is not None and _text(found) == escalation_id:
+                return await store.load_call(call_id)
+        return None
+
+    async def snapshot_events(request: Request, name: str,
+                              build: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[str]:
+        """Server-Sent Events: ``event: <name>`` with the whole snapshot whenever it changes, checked
+        every SSE_PERIOD_S, a comment heartbeat otherwise.
+
+        Pull-based: a snapshot is built only after the previous one was handed to the server, so a
+        client that stops reading holds at most one snapshot (no queue grows); the response ends
+        after SSE_MAX_LIFETIME_S or when the client disconnects."""
+        started = last_beat = time.monotonic()
+        last = ""
+        seq = 0
+        yield "retry: 2000\n\n"
+        while time.monotonic() - started < SSE_MAX_LIFETIME_S and not await request.is_disconnected():
+            try:
+                body = json.dumps(await shared.get(request.url.path, build), separators=(",", ":"))
+            except (RedisError, OSError) as exc:  # Redis outage: keep the last snapshot, keep the stream
+                log.warning("console.stream_read_failed", error=repr(exc))
+                body = last
+            now = time.monotonic()
+            if body != last:
+                seq += 1
+                last = body
+                last_beat = now
+                yield f"id: {seq}\nevent: {name}\ndata: {body}\n\n"
+            elif now - last_beat >= SSE_HEARTBEAT_S:
+                last_beat = now
+                yield ": heartbeat\n\n"
+            await asyncio.sleep(SSE_PERIOD_S)
 
     app.include_router(router)
+    # The softphone's media socket: a provider, but no carrier (no webhook, no carrier registry entry);
+    # it exists only with the console, next to the carriers' sockets served by ``service.wsio``.
+    websocket_routes = getattr(app.state, "websocket_routes", None)
+    if websocket_routes is None:
+        websocket_routes = app.state.websocket_routes = {}
+    softphone.PROVIDER.install(app, gateway, websocket_routes)
     log.info("console.mounted")

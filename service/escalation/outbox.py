@@ -51,8 +51,12 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
 redis.call('HSET', KEYS[3], 'state', ARGV[8], 'escalation_status', 'pending', 'escalation_id', ARGV[1],
   'escalation_trigger', ARGV[4], 'escalated_at', ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[9]) + 1))
 return 1
 """
+RECENT_ESCALATIONS_MAX = 500
+"""Call ids kept in the recent-escalations index (the console's escalations page reads it)."""
 
 
 class Outbox:
@@ -149,9 +153,9 @@ class Outbox:
         for record in records:
             await self._script(
                 keys=[self.keys.escalation_guard(record.escalation_id), self.keys.outbox,
-                      self.keys.call(record.call_id)],
+                      self.keys.call(record.call_id), self.keys.recent_escalations],
                 args=[record.escalation_id, record.call_id, record.body, record.trigger, f"{record.decided_at:.3f}",
-                      self.ttl_s, self.stream_maxlen, STATE_ESCALATED],
+                      self.ttl_s, self.stream_maxlen, STATE_ESCALATED, RECENT_ESCALATIONS_MAX],
                 client=pipe,
             )
         return [bool(result) for result in await pipe.execute()]

@@ -17,6 +17,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service import metrics
+from service.call.filler import filler_settings
 from service.call.recorder import build_observer
 from service.call.session import CallSession
 from service.logging import bind_call_context, clear_call_context
@@ -24,6 +25,7 @@ from service.providers.base import ProtocolError, StreamConnected, StreamStarted
 from service.providers.streamguard import stream_guard_for
 from service.providers.tokens import StreamTokenError, verify_stream_token
 from service.realtime import sessions as model_sessions
+from service.realtime.prewarm import prewarm_pool_for
 from service.redaction import cap_text, mask_number
 from service.state.model_leases import model_leases_for
 from service.state.resume import ResumeSeed, claim_resume, take_resume_seed
@@ -153,6 +155,7 @@ async def _admit_and_bridge(gateway: Gateway, websocket: MessageSocket, dialect:
 async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: TelephonyDialect,
                          started: StreamStarted, rest_transfer_factory: RestTransferFactory | None) -> None:
     """Run one admitted stream's call to its end."""
+    stream_started = time.monotonic()  # first words are counted from here (docs/first-words.md)
     settings = gateway.settings
 
     provider = dialect.name
@@ -170,10 +173,13 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
     rest_transfer = rest_transfer_factory(started) if rest_transfer_factory is not None else None
 
     model = model_sessions.model_side(settings)
+    warm = None
+    if settings.prewarm and seed is None:  # a session opened when the voice webhook came (docs/first-words.md)
+        warm = await prewarm_pool_for(gateway).claim(started.call_id, wait_s=settings.realtime_connect_timeout_s)
     session = CallSession(
         settings=settings,
-        dialect=model.dialect,
-        session_config=model.config,
+        dialect=warm.dialect if warm is not None else model.dialect,
+        session_config=warm.config if warm is not None else model.config,
         open_session=model.open,
         codec=(started.encoding, started.sample_rate),
         call_id=started.call_id,
@@ -184,6 +190,9 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
         rest_transfer=rest_transfer,
         resume=(seed.turns, settings.resume_line) if seed else None,
         model_slots=model_leases_for(gateway) if settings.max_model_sessions else None,
+        prewarmed=warm,
+        stream_started=stream_started,
+        filler=filler_settings(settings.filler_after_ms, settings.filler_repeat_ms, settings.filler_file),
     )
     if seed is not None:
         session.bridge.stats.resumed = seed.resumes

@@ -265,6 +265,10 @@ class PlaybackBuffer:
             total -= max(0, min(hi, upper) - max(lo, start))
         return total
 
+    def played_segments(self) -> list[tuple[int, bytes]]:
+        """What played, as (byte offset on the timeline from ``origin``, audio bytes) runs in order."""
+        return [(offset, bytes(data)) for offset, data in self._segments]
+
     def played_mulaw(self, total_samples: int | None = None) -> bytes:
         """Played bot audio on the timeline (sample 0 = ``origin``), mu-law silence in the gaps."""
         end = max((offset + len(data) for offset, data in self._segments), default=0)
@@ -460,12 +464,17 @@ class TwilioCallerStandIn:
         follow_redirect: bool = True,
         upgrade_signature: bool = True,
         open_timeout: float = 10.0,
+        stream_delay_s: float = 0.0,
     ) -> CallHandle:
-        """Webhook -> TwiML -> WebSocket -> ``connected`` + ``start`` -> media flowing. See module doc."""
+        """Webhook -> TwiML -> WebSocket -> ``connected`` + ``start`` -> media flowing. See module doc.
+        ``stream_delay_s`` simulates the carrier's time between the TwiML answer and opening the stream
+        (Twilio parses it, sets up media and dials the WebSocket: typically a few hundred ms)."""
         call_sid = call_sid or new_sid("CA")
         form = self.call_form(call_sid, from_, to)
         form.update(extra_form or {})
         response = await self.post_signed(self.public_url + VOICE_PATH, form, signature=signature)
+        if stream_delay_s > 0:
+            await asyncio.sleep(stream_delay_s)  # a simulated carrier latency, not synchronisation
         return await self._connect_from(
             response.status_code, response.text, call_sid=call_sid, from_=from_, to=to,
             parameter_overrides=parameter_overrides, start_call_sid=start_call_sid, send_connected=send_connected,

@@ -50,6 +50,11 @@ class Keys:
         """List of JSON sentiment points ``{"seq","ts","turn","score",...}``, oldest first, capped."""
         return f"{self.prefix}:call:{call_id}:sentiment"
 
+    def events(self, call_id: str) -> str:
+        """List of JSON call events ``{"seq","ts","kind",...}`` (barge-ins, tool calls, reconnects,
+        escalation), oldest first, capped by LTRIM: the console's per-call event feed."""
+        return f"{self.prefix}:call:{call_id}:events"
+
     @property
     def active_calls(self) -> str:
         """Sorted set: call ids of calls in progress, scored by start time (unix seconds)."""
@@ -68,6 +73,12 @@ class Keys:
     def dead_letter(self) -> str:
         """Stream: escalation records a receiver refused with a non-retryable 4xx (capped by MAXLEN ~)."""
         return f"{self.prefix}:escalations:dead"
+
+    @property
+    def recent_escalations(self) -> str:
+        """Sorted set: call ids of the latest escalations (any delivery status), scored by decision
+        time, capped at ``outbox.RECENT_ESCALATIONS_MAX`` by the outbox script."""
+        return f"{self.prefix}:escalations:recent"
 
     def stream_token(self, token_id: str) -> str:
         """String with TTL: a consumed stream token's nonce (single use; docs/security.md, "Stream tokens")."""

@@ -65,14 +65,16 @@ class SentimentPoint:
 class CallSnapshot:
     """Everything Redis holds about one call: enough for another replica to pick it up.
 
-    ``fields`` is the call hash as strings (docs/redis-schema.md); ``transcript`` and ``sentiment``
-    are oldest-first, de-duplicated by ``seq`` and capped at the store's list bounds.
+    ``fields`` is the call hash as strings (docs/redis-schema.md); ``transcript``, ``sentiment`` and
+    ``events`` (plain dicts with ``kind``, ``ts``, ``seq``) are oldest-first, de-duplicated by ``seq``
+    and capped at the store's list bounds.
     """
 
     call_id: str
     fields: dict[str, str]
     transcript: list[TranscriptTurn] = field(default_factory=list)
     sentiment: list[SentimentPoint] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def state(self) -> str | None:

@@ -65,6 +65,10 @@ CALL_WRITE_MAX_ATTEMPTS = 3
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 """What counts as "Redis is unavailable" for the store, the outbox and the delivery worker."""
 
+MAX_EVENT_FIELDS = 8
+MAX_EVENT_VALUE_CHARS = 200
+"""Bounds on one call event (``CallStateWriter.event``): at most ~2 KB each."""
+
 _NUMBER_FIELDS = frozenset({"from", "to", "caller", "called"})
 
 
@@ -169,7 +173,7 @@ def connect_redis(url: str, *, socket_timeout_s: float = 2.0, client_name: str |
 @dataclass
 class _Op:
     seq: int
-    kind: str  # "transcript" | "sentiment"
+    kind: str  # "transcript" | "sentiment" | "event"
     payload: str
 
 
@@ -273,6 +277,18 @@ class CallStateWriter:
         self._q.tail_sentiment.append(point)
         self._store._push(self._q, _Op(point.seq, "sentiment", point.to_json()))
 
+    def event(self, kind: str, fields: Mapping[str, str | int | float | None] | None = None) -> None:
+        """Append one call event for the console (``barge_in``, ``tool_call``, ``reconnect``,
+        ``escalation``...). Values must be short and free of personal data: strings are capped at
+        ``MAX_EVENT_VALUE_CHARS`` and at most ``MAX_EVENT_FIELDS`` fields are kept (bounded memory)."""
+        self._q.seq += 1
+        data: dict[str, object] = {"kind": kind[:40], "ts": round(_now(), 3), "seq": self._q.seq}
+        for key, value in list((fields or {}).items())[:MAX_EVENT_FIELDS]:
+            if value is None:
+                continue
+            data[str(key)[:40]] = cap_text(value, MAX_EVENT_VALUE_CHARS) if isinstance(value, str) else value
+        self._store._push(self._q, _Op(self._q.seq, "event", json.dumps(data, ensure_ascii=False, separators=(",", ":"))))
+
     def ended(self, outcome: str) -> None:
         """Mark the call ended (state ``ended``, ``outcome``, ``ended_at``); removes it from the active index."""
         self._q.ended = True
@@ -312,6 +328,7 @@ class StateStore:
         heartbeat_ttl_s: float = 15.0,
         transcript_max: int = 500,
         sentiment_max: int = 500,
+        events_max: int = 200,
         batch_max: int = 512,
         write_delay_s: float = 0.0,
         retry_max_s: float = 2.0,
@@ -331,6 +348,7 @@ class StateStore:
         self.heartbeat_ttl_s = heartbeat_ttl_s
         self.transcript_max = transcript_max
         self.sentiment_max = sentiment_max
+        self.events_max = max(1, events_max)
         self.batch_max = batch_max
         self.write_delay_s = write_delay_s
         self.retry_max_s = retry_max_s
@@ -338,6 +356,7 @@ class StateStore:
         self.redis: Redis = redis or connect_redis(
             redis_url, socket_timeout_s=socket_timeout_s, client_name=f"callbridge:{replica_id}"
         )
+        self.draining = False  # set when the replica drains; carried by the heartbeat (console fleet view)
         self._queues: dict[str, _CallQueue] = {}
         self._dirty: dict[str, _CallQueue] = {}  # insertion-ordered: round-robin over calls
         self._pending = 0
@@ -569,6 +588,7 @@ class StateStore:
         for kind, key, cap in (
             ("transcript", self.keys.transcript(queue.call_id), self.transcript_max),
             ("sentiment", self.keys.sentiment(queue.call_id), self.sentiment_max),
+            ("event", self.keys.events(queue.call_id), self.events_max),
         ):
             values = [op.payload for op in ops if op.kind == kind]
             if values:
@@ -600,7 +620,7 @@ class StateStore:
     # ---------------------------------------------------------------------------------- reading
 
     async def load_call(self, call_id: str) -> CallSnapshot | None:
-        """Read one call's hash, transcript and sentiment series (None if nothing is stored).
+        """Read one call's hash, transcript, sentiment series and events (None if nothing is stored).
 
         Raises ``redis.exceptions.RedisError``/``OSError`` if Redis is unavailable.
         """
@@ -608,13 +628,15 @@ class StateStore:
         pipe.hgetall(self.keys.call(call_id))
         pipe.lrange(self.keys.transcript(call_id), 0, -1)
         pipe.lrange(self.keys.sentiment(call_id), 0, -1)
-        raw_hash, raw_turns, raw_points = await pipe.execute()
+        pipe.lrange(self.keys.events(call_id), 0, -1)
+        raw_hash, raw_turns, raw_points, raw_events = await pipe.execute()
         if not raw_hash and not raw_turns and not raw_points:
             return None
         fields = {_s(key): _s(value) for key, value in raw_hash.items()}
         turns = [TranscriptTurn.from_json(raw) for raw in _dedupe(raw_turns)]
         points = [SentimentPoint.from_json(raw) for raw in _dedupe(raw_points)]
-        return CallSnapshot(call_id=call_id, fields=fields, transcript=turns, sentiment=points)
+        events = [event for event in (_load_event(raw) for raw in _dedupe(raw_events)) if event is not None]
+        return CallSnapshot(call_id=call_id, fields=fields, transcript=turns, sentiment=points, events=events)
 
     async def active_calls(self) -> list[str]:
         """Call ids in the active-call index, oldest first."""
@@ -625,7 +647,8 @@ class StateStore:
 
     async def heartbeat_once(self) -> None:
         """Write ``replica:<id>`` with a TTL of ``heartbeat_ttl_s`` (raises if Redis is down)."""
-        value = json.dumps({"replica": self.replica_id, "ts": _now(), "calls": len(self._queues)})
+        value = json.dumps({"replica": self.replica_id, "ts": _now(), "calls": len(self._queues),
+                            "draining": self.draining})
         await self.redis.set(self.keys.replica(self.replica_id), value, px=max(1, int(self.heartbeat_ttl_s * 1000)))
 
     def start_heartbeat(self, reap_every_s: float | None = None) -> asyncio.Task[None]:
@@ -705,6 +728,15 @@ class StateStore:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _load_event(raw: bytes) -> dict[str, Any] | None:
+    """One stored call event, or None for an entry that is not a JSON object (never raises)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _dedupe(raws: list[bytes]) -> list[bytes]:

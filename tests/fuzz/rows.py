@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from service.escalation.webhook import sign, verify_signature
 from service.providers.base import ProtocolError
+from service.providers.browser.dialect import AUDIO_TAG, BrowserDialect
 from service.providers.exotel.dialect import ExotelDialect
 from service.providers.plivo.dialect import PlivoDialect
 from service.providers.signalwire.dialect import SignalWireDialect
@@ -62,6 +63,13 @@ def _exotel_query(message: str | bytes) -> int:
     from service.providers.exotel.routes import sample_rate_of
 
     return sample_rate_of(message if isinstance(message, str) else message.decode("latin-1"))
+
+
+def _browser_samples() -> tuple[str | bytes, ...]:
+    start = json.dumps({"event": "start", "call_id": "WEB-0123456789abcdef", "token": "v1.t", "sample_rate": 16000})
+    audio = AUDIO_TAG + bytes(random.Random(2).randrange(256) for _ in range(640))
+    return (start, audio, audio, '{"event":"mark","name":"cb1"}', b'{"event":"dtmf","digit":"5"}',
+            '{"event":"cleared"}', '{"event":"stop"}')
 
 
 def _twilio_samples() -> tuple[str, ...]:
@@ -144,6 +152,7 @@ ROWS: tuple[Row, ...] = (
     Row("exotel", lambda: ExotelDialect(8000).parse, (ProtocolError,), _json_carrier_samples(exotel_caller.profile(8000))),
     Row("plivo", lambda: PlivoDialect().parse, (ProtocolError,), _plivo_samples()),
     Row("vonage", lambda: _vonage_parse(VonageDialect(16000)), (ProtocolError,), _vonage_samples(), binary=True),
+    Row("browser", lambda: BrowserDialect().parse, (ProtocolError,), _browser_samples(), binary=True),
     Row("realtime-ga", lambda: dialect_for("ga").parse, (RealtimeProtocolError,), _realtime_samples(ga_cases())),
     Row("realtime-beta", lambda: dialect_for("beta").parse, (RealtimeProtocolError,), _realtime_samples(beta_cases())),
     Row("escalation-signature", _signature_parse, (), _signature_samples()),

@@ -54,3 +54,49 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
     assert active_seconds(caller) > 5.0  # five spoken caller lines
     assert active_seconds(bot) > 8.0  # greeting, answers and the hand-off line
     assert len(caller) / 8000 >= 15.0
+
+
+@pytest.mark.slow
+def test_demo_console_prints_a_working_url_and_token(tmp_path: Path) -> None:
+    """`callbridge demo --console`: the printed token logs in at the printed URL, the softphone page
+    is served and a softphone call can be issued; SIGINT stops it cleanly."""
+    import signal
+    import time
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE_") and k != "OPENAI_API_KEY"}
+    executable = Path(sys.executable).parent / "callbridge"
+    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "service"]
+    process = subprocess.Popen([*command, "demo", "--console", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        printed: dict[str, str] = {}
+        deadline = time.monotonic() + 120
+        while "token" not in printed and time.monotonic() < deadline:  # bounded: the lines come or the process ends
+            line = process.stdout.readline()
+            if not line:
+                break
+            key, _, value = line.strip().partition(": ")
+            if key in ("console", "token"):
+                printed[key] = value.strip()
+        assert printed.get("console", "").endswith("/console/login?next=/console/phone"), printed
+        base = printed["console"].removesuffix("/console/login?next=/console/phone")
+        with httpx.Client(base_url=base, timeout=10) as client:
+            form = client.get("/console/login", params={"next": "/console/phone"})
+            assert "name=next value='/console/phone'" in form.text
+            assert client.post("/console/login", data={"token": "wrong"}).status_code == 401
+            login = client.post("/console/login", data={"token": printed["token"], "next": "/console/phone"},
+                                follow_redirects=False)
+            assert login.status_code == 303 and login.headers["location"] == "/console/phone"
+            page = client.get("/console/phone")
+            assert page.status_code == 200 and "phone.js" in page.text
+            issued = client.post("/console/api/phone/calls").json()
+            assert issued["call_id"].startswith("WEB-") and issued["media_path"] == "/console/phone/media"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

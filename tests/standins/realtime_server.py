@@ -38,6 +38,9 @@ Behaviour, per session:
   the user item (GA ``conversation.item.added`` + ``.done``, beta ``conversation.item.created``),
   ``...input_audio_transcription.completed`` with the next scripted transcript (when transcription is
   on and one is scripted) and, with ``create_response``, an automatic response.
+- Latency knobs: ``handshake_delay_ms`` holds the upgrade answer, ``session_delay_ms`` delays
+  ``session.created`` and each ``session.updated``, ``first_delta_delay_ms`` delays a response's
+  first audio (a slow model). All are plain sleeps on the server side (simulated latency).
 - A response: ``response.created``, ``rate_limits.updated``, ``response.output_item.added``, item
   added/created, ``response.content_part.added``, transcript + audio deltas paced at ``pacing`` x
   real time in ``chunk_ms`` chunks, then audio/transcript/content_part/output_item done and
@@ -240,7 +243,9 @@ class ScriptedBehaviour:
     reply_text: str = "Sure, I can help you with that."
     chunk_ms: int = 100  # audio per delta
     pacing: float = 4.0  # deltas at pacing x real time; 0 = as fast as the socket takes them
-    first_delta_delay_ms: int = 0  # "model latency" before the first delta
+    first_delta_delay_ms: int = 0  # "model latency" before the first delta (the response delay)
+    handshake_delay_ms: int = 0  # time to accept the WebSocket upgrade (TLS, routing, a busy front end)
+    session_delay_ms: int = 0  # server time to create a session, and again to apply a session.update
     transcripts: Sequence[str] = ()  # input transcription per committed user turn, in order
     cycle_transcripts: bool = False
     function_calls: Mapping[int, FunctionCallScript] = field(default_factory=dict)  # 1-based response no.
@@ -610,12 +615,13 @@ class StandInSession:
     # -- main loop ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._emit({"type": "session.created", "session": self.session})
-        if self.behaviour.send_conversation_created:
-            await self._emit(
-                {"type": "conversation.created", "conversation": {"id": self._new_id("conv"), "object": "realtime.conversation"}}
-            )
         try:
+            if self.behaviour.session_delay_ms:  # the server creating the session (a simulated latency)
+                await asyncio.sleep(self.behaviour.session_delay_ms / 1000)
+            await self._emit({"type": "session.created", "session": self.session})
+            if self.behaviour.send_conversation_created:
+                await self._emit({"type": "conversation.created",
+                                  "conversation": {"id": self._new_id("conv"), "object": "realtime.conversation"}})
             async for message in self.ws:
                 await self._on_message(message)
         except ConnectionClosed:
@@ -689,6 +695,8 @@ class StandInSession:
             await self._error("invalid_request_error", "invalid_value", "Only realtime sessions are supported here.",
                               param="session.type", event_id=event_id)
             return
+        if self.behaviour.session_delay_ms:  # applying the update takes server time too
+            await asyncio.sleep(self.behaviour.session_delay_ms / 1000)
         candidate = json.loads(json.dumps(self.session))
         _apply_update(self.dialect, candidate, update)
         if self._input_format(candidate) != "pcm16":
@@ -1186,7 +1194,9 @@ class RealtimeStandIn:
             await asyncio.wait_for(self._changed.wait_for(lambda: len(self.sessions) > index), timeout_s)
         return self.sessions[index]
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.behaviour.handshake_delay_ms:  # a slow front end: the upgrade answer waits
+            await asyncio.sleep(self.behaviour.handshake_delay_ms / 1000)
         parts = urlsplit(request.path)
         query = parse_qs(parts.query)
         headers = {name.lower(): value for name, value in request.headers.raw_items()}

@@ -104,12 +104,14 @@ def test_apis_refuse_cross_site_even_when_authenticated() -> None:
         assert response.status_code == 403 and "set-cookie" not in response.headers
 
 
-def test_valid_agent_link_opens_the_escalation_view() -> None:
+def test_valid_agent_link_passes_the_signature_check() -> None:
+    """Without Redis the escalation cannot be found (404), but the link itself is accepted; the
+    same link for another id is refused (401). The full view is tested against Redis."""
     key = auth.agent_link_key(TOKEN, "")
     url = auth.agent_link("http://gw", key, "esc-42", now=time.time(), ttl_s=60)
     with _client() as client:
-        response = client.get(url)
-        assert response.status_code == 200 and "esc-42" in response.text
+        assert client.get(url).status_code == 404
+        assert client.get(url.replace("esc-42", "esc-43")).status_code == 401
 
 
 def test_event_stream_drops_a_client_that_stops_reading(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,3 +152,62 @@ def test_event_stream_drops_a_client_that_stops_reading(monkeypatch: pytest.Monk
     asyncio.run(scenario())
     assert produced == [1, 2]  # one chunk sent in full, the second blocked: nothing piles up
     assert state["closed"]
+
+
+API_ROUTES = [
+    ("GET", "/console/api/calls"), ("GET", "/console/api/calls/CA-1"), ("GET", "/console/api/escalations"),
+    ("GET", "/console/api/fleet"), ("GET", "/console/api/stream/calls"), ("GET", "/console/api/stream/calls/CA-1"),
+    ("GET", "/console/api/stream/escalations"), ("GET", "/console/api/stream/fleet"),
+    ("POST", "/console/api/escalations/dead/1-0/redeliver"), ("POST", "/console/api/phone/calls"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), API_ROUTES)
+def test_every_api_refuses_missing_wrong_and_cross_site(method: str, path: str) -> None:
+    """401 without a valid token (and no data), 403 for a cross-site request even with the token;
+    with the token and no Redis the request gets past both checks (503 or, for the softphone, 503
+    because no stream-token key is configured here)."""
+    with _client() as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 401 and response.json() == {"error": "unauthorized"}
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        for cross in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            assert client.request(method, path, headers={**good, **cross}).status_code == 403
+        assert client.request(method, path, headers={**good, "Sec-Fetch-Site": "same-origin"}).status_code == 503
+
+
+@pytest.mark.parametrize("path", ["/console", "/console/escalations", "/console/fleet", "/console/phone",
+                                  "/console/calls/CA-1"])
+def test_pages_redirect_and_static_files_refuse_without_login(path: str) -> None:
+    with _client() as client:
+        page = client.get(path, follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/console/login"
+        assert client.get("/console/static/console.js").status_code == 401
+        client.post("/console/login", data={"token": TOKEN})
+        assert client.get(path).status_code == 200
+        script = client.get("/console/static/phone-worklet.js")
+        assert script.status_code == 200 and "registerProcessor" in script.text
+        assert client.get("/console/static/..%2Fauth.py").status_code == 404
+
+
+@pytest.mark.parametrize(("wanted", "target"), [
+    ("/console/phone", "/console/phone"), ("/console", "/console"), ("/console/calls/CA1", "/console/calls/CA1"),
+    (None, "/console"), ("", "/console"), ("https://evil.example/console", "/console"),
+    ("//evil.example/console", "/console"), ("/console//evil", "/console"), ("/consolex", "/console"),
+    ("/console/\\evil", "/console"), ("/console/\nx", "/console"), ("/metrics", "/console"),
+])
+def test_login_goes_only_to_console_pages(wanted: str | None, target: str) -> None:
+    assert auth.safe_next(wanted) == target
+
+
+def test_login_form_carries_next_and_the_login_follows_it() -> None:
+    with _client() as client:
+        form = client.get("/console/login", params={"next": "/console/phone"})
+        assert "value='/console/phone'" in form.text
+        evil = client.get("/console/login", params={"next": "https://evil.example/'><script>"})
+        assert "evil" not in evil.text and "value='/console'" in evil.text
+        response = client.post("/console/login", data={"token": TOKEN, "next": "/console/phone"}, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/console/phone"
+        response = client.post("/console/login", data={"token": TOKEN, "next": "//evil.example"}, follow_redirects=False)
+        assert response.headers["location"] == "/console"

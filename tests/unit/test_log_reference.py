@@ -38,11 +38,30 @@ def _log_calls(tree: ast.AST) -> list[ast.Call]:
     ]
 
 
+def _deferred_log_calls(tree: ast.AST) -> list[tuple[ast.Call, str, ast.expr]]:
+    """Calls that hand a logger's level method on with the event after it, e.g.
+    ``_now(log.info, "area.event", field=...)``: (call, level, the event argument)."""
+    found: list[tuple[ast.Call, str, ast.expr]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and len(node.args) >= 2 and isinstance(node.args[0], ast.Attribute):
+            method = node.args[0]
+            if method.attr in LEVEL_METHODS and _LOGGER_RECEIVER.search(ast.unparse(method.value)):
+                found.append((node, method.attr, node.args[1]))
+    return found
+
+
 def logged_events(root: Path = SERVICE) -> dict[str, LoggedEvent]:
-    """Every dotted event name passed as the first argument of a log-level call under ``root``."""
+    """Every dotted event name passed as the first argument of a log-level call under ``root`` (or
+    right after a level method handed to a helper: ``_now(log.info, "area.event", ...)``)."""
     events: dict[str, LoggedEvent] = {}
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for deferred, level, name in _deferred_log_calls(tree):
+            if isinstance(name, ast.Constant) and isinstance(name.value, str) and EVENT_NAME.match(name.value):
+                entry = events.setdefault(name.value, LoggedEvent(name.value))
+                entry.levels.add(level)
+                entry.sites.append(f"{path.relative_to(root.parent)}:{deferred.lineno}")
+                entry.fields.update(k.arg for k in deferred.keywords if k.arg is not None and k.arg != "event")
         for call in _log_calls(tree):
             first = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "event"), None)
             if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
@@ -93,12 +112,14 @@ def test_scanner_handles_multiline_calls_and_other_receivers(tmp_path: Path) -> 
         "            beta=x,\n"
         "        )\n"
         "        log.bind(k=1).info('area.bound', gamma=2)\n"
+        "        defer(log.warning, 'area.deferred', delta=3)\n"  # a level method handed to a helper
         "        log.info(f'area.{x}')\n"          # dynamic: not an event name we can document
         "        parser.error('not an event')\n",  # not dotted: ignored
         encoding="utf-8",
     )
     found = logged_events(tmp_path)
-    assert set(found) == {"area.multi_line", "area.bound"}
+    assert set(found) == {"area.multi_line", "area.bound", "area.deferred"}
+    assert found["area.deferred"].fields == {"delta"} and found["area.deferred"].levels == {"warning"}
     assert found["area.multi_line"].fields == {"alpha", "beta"}
     assert found["area.multi_line"].levels == {"warning"}
     assert found["area.bound"].fields == {"gamma"}

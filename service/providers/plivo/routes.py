@@ -34,6 +34,7 @@ from service.providers.resttransfer import plivo_request, send_rest
 from service.providers.tokens import mint_stream_token
 from service.providers.transfer import transfer_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
+from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -77,7 +78,9 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
         log.error("plivo.voice_refused", call_id=call_id, reason="no stream-token secret")
         return Response("streams unavailable", status_code=503, media_type="text/plain")
     log.info("plivo.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
-    return _stream_answer(gateway, call_id)
+    answer = _stream_answer(gateway, call_id)
+    prewarm_call(gateway, call_id)  # open the model session while the stream is set up
+    return answer
 
 
 async def handle_after_stream(gateway: Gateway, request: Request) -> Response:

@@ -31,6 +31,7 @@ from service.providers.signalwire.dialect import (
 from service.providers.tokens import mint_stream_token
 from service.providers.transfer import markup_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
+from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -73,6 +74,7 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
     token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
     cxml = connect_stream_cxml(settings.public_url, token, {"from": params.get("From", ""), "to": params.get("To", "")})
     log.info("signalwire.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
+    prewarm_call(gateway, call_id)  # open the model session while the stream is set up
     return Response(cxml, media_type=_XML)
 
 

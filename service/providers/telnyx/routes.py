@@ -34,6 +34,7 @@ from service.providers.telnyx.dialect import (
 from service.providers.tokens import mint_stream_token
 from service.providers.transfer import markup_target, transfer_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
+from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -74,6 +75,7 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
     texml = connect_stream_texml(settings.public_url, token, settings.telnyx_codec,
                                  {"from": params.get("From", ""), "to": params.get("To", "")})
     log.info("telnyx.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
+    prewarm_call(gateway, call_id)  # open the model session while the stream is set up
     return Response(texml, media_type=_XML)
 
 

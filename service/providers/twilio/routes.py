@@ -38,6 +38,7 @@ from service.providers.twilio.dialect import (
 )
 from service.providers.twilio.rest import update_call_twiml
 from service.providers.webform import FormRefused, read_webhook_form
+from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -106,6 +107,7 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
         "twilio.voice_answered", call_id=call_sid, caller=mask_number(params.get("From")),
         callee=mask_number(params.get("To")),
     )
+    prewarm_call(gateway, call_sid)  # open the model session while the stream is set up
     return Response(twiml, media_type=_XML)
 
 

@@ -36,6 +36,7 @@ from service.providers.vonage.auth import (
 from service.providers.vonage.dialect import CALL_UUID_HEADER, MEDIA_PATH, STREAM_TOKEN_HEADER, VonageDialect
 from service.providers.webform import FormRefused, read_json_webhook_body
 from service.providers.webhooks import after_stream_response
+from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
 
@@ -108,7 +109,9 @@ async def handle_answer(gateway: Gateway, request: Request) -> Response:
         return _text(503, "streams unavailable")
     caller = body.get("from")
     log.info("vonage.answered", call_id=call_id, caller=mask_number(caller if isinstance(caller, str) else None))
-    return _connect(gateway, call_id)
+    answer = _connect(gateway, call_id)
+    prewarm_call(gateway, call_id)  # open the model session while Vonage connects the websocket
+    return answer
 
 
 def _leg_call_id(body: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""The softphone: a browser page talking to the bot over a WebSocket (docs/providers/browser.md)."""
