@@ -89,6 +89,14 @@ def carrier_env() -> dict[str, str]:
             "CALLBRIDGE_EXOTEL_STREAM_USER": EXOTEL_USER, "CALLBRIDGE_EXOTEL_STREAM_PASSWORD": EXOTEL_PASSWORD}
 
 
+def _frame_seconds(provider: str) -> float:
+    """Audio per forwarded caller frame: 20 ms, but 100 ms for Exotel (its stream sends every 100 ms), so
+    call-seconds counted from forwarded frames stay right for every carrier."""
+    from service.simcaller.wires import ExotelWire
+
+    return ExotelWire.frame_ms / 1000 if provider == "exotel" else 0.020
+
+
 async def _place(base_url: str, provider: str, index: int, stack: contextlib.AsyncExitStack) -> Any:
     """One call as ``provider`` (the legacy Twilio stand-in when ``provider`` is empty)."""
     if not provider:
@@ -224,7 +232,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
 
     steady = cpu_after.at - cpu_before.at
     frame = histogram_delta(before, after, "callbridge_frame_forward_seconds")
-    call_seconds = (frame[-1][1] if frame else 0.0) * 0.020
+    call_seconds = (frame[-1][1] if frame else 0.0) * _frame_seconds(provider)
     first_audio = histogram_delta(before, after, "callbridge_first_audio_seconds")
     barge = histogram_delta(before, after, "callbridge_barge_in_reaction_seconds")
 
