@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal
@@ -319,6 +320,43 @@ class Settings(BaseSettings):
         "application ID and private key) instead of ending the stream and letting the after-stream markup run.",
     )
     twilio_api_base: str = Field("https://api.twilio.com", description="Twilio REST API base URL (regional edge, test server).")
+    transfer_mode: Literal["cold", "warm"] = Field(
+        "cold", description="`cold`: the escalated call goes straight to the queue or number. `warm`: the agent hears a "
+        "spoken briefing from the escalation record before being connected, with fallbacks (docs/transfer.md).",
+    )
+    transfer_warm_via: Literal["whisper", "conference"] = Field(
+        "whisper", description="Warm mode on Twilio: `whisper` (`<Dial><Number url>`: pure TwiML; the caller hears the "
+        "hold clip once, then ringing) or `conference` (the caller waits in a conference with looping hold audio while "
+        "the gateway calls agents through the REST API; needs CALLBRIDGE_TWILIO_ACCOUNT_SID).",
+    )
+    transfer_fallbacks: str = Field(
+        "queue", description="Comma-separated steps tried in order when a dialled agent does not answer, is busy or is "
+        "a voicemail: `number` (CALLBRIDGE_TRANSFER_FALLBACK_NUMBER), `queue`, `bot` (back to the bot, which apologises "
+        "and offers a callback; needs Redis). Empty = the call ends with an apology.",
+    )
+    transfer_fallback_number: str = Field("", description="Second number (or sip: URI) for the `number` fallback step.")
+    transfer_dial_timeout_s: int = Field(20, ge=5, le=120, description="Seconds an agent's phone rings before `no-answer`.")
+    transfer_machine_detection: bool = Field(
+        True, description="Warm mode: answering-machine detection on the agent leg (a voicemail counts as not answered)."
+    )
+    transfer_hold_url: str = Field(
+        "", description="Warm mode: audio (WAV/MP3 URL) the caller hears before the agent is dialled. Empty = the bundled "
+        "clip served by the gateway at /twilio/transfer/hold.wav.",
+    )
+    transfer_briefing_voice: str = Field("", description="`<Say voice>` of the agent briefing (empty = Twilio's default).")
+    transfer_briefing_language: str = Field(
+        "", description="`<Say language>` of the agent briefing, e.g. `en-US`, `ja-JP` (empty = from "
+        "CALLBRIDGE_TRANSCRIPTION_LANGUAGE, else `ja-JP` when the caller spoke Japanese, else `en-US`).",
+    )
+    transfer_return_line: str = Field(
+        "I'm sorry, none of my colleagues could take your call right now. I can arrange for someone to call you back. "
+        "Would that help?",
+        description="What the bot says first when a failed transfer falls back to it (the `bot` step).",
+    )
+    twilio_workflow_sid: str = Field(
+        "", description="TaskRouter workflow SID (`WW...`): the queue step becomes `<Enqueue workflowSid>` with `<Task>` "
+        "attributes from the escalation record.",
+    )
 
     # --- cost ----------------------------------------------------------------------------------------
     prices_file: Path | None = Field(
@@ -398,6 +436,25 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://crm.example.com/escalations")
         return value
 
+    @field_validator("transfer_fallbacks")
+    @classmethod
+    def _transfer_fallbacks(cls, value: str) -> str:
+        steps = [step.strip() for step in value.split(",") if step.strip()]
+        unknown = [step for step in steps if step not in ("number", "queue", "bot")]
+        if unknown:
+            raise ValueError(f"unknown step(s) {unknown}: use number, queue, bot (comma-separated, in order)")
+        if len(set(steps)) != len(steps):
+            raise ValueError("a step may appear once")
+        return ",".join(steps)
+
+    @field_validator("twilio_workflow_sid")
+    @classmethod
+    def _workflow_sid(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"WW[0-9a-fA-F]{32}", value):
+            raise ValueError("must be a TaskRouter workflow SID: WW followed by 32 hex digits")
+        return value
+
     @field_validator("max_output_tokens", mode="before")
     @classmethod
     def _max_tokens(cls, value: object) -> object:
@@ -427,6 +484,11 @@ class Settings(BaseSettings):
                 "CALLBRIDGE_ESCALATION_WEBHOOK_SECRET must be set when CALLBRIDGE_ESCALATION_WEBHOOK_URL is "
                 "(records are never sent unsigned)"
             )
+        if "number" in self.transfer_fallbacks.split(",") and not self.transfer_fallback_number.strip():
+            raise ValueError("CALLBRIDGE_TRANSFER_FALLBACKS has `number` but CALLBRIDGE_TRANSFER_FALLBACK_NUMBER is empty")
+        if self.transfer_mode == "warm" and self.transfer_warm_via == "conference" and not self.twilio_account_sid:
+            raise ValueError("CALLBRIDGE_TRANSFER_WARM_VIA=conference needs CALLBRIDGE_TWILIO_ACCOUNT_SID (agents are "
+                             "called through Twilio's REST API)")
         if self.escalation_reset_threshold >= self.escalation_threshold:
             raise ValueError("CALLBRIDGE_ESCALATION_RESET_THRESHOLD must be below CALLBRIDGE_ESCALATION_THRESHOLD")
         return self

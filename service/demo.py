@@ -9,6 +9,9 @@ What it runs, all on 127.0.0.1:
 - a simulated Twilio call (protocol-exact, real-time paced) speaking a short scripted conversation
   with synthesized caller speech: an order enquiry, one barge-in, and an angry turn that escalates.
 
+After the escalation it plays Twilio's part of a warm transfer (``CALLBRIDGE_TRANSFER_MODE=warm``): the
+caller's hold audio, the simulated agent answering, and the briefing the agent hears, printed.
+
 It prints the live transcript with timings, then writes ``call-<id>.wav`` (stereo: caller left, bot
 right, time-aligned as the caller heard it) and ``call-<id>.json`` (the call summary).
 
@@ -41,6 +44,10 @@ CALLER_TURNS: list[tuple[str, str]] = [
     ("say", "I have a question about my bill."),
     ("angry", "This is ridiculous. I want to speak to a human."),
 ]
+
+
+DEMO_AGENT = "+15550100"
+"""The simulated human agent the demo's warm transfer dials (it answers and hears the briefing)."""
 
 
 def _print(text: str) -> None:
@@ -147,6 +154,29 @@ async def _wait_bot_reply(call: Any, media_before: int, quiet_s: float, timeout_
         await asyncio.sleep(0.05)
 
 
+async def _warm_transfer(caller: Any, call: Any, clock: _Clock) -> str:
+    """Play Twilio's part of the warm transfer (the demo agent answers) and print what the agent hears."""
+    import textwrap
+
+    from service.simcaller.twilio_transfer import follow_transfer
+
+    trace = await follow_transfer(caller, call, {DEMO_AGENT: "answer"})
+    if trace.played:
+        _print(f"{clock.stamp()} warm transfer: the caller hears hold audio ({trace.played[0]})")
+    briefing = ""
+    for agent in trace.agents:
+        _print(f"{clock.stamp()} dialling agent {agent.target}: {agent.dial_status}"
+               f"{f' (AnsweredBy={agent.answered_by})' if agent.answered_by else ''}")
+        if agent.heard:
+            briefing = " ".join(agent.heard)
+            _print(f"{clock.stamp()} agent briefing (spoken to the agent, <Say language={agent.say_language}>):")
+            for line in textwrap.wrap(briefing, 96):
+                _print(f"           {line}")
+    _print(f"{clock.stamp()} transfer outcome: {trace.outcome}"
+           f"{' (agent connected to the caller)' if trace.outcome == 'connected' else ''}")
+    return briefing
+
+
 def _free_port() -> int:
     import socket
 
@@ -184,6 +214,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 twilio_auth_token=auth_token, greeting=True,
                 escalation_webhook_url=f"http://127.0.0.1:{receiver_port}/escalations",
                 escalation_webhook_secret=webhook_secret, replica_id="demo",
+                transfer_mode="warm", transfer_number=DEMO_AGENT, transfer_fallbacks="queue",
             )
             await preload(settings, _progress)
             _print("  speech caches warm; synthesizing the caller's lines")
@@ -241,6 +272,7 @@ async def _demo(args: argparse.Namespace) -> int:
                     deadline = loop.time() + 15
                     while not deliveries and loop.time() < deadline:
                         await asyncio.sleep(0.05)
+                    briefing = await _warm_transfer(caller, call, clock)
                     wav_path = out_dir / f"call-{call.call_sid}.wav"
                     call.write_wav(wav_path)
             finally:
@@ -250,7 +282,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 await receiver_task
             summary_path = out_dir / f"call-{call.call_sid}.json"
             summary_path.write_text(json.dumps({**summary, "escalations_delivered": len(deliveries),
-                                                "after_stream_twiml": twiml}, indent=2, ensure_ascii=False))
+                                                "after_stream_twiml": twiml, "agent_briefing": briefing},
+                                               indent=2, ensure_ascii=False))
             _print("\ncall summary:")
             for key in ("duration_s", "outcome", "responses", "first_audio_ms_median", "first_audio_ms_max",
                         "barge_ins", "truncates", "frames_in", "frames_out", "bot_audio_ms", "errors"):

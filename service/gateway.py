@@ -5,6 +5,7 @@ routes, the call side work and the lifecycle; it imports none of them (no import
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Gateway:
     calls_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     escalated_recently: dict[str, float] = field(default_factory=dict)
+    escalation_records: dict[str, tuple[float, bytes]] = field(default_factory=dict)  # bounded: remember_record
+    agent_machines: dict[str, int] = field(default_factory=dict)  # call -> transfer step a voicemail answered
     listeners: list[Any] = field(default_factory=list)  # callables (kind, fields) -> None: demo/tools
 
     def emit(self, kind: str, **fields: Any) -> None:
@@ -65,6 +68,45 @@ class Gateway:
             oldest = sorted(self.escalated_recently, key=self.escalated_recently.__getitem__)[:1000]
             for key in oldest:
                 self.escalated_recently.pop(key, None)
+
+    def remember_record(self, call_id: str, body: bytes) -> None:
+        """Keep the call's escalation record body (bounded: 1,000 calls, ~5 KB each) for the warm
+        transfer's briefing when it is asked on this replica; other replicas read it from Redis."""
+        self.escalation_records[call_id] = (time.time(), body)
+        if len(self.escalation_records) > 1000:
+            for key in sorted(self.escalation_records, key=lambda c: self.escalation_records[c][0])[:100]:
+                self.escalation_records.pop(key, None)
+
+    def mark_agent_machine(self, call_id: str, step: int) -> None:
+        """A voicemail answered transfer step ``step`` of this call (bounded: 1,000 calls)."""
+        self.agent_machines[call_id] = step
+        while len(self.agent_machines) > 1000:
+            self.agent_machines.pop(next(iter(self.agent_machines)))
+
+    def returned_to_bot(self, call_id: str) -> None:
+        """A failed transfer brought the call back to the bot: it is no longer escalated here."""
+        self.escalated_recently.pop(call_id, None)
+
+    async def escalation_payload(self, call_id: str) -> dict[str, Any] | None:
+        """The call's escalation record payload: local memory, then the call hash in Redis; None when
+        unknown or unreadable (the transfer then goes on without a briefing)."""
+        local = self.escalation_records.get(call_id)
+        body: Any = local[1] if local else None
+        if body is None and self.state_store is not None and call_id:
+            try:
+                body = await asyncio.wait_for(
+                    self.state_store.redis.hget(self.state_store.keys.call(call_id), "escalation_record"), timeout=2.0)
+            except Exception as error:
+                log.warning("transfer.record_lookup_failed", call_id=call_id, error=repr(error)[:200])
+                return None
+        if not body:
+            return None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            log.warning("transfer.record_unreadable", call_id=call_id)
+            return None
+        return payload if isinstance(payload, dict) else None
 
     def mark_overflowed(self, call_id: str) -> None:
         """Remember locally (bounded: 10k calls) that a call found no model, for its after-stream answer."""
@@ -87,16 +129,29 @@ class Gateway:
             return False
 
     async def is_escalated(self, call_id: str) -> bool:
-        """Did this call escalate? Local memory first, then Redis (another replica may have served it)."""
+        """Did this call escalate? Local memory first, then Redis (another replica may have served it).
+        A call a failed transfer brought back to the bot after this replica saw it escalate is not
+        escalated any more (``transfer_returned_at`` in the call hash is later than the local mark)."""
         if call_id in self.escalated_recently:
-            return True
+            return not await self._returned_since(call_id, self.escalated_recently[call_id])
         if self.state_store is None or not call_id:
             return False
         try:
             snapshot = await asyncio.wait_for(self.state_store.load_call(call_id), timeout=2.0)
             status = snapshot.fields.get("escalation_status", "none") if snapshot is not None else "none"
-            return status not in ("", "none")
+            return status not in ("", "none", "returned")
         except Exception as error:
+            log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
+            return False
+
+    async def _returned_since(self, call_id: str, escalated_at: float) -> bool:
+        if self.state_store is None:
+            return False
+        try:
+            value = await asyncio.wait_for(
+                self.state_store.redis.hget(self.state_store.keys.call(call_id), "transfer_returned_at"), timeout=2.0)
+            return value is not None and float(value) >= escalated_at
+        except Exception as error:  # Redis down: trust the local memory (transfer, as before)
             log.warning("state.escalation_lookup_failed", call_id=call_id, error=repr(error))
             return False
 

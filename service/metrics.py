@@ -125,6 +125,16 @@ SENTIMENT_SCORE = Histogram(
     "callbridge_frustration_score", "Per-turn fused caller frustration score.",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
+TRANSFER_STEPS = Counter(
+    "callbridge_transfer_steps_total",
+    "Transfer steps started for escalated calls (dial an agent, queue, back to the bot, give up), by kind.",
+    ["step"],
+)
+TRANSFER_DIALS = Counter(
+    "callbridge_transfer_dials_total",
+    "Dialled agent legs by outcome (connected, no_answer, busy, failed, machine, canceled).",
+    ["outcome"],
+)
 ESCALATIONS = Counter("callbridge_escalations_total", "Escalations decided, by trigger.", ["trigger"])
 WEBHOOK_DELIVERIES = Counter(
     "callbridge_escalation_deliveries_total", "Escalation webhook attempts, by outcome.", ["outcome"]

@@ -83,8 +83,9 @@ class CallRecorder:
                 "account_id": started.account_id,
                 "provider": provider,
                 "provider_call_id": started.call_id,
-                "from": started.custom_parameters.get("from", ""),
-                "to": started.custom_parameters.get("to", ""),
+                # A stream that does not know the numbers (a conference transfer back to the bot)
+                # leaves the ones the call hash already has.
+                **{key: value for key in ("from", "to") if (value := started.custom_parameters.get(key, ""))},
                 "realtime_provider": self._settings.provider,
                 **({"started_at": started_at} if started_at else {}),  # a resumed call keeps its start
             })
@@ -207,6 +208,7 @@ class CallRecorder:
             redact=self._settings.pii_redaction == "all",
             agent_link=self._gateway.agent_link(),
         )
+        self._gateway.remember_record(self.call_id, record.body)  # the warm transfer's briefing reads it
         self._gateway.outbox.enqueue(record)
 
     def usage(self, usage: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ Guarantees:
 - ``enqueue`` is non-async and non-blocking (safe from the bridge's event handlers); it returns the
   escalation id at once. A background task writes records in enqueue order.
 - The write is one Lua script (atomic): an idempotency guard ``escalation:<id>`` (SET NX, TTL), XADD to
-  the outbox stream, HSET of the call's ``state``/``escalation_*`` fields. Replaying it after an
+  the outbox stream, HSET of the call's ``state``/``escalation_*`` fields (``escalation_record`` = the
+  body, a few KB, read by the warm transfer's agent briefing on whichever replica answers Twilio). Replaying it after an
   ambiguous failure never appends a second entry for the same escalation id.
 - If Redis is down, records wait in a bounded in-memory list (``pending_max``, ~5 KB each: 1,000 ->
   ~5 MB) and are retried with capped backoff until written; ``flush()`` drains it at shutdown. If the
@@ -49,7 +50,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[6]) then return 0 en
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
   'escalation_id', ARGV[1], 'call_id', ARGV[2], 'trigger', ARGV[4], 'decided_at', ARGV[5], 'body', ARGV[3])
 redis.call('HSET', KEYS[3], 'state', ARGV[8], 'escalation_status', 'pending', 'escalation_id', ARGV[1],
-  'escalation_trigger', ARGV[4], 'escalated_at', ARGV[5])
+  'escalation_trigger', ARGV[4], 'escalated_at', ARGV[5], 'escalation_record', ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[9]) + 1))

@@ -258,11 +258,14 @@ if ARGV[3] == 'dead_letter' then
     'status', ARGV[8], 'response', ARGV[9], 'dead_at', ARGV[4], 'body', ARGV[10])
   if ARGV[11] ~= '0' then redis.call('XTRIM', KEYS[3], 'MINID', ARGV[11]) end
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
+local current = redis.call('HGET', KEYS[2], 'escalation_status')
+if current and current ~= 'returned' and current ~= 'none' then
   redis.call('HSET', KEYS[2], 'escalation_status', ARGV[3], 'escalation_' .. ARGV[3] .. '_at', ARGV[4])
 end
 return acked
 """
+# The call hash's status is left alone when the call is no longer escalated: a failed warm transfer
+# brought it back to the bot (``returned``, then ``none`` once the new stream starts; docs/transfer.md).
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
         socket=websocket,
         observer=observer,
         rest_transfer=rest_transfer,
-        resume=(seed.turns, settings.resume_line) if seed else None,
+        resume=(seed.turns, seed.line or settings.resume_line) if seed else None,
         model_slots=model_leases_for(gateway) if settings.max_model_sessions else None,
         prewarmed=warm,
         stream_started=stream_started,

@@ -481,11 +481,15 @@ class TwilioCallerStandIn:
             send_start=send_start, continuous_media=continuous_media, follow_redirect=follow_redirect,
             upgrade_signature=upgrade_signature, open_timeout=open_timeout)
 
-    async def follow(self, handle: CallHandle, open_timeout: float = 10.0) -> CallHandle | None:
+    async def follow(self, handle: CallHandle, open_timeout: float = 10.0, twiml: str | None = None) -> CallHandle | None:
         """What Twilio does when the after-stream TwiML of ``handle`` (its stream ended, the call is up)
-        holds a new ``<Connect><Stream>``: open that stream for the same call. None otherwise."""
-        twiml = handle.after_stream_twiml
-        if handle.after_stream_status != 200 or not twiml or "<Connect" not in twiml:
+        holds a new ``<Connect><Stream>``: open that stream for the same call. None otherwise.
+        ``twiml``: a later document of the same call instead (e.g. a transfer's fallback back to the bot)."""
+        if twiml is None:
+            twiml = handle.after_stream_twiml
+            if handle.after_stream_status != 200:
+                return None
+        if not twiml or "<Connect" not in twiml:
             return None
         return await self._connect_from(
             200, twiml, call_sid=handle.call_sid, from_=handle.from_, to=handle.to, parameter_overrides=None,

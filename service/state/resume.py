@@ -31,6 +31,12 @@ GRACE_S = 0.6
 F_END_REASON = "end_reason"
 F_RESUMES = "resumes"
 F_RESUME_PENDING = "resume_pending"
+F_RESUME_LINE = "resume_line"
+F_TRANSFER_RETURNED_AT = "transfer_returned_at"
+"""Unix time a failed transfer brought the call back to the bot (``Gateway.is_escalated`` compares it
+with a replica's own memory of when the call escalated)."""
+#: ``escalation_status`` of a call whose transfer failed and came back to the bot (not escalated any more).
+RETURNED = "returned"
 
 Verdict = Literal["resume", "not_resumable", "too_many", "unknown"]
 
@@ -38,10 +44,22 @@ _CLAIM = """
 local h = redis.call('HMGET', KEYS[1], 'state', 'escalation_status', 'resumes', 'end_reason')
 local state, esc, resumes, reason = h[1], h[2], tonumber(h[3] or '0'), h[4]
 if not state then return 3 end
-if esc and esc ~= '' and esc ~= 'none' then return 0 end
+if esc and esc ~= '' and esc ~= 'none' and esc ~= 'returned' then return 0 end
 if state == 'ended' and reason ~= ARGV[2] and reason ~= ARGV[3] then return 0 end
 if resumes >= tonumber(ARGV[1]) then return 2 end
 redis.call('HSET', KEYS[1], 'resume_pending', '1')
+redis.call('HINCRBY', KEYS[1], 'resumes', 1)
+redis.call('DEL', KEYS[2])
+return 1
+"""
+_RETURN = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'escalation_status', 'resumes')
+local state, esc, resumes = h[1], h[2], tonumber(h[3] or '0')
+if not state then return 3 end
+if not esc or esc == '' or esc == 'none' or esc == 'returned' then return 0 end
+if resumes >= tonumber(ARGV[1]) then return 2 end
+redis.call('HSET', KEYS[1], 'resume_pending', '1', 'escalation_status', 'returned', 'resume_line', ARGV[2],
+  'transfer_returned_at', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'resumes', 1)
 redis.call('DEL', KEYS[2])
 return 1
@@ -57,6 +75,8 @@ class ResumeSeed:
     turns: tuple[tuple[str, str], ...]
     resumes: int
     started_at: str = ""
+    line: str = ""
+    """The first line to say, when the resumption asked for its own (a transfer that came back)."""
 
 
 async def claim_resume(redis: Any, keys: k.Keys, call_id: str, max_resumes: int,
@@ -74,11 +94,22 @@ async def claim_resume(redis: Any, keys: k.Keys, call_id: str, max_resumes: int,
     return _VERDICTS.get(int(code), "not_resumable")
 
 
+async def claim_return_to_bot(redis: Any, keys: k.Keys, call_id: str, max_resumes: int, line: str) -> Verdict:
+    """A transfer failed and the plan says "back to the bot": atomically turn the escalated call into a
+    resumable one (``escalation_status`` = ``returned``, ``resume_pending``, the apology ``line`` for the
+    new stream's first words). ``not_resumable`` when the call is not escalated (a replayed callback),
+    ``too_many`` past ``max_resumes``. Raises on Redis errors (the caller falls through to the next step)."""
+    code = await redis.eval(_RETURN, 2, keys.call(call_id), keys.streaming(call_id), max_resumes, line[:500],
+                            f"{time.time():.3f}")
+    return _VERDICTS.get(int(code), "not_resumable")
+
+
 async def take_resume_seed(store: Any, call_id: str) -> ResumeSeed | None:
     """For a new stream: the seed if the call is being resumed (and clear the mark), else None."""
     snapshot = await store.load_call(call_id)
     if snapshot is None or snapshot.fields.get(F_RESUME_PENDING) != "1":
         return None
-    await store.redis.hdel(store.keys.call(call_id), F_RESUME_PENDING)
+    await store.redis.hdel(store.keys.call(call_id), F_RESUME_PENDING, F_RESUME_LINE)
     turns = tuple(("assistant" if turn.role == "bot" else "caller", turn.text) for turn in snapshot.transcript)
-    return ResumeSeed(turns, int(snapshot.fields.get(F_RESUMES, "1") or 1), snapshot.fields.get(k.F_STARTED_AT, ""))
+    return ResumeSeed(turns, int(snapshot.fields.get(F_RESUMES, "1") or 1), snapshot.fields.get(k.F_STARTED_AT, ""),
+                      snapshot.fields.get(F_RESUME_LINE, ""))

@@ -1,5 +1,6 @@
 """`callbridge demo` end to end, as a new user runs it: a real subprocess, the private redis-server,
-the local engine, a full spoken call with a barge-in and an escalation, a stereo WAV and a summary."""
+the local engine, a full spoken call with a barge-in and an escalation, the warm transfer's agent briefing,
+a stereo WAV and a summary."""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
     assert "caller: i want to check the status of my order" in out  # recognised offline
     assert "barge-in: bot audio cleared" in out
     assert "human queue: escalation" in out and "signature ok" in out
-    assert "<Enqueue>" in out
+    assert "<Play> <Dial>" in out  # warm transfer: hold audio, then the agent is dialled
+    assert "agent briefing (spoken to the agent" in out and "transfer outcome: connected" in out
+    briefing = out.split("agent briefing (spoken to the agent", 1)[1]
+    assert "Transfer from the voice assistant." in briefing and "Reason:" in briefing
+    assert "The assistant last told the caller" in briefing
 
     summaries = list(tmp_path.glob("call-*.json"))
     wavs = list(tmp_path.glob("call-*.wav"))
@@ -39,6 +44,7 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
     assert summary["barge_ins"] >= 1 and summary["truncates"] >= 1
     assert summary["errors"] == 0
     assert summary["escalations_delivered"] == 1
+    assert summary["agent_briefing"].startswith("Transfer from the voice assistant.")
     assert summary["first_audio_ms_median"] < 1500
 
     with wave.open(str(wavs[0])) as wav:

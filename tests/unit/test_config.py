@@ -49,6 +49,12 @@ def test_azure_without_endpoint_is_rejected(monkeypatch: pytest.MonkeyPatch) -> 
         ("CALLBRIDGE_MAX_OUTPUT_TOKENS", "5000", "CALLBRIDGE_MAX_OUTPUT_TOKENS"),
         ("CALLBRIDGE_PRICES_FILE", "/nonexistent/prices.json", "CALLBRIDGE_PRICES_FILE"),
         ("CALLBRIDGE_REALTIME_REASONING_EFFORT", "extreme", "CALLBRIDGE_REALTIME_REASONING_EFFORT"),
+        ("CALLBRIDGE_TRANSFER_MODE", "lukewarm", "CALLBRIDGE_TRANSFER_MODE"),
+        ("CALLBRIDGE_TRANSFER_FALLBACKS", "queue,voicemail", "CALLBRIDGE_TRANSFER_FALLBACKS"),
+        ("CALLBRIDGE_TRANSFER_FALLBACKS", "queue,queue", "CALLBRIDGE_TRANSFER_FALLBACKS"),
+        ("CALLBRIDGE_TRANSFER_FALLBACKS", "number", "CALLBRIDGE_TRANSFER_FALLBACK_NUMBER"),
+        ("CALLBRIDGE_TWILIO_WORKFLOW_SID", "WWnothex", "CALLBRIDGE_TWILIO_WORKFLOW_SID"),
+        ("CALLBRIDGE_TRANSFER_WARM_VIA", "carrier-pigeon", "CALLBRIDGE_TRANSFER_WARM_VIA"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, needle: str) -> None:
@@ -164,3 +170,12 @@ def test_bad_carrier_settings_name_the_variable(
     monkeypatch.setenv(f"CALLBRIDGE_{name}", value)
     with pytest.raises(ConfigError, match=expected):
         load_settings()
+
+
+def test_conference_transfer_needs_the_account_sid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLBRIDGE_TRANSFER_MODE", "warm")
+    monkeypatch.setenv("CALLBRIDGE_TRANSFER_WARM_VIA", "conference")
+    with pytest.raises(ConfigError, match="CALLBRIDGE_TWILIO_ACCOUNT_SID"):
+        load_settings()
+    monkeypatch.setenv("CALLBRIDGE_TWILIO_ACCOUNT_SID", "AC" + "1" * 32)
+    assert load_settings().transfer_warm_via == "conference"

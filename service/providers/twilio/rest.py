@@ -48,3 +48,41 @@ async def update_call_twiml(
     finally:
         if owned:
             await http.aclose()
+
+
+async def create_call(
+    *,
+    api_base: str,
+    account_sid: str,
+    auth_token: str,
+    form: dict[str, str],
+    timeout_s: float = 5.0,
+    client: httpx.AsyncClient | None = None,
+) -> str | None:
+    """Place an outbound call (``POST .../Accounts/{AccountSid}/Calls.json`` with ``To``, ``From``, ``Url``,
+    ...); the new call's SID, or None when Twilio refused or could not be reached (one retry on
+    network errors and 5xx, like ``update_call_twiml``). Used for the agent legs of a conference transfer."""
+    url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Calls.json"
+    owned = client is None
+    http = client or httpx.AsyncClient(timeout=timeout_s)
+    try:
+        for attempt in (1, 2):
+            try:
+                response = await http.post(url, data=form, auth=(account_sid, auth_token))
+            except httpx.HTTPError as error:
+                log.warning("twilio.rest_create_failed", attempt=attempt, error=type(error).__name__)
+                continue
+            if response.is_success:
+                try:
+                    sid = response.json().get("sid")
+                except ValueError:
+                    sid = None
+                return str(sid) if sid else ""
+            log.warning("twilio.rest_create_rejected", status=response.status_code, body=response.text[:200],
+                        attempt=attempt)
+            if response.status_code < 500:
+                return None
+        return None
+    finally:
+        if owned:
+            await http.aclose()

@@ -5,8 +5,9 @@
   the CallSid (docs/providers/twilio.md#call-setup, #signatures, #stream-tokens). While draining, the call is redirected.
 - ``WS /twilio/media``: the stream must present a valid token for its CallSid in ``start`` within
   ``CALLBRIDGE_STREAM_START_TIMEOUT_S`` or it is closed with 1008 and no Realtime session is opened.
-- ``POST /twilio/after-stream``: runs when the stream socket closes (docs/providers/twilio.md#after-stream): the transfer TwiML for
-  escalated calls, ``<Hangup/>`` otherwise.
+- ``POST /twilio/after-stream``: runs when the stream socket closes (docs/providers/twilio.md#after-stream): the first
+  transfer step for escalated calls (``transfer_routes``: warm/cold, fallbacks, TaskRouter), ``<Hangup/>`` otherwise.
+- ``/twilio/transfer/*``: the warm transfer's whisper and dial callbacks and the hold clip (``transfer_routes``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
 from service.providers.media import AsgiMessageSocket, RestTransfer, claim_resumption, run_media_stream
 from service.providers.provider import MediaHandler, Provider
 from service.providers.tokens import mint_stream_token
+from service.providers.twilio import transfer_routes
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
     MEDIA_PATH,
@@ -37,6 +39,7 @@ from service.providers.twilio.dialect import (
     validate_twilio_request,
 )
 from service.providers.twilio.rest import update_call_twiml
+from service.providers.twilio.transfer_routes import first_step_twiml
 from service.providers.webform import FormRefused, read_webhook_form
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
@@ -133,9 +136,9 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         log.info("twilio.after_stream", call_id=call_sid, escalated=False, resumed=True)
         return Response(twiml, media_type=_XML)
     log.info("twilio.after_stream", call_id=call_sid, escalated=escalated, resumed=False)
-    return Response(
-        after_stream_twiml(escalated, settings.transfer_queue, settings.transfer_number), media_type=_XML
-    )
+    if escalated:
+        return Response(await first_step_twiml(gateway, call_sid, params), media_type=_XML)
+    return Response(after_stream_twiml(False, settings.transfer_queue, settings.transfer_number), media_type=_XML)
 
 
 def _rest_transfer(gateway: Gateway, started: StreamStarted) -> RestTransfer | None:
@@ -149,7 +152,7 @@ def _rest_transfer(gateway: Gateway, started: StreamStarted) -> RestTransfer | N
         return await update_call_twiml(
             api_base=settings.twilio_api_base, account_sid=account_sid,
             auth_token=settings.twilio_auth_token.get_secret_value(), call_sid=call_sid,
-            twiml=after_stream_twiml(True, settings.transfer_queue, settings.transfer_number),
+            twiml=await first_step_twiml(gateway, call_sid, {"To": started.custom_parameters.get("to", "")}),
         )
 
     return transfer
@@ -171,6 +174,8 @@ def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler
     @app.post(AFTER_STREAM_PATH)
     async def twilio_after_stream(request: Request) -> Response:
         return await handle_after_stream(gateway, request)
+
+    transfer_routes.install(app, gateway, _validated_form)
 
     async def twilio_media_stream(socket: MessageSocket) -> None:
         await handle_media_stream(gateway, socket)
