@@ -86,6 +86,8 @@ class ProviderSide:
             p.observer.dtmf(event.digit)
         elif isinstance(event, pv.StreamStopped):
             await p.end("caller hung up", 1000)
+        elif isinstance(event, pv.ClearAcknowledged):
+            pass  # the carrier confirmed our flush (Plivo, Vonage); the ledger counted it cleared when sent
         elif isinstance(event, pv.ProtocolError):
             p.stats.malformed_frames += 1
             metrics.MALFORMED_FRAMES.labels(self.dialect.name).inc()
