@@ -48,6 +48,9 @@ def create_app(settings: Settings, *, start_services: bool = True) -> FastAPI:
                 await gateway.prewarm_pool.close()
             if start_services:
                 await stop_gateway_services(gateway)
+            if gateway.tool_runner is not None:  # the business tools' HTTP client (docs/tools.md)
+                await gateway.tool_runner.aclose()
+                gateway.tool_runner = None
             log.info("gateway.stopped", replica=settings.replica_id)
 
     app = FastAPI(title="callbridge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

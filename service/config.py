@@ -365,6 +365,28 @@ class Settings(BaseSettings):
         "audio_in, audio_cached_in, audio_out) or usd_per_minute. A model with no entry is not priced (logged once).",
     )
 
+    # --- business tools (docs/tools.md) ----------------------------------------------------------
+    tools_file: Path | None = Field(
+        None, description="YAML file of business tools the model may call (docs/tools.md): name, description, JSON-schema "
+        "parameters, url (https; http only for loopback), timeout_s, idempotent, secret_env, filler_after_ms. Validated at "
+        "start-up (one error per problem). Unset = only the escalation tool.",
+    )
+    tools_max_per_call: int = Field(
+        4, ge=1, le=16, description="Business tool calls running at once per call; a further one gets a 'busy' error output.",
+    )
+    tools_max_response_bytes: int = Field(
+        65536, ge=1024, le=1 << 20, description="Largest tool answer read (bytes); a larger one is a failure output.",
+    )
+
+    @field_validator("tools_file")
+    @classmethod
+    def _tools_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from service.tools.registry import load_tools_file
+
+            load_tools_file(value)  # ToolsFileError (a ValueError) lists every problem
+        return value
+
     @field_validator("prices_file")
     @classmethod
     def _prices_file(cls, value: Path | None) -> Path | None:

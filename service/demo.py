@@ -6,6 +6,8 @@ What it runs, all on 127.0.0.1:
 - the embedded offline Realtime engine (models preloaded with a progress display);
 - the gateway itself (the same app as ``callbridge serve``) and an escalation webhook receiver that
   verifies the ``Callbridge-Signature`` of what it gets;
+- a small order service the bot looks orders up in: one business tool (``lookup_order``, docs/tools.md)
+  declared in a temporary tools file, its requests signed and verified;
 - a simulated Twilio call (protocol-exact, real-time paced) speaking a short scripted conversation
   with synthesized caller speech: an order enquiry, one barge-in, and an angry turn that escalates.
 
@@ -137,9 +139,52 @@ def _receiver_app(secret: str, clock: _Clock, deliveries: list[dict[str, Any]]) 
         deliveries.append(record)
         _print(f"{clock.stamp()} human queue: escalation {record['escalation_id']} received "
                f"(trigger={record['trigger']}, signature ok) - summary: {record.get('summary', '')}")
+        tools = ", ".join(f"{t['tool']}={t['outcome']}" for t in record.get("tool_calls", []))
+        _print(f"{clock.stamp()} human queue: tool calls in the record: {tools or 'none'}")
         return JSONResponse({"ok": True})
 
     return Starlette(routes=[Route("/escalations", escalation, methods=["POST"])])
+
+
+DEMO_ORDERS = {"4567": {"status": "shipped", "delivery": "tomorrow before noon"}}
+
+
+def _order_service_app(secret: str, clock: _Clock) -> Any:
+    """The demo's business back-end: ``POST /tools/lookup_order`` answers from ``DEMO_ORDERS``."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from service.escalation.webhook import verify_signature
+
+    async def lookup_order(request: Request) -> JSONResponse:
+        body = await request.body()
+        if not verify_signature(secret, request.headers.get("Callbridge-Signature", ""), body):
+            _print(f"{clock.stamp()} order service: REJECTED request (bad signature)")
+            return JSONResponse({"error": "bad signature"}, status_code=401)
+        number = str(json.loads(body).get("arguments", {}).get("order_number", ""))
+        await asyncio.sleep(0.4)  # a back-end doing its work
+        order = DEMO_ORDERS.get(number)
+        _print(f"{clock.stamp()} order service: signed look-up of order {number} (signature ok)")
+        if order is None:
+            return JSONResponse({"order_number": number, "status": "not found", "delivery": "unknown"})
+        return JSONResponse({"order_number": number, **order})
+
+    return Starlette(routes=[Route("/tools/lookup_order", lookup_order, methods=["POST"])])
+
+
+def _tools_file(directory: Path, port: int, secret_env: str) -> Path:
+    import yaml
+
+    path = directory / "demo-tools.yaml"
+    path.write_text(yaml.safe_dump({"tools": [{
+        "name": "lookup_order", "description": "Look up an order's status by its number.",
+        "parameters": {"type": "object", "properties": {"order_number": {"type": "string"}},
+                       "required": ["order_number"]},
+        "url": f"http://127.0.0.1:{port}/tools/lookup_order", "timeout_s": 5, "idempotent": True,
+        "secret_env": secret_env, "filler_after_ms": 700}]}))
+    return path
 
 
 async def _wait_bot_reply(call: Any, media_before: int, quiet_s: float, timeout_s: float) -> None:
@@ -209,7 +254,11 @@ async def _demo(args: argparse.Namespace) -> int:
             receiver_port = _free_port()
             auth_token = secrets.token_hex(16)
             webhook_secret = secrets.token_hex(16)
+            orders_port = _free_port()
+            os.environ["CALLBRIDGE_DEMO_TOOL_SECRET"] = tool_secret = secrets.token_hex(16)
+            tools_file = _tools_file(out_dir, orders_port, "CALLBRIDGE_DEMO_TOOL_SECRET")
             settings = load_settings(
+                tools_file=str(tools_file),
                 realtime_provider="local", redis_url=redis_url, public_url=f"http://127.0.0.1:{port}",
                 twilio_auth_token=auth_token, greeting=True,
                 escalation_webhook_url=f"http://127.0.0.1:{receiver_port}/escalations",
@@ -221,6 +270,7 @@ async def _demo(args: argparse.Namespace) -> int:
             lines = await asyncio.gather(*(asyncio.to_thread(speak_mulaw, text) for _kind, text in CALLER_TURNS))
             deliveries: list[dict[str, Any]] = []
             receiver, receiver_task = await _serve(_receiver_app(webhook_secret, clock, deliveries), receiver_port)
+            orders, orders_task = await _serve(_order_service_app(tool_secret, clock), orders_port)
             app = create_app(settings)
             gateway = app.state.gateway
             summary: dict[str, Any] = {}
@@ -232,6 +282,10 @@ async def _demo(args: argparse.Namespace) -> int:
                 elif kind == "barge_in":
                     _print(f"{clock.stamp()} barge-in: bot audio cleared, reply truncated to "
                            f"{fields['heard_ms']} ms of {fields['sent_ms']} ms (what the caller heard)")
+                elif kind == "tool_call":
+                    shown = fields.get("result") if fields["outcome"] == "ok" else fields.get("error")
+                    _print(f"{clock.stamp()} tool   : {fields['tool']}({json.dumps(fields.get('arguments'))}) -> "
+                           f"{fields['outcome']} in {fields['latency_ms']:.0f} ms: {json.dumps(shown)}")
                 elif kind == "escalation":
                     _print(f"{clock.stamp()} escalation: trigger={fields['trigger']} ({fields['reason']})")
                 elif kind == "call_ended":
@@ -280,17 +334,21 @@ async def _demo(args: argparse.Namespace) -> int:
                 await server_task
                 receiver.should_exit = True
                 await receiver_task
+                orders.should_exit = True
+                await orders_task
             summary_path = out_dir / f"call-{call.call_sid}.json"
             summary_path.write_text(json.dumps({**summary, "escalations_delivered": len(deliveries),
                                                 "after_stream_twiml": twiml, "agent_briefing": briefing},
                                                indent=2, ensure_ascii=False))
             _print("\ncall summary:")
             for key in ("duration_s", "outcome", "responses", "first_audio_ms_median", "first_audio_ms_max",
-                        "barge_ins", "truncates", "frames_in", "frames_out", "bot_audio_ms", "errors"):
+                        "barge_ins", "truncates", "frames_in", "frames_out", "bot_audio_ms", "errors", "tool_calls"):
                 _print(f"  {key:<22} {summary.get(key)}")
             _print(f"\nrecording (caller left, bot right): {wav_path}")
             _print(f"summary: {summary_path}\nlogs: {log_path}")
-            ok = summary.get("outcome") == "escalated" and bool(deliveries) and summary.get("barge_ins", 0) >= 1
+            tools_ok = any(t.get("outcome") == "ok" for t in summary.get("tool_calls") or [])
+            ok = (summary.get("outcome") == "escalated" and bool(deliveries) and summary.get("barge_ins", 0) >= 1
+                  and tools_ok)
             return 0 if ok else 1
     finally:
         shutdown_models()

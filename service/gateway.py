@@ -42,6 +42,7 @@ class Gateway:
     delivery_worker: Any = None
     stream_guard: Any = None  # service.providers.streamguard.StreamGuard, created on the first stream
     model_leases: Any = None  # service.state.model_leases.ModelLeases, created on the first call
+    tool_runner: Any = None  # service.tools.runner.ToolRunner, created on the first call with a tools file
     prewarm_pool: Any = None  # service.realtime.prewarm.PrewarmPool, created on the first voice webhook
     overflowed_recently: dict[str, float] = field(default_factory=dict)  # calls told "try later" (bounded)
     _prices: dict[str, dict[str, float]] | None = None  # service.realtime.prices, loaded on first use

@@ -150,6 +150,17 @@ ESCALATIONS_LOST = Counter(
 OUTBOX_PENDING = Gauge(
     "callbridge_escalation_outbox_pending", "Escalations not yet acknowledged by a receiver.", multiprocess_mode="livesum"
 )
+TOOL_CALLS = Counter(
+    "callbridge_tool_calls_total",
+    "Business tool calls (docs/tools.md), by tool and outcome: ok, or the failure the model was told about.",
+    ["tool", "outcome"],
+)  # ok | invalid_arguments | unknown_tool | busy | timeout | unreachable | http_status | too_large | invalid_json
+TOOL_OUTCOMES = ("ok", "invalid_arguments", "unknown_tool", "busy", "timeout", "unreachable", "http_status",
+                 "too_large", "invalid_json")
+TOOL_SECONDS = Histogram(
+    "callbridge_tool_seconds", "Business tool call latency, from the model's call to its output, by tool.", ["tool"],
+    buckets=_HUMAN_BUCKETS,
+)
 DRAINING = Gauge("callbridge_draining", "1 while this replica drains after SIGTERM.", multiprocess_mode="livemax")
 
 

@@ -49,6 +49,7 @@ from service.call.responses import QUOTA_CODES, Responses
 from service.call.speaking import Speaking
 from service.call.stats import CallStats
 from service.call.toolargs import ESCALATION_TOOL_NAME
+from service.call.toolcalls import ToolBackend, ToolCalls
 from service.call.turns import ReplyTracker
 from service.providers import base as pv
 from service.realtime import events as rt
@@ -56,7 +57,6 @@ from service.realtime import events as rt
 __all__ = ["ESCALATION_TOOL_NAME", "QUOTA_CODES", "TRANSITIONS", "CallBridge", "CallState", "CallStats", "InvalidTransition"]
 
 log = structlog.get_logger(__name__)
-
 
 
 class CallBridge:
@@ -85,13 +85,13 @@ class CallBridge:
         clock: Callable[[], float] = time.monotonic,
         filler: FillerSettings | None = None,
         first_words: FirstWords | None = None,
+        tools: ToolBackend | None = None, max_tool_calls: int = 4,
     ) -> None:
         self.call_id = call_id
         self.stats = CallStats()
         self.end_reason = ""
         self.ended = asyncio.Event()
-        self._rt = realtime
-        self._close_provider = close_provider
+        self._rt, self._close_provider = realtime, close_provider
         self._greeting = greeting
         self._observer: CallObserver = observer or NullObserver()
         self._unavailable_action = model_unavailable_action
@@ -117,8 +117,9 @@ class CallBridge:
                                self._history, self.stats, self._observer, clock, self.model.send,
                                lambda reason, code: self.end(reason, close_code=code), filler=call_filler)
         self.speaking = Speaking(self.parts, call_filler, first_words or FirstWords(clock))
-        self.barge_in = BargeIn(self.parts)
-        self.responses = Responses(self.parts, lambda request: self.escalating.escalate(request))
+        self.barge_in = BargeIn(self.parts)  # business tools (docs/tools.md) run off the audio path:
+        self.tools = ToolCalls.for_call(tools, self.parts, lambda: self.responses.request(None), max_tool_calls)
+        self.responses = Responses(self.parts, lambda request: self.escalating.escalate(request), self.tools)
         self.escalating = Escalating(self.parts, self.responses.request, handoff_line=handoff_line,
                                      rest_transfer=rest_transfer)
         self.provider = ProviderSide(self.parts, provider, self.caller, refused=self._refused,
@@ -256,6 +257,7 @@ class CallBridge:
         self.end_reason = reason
         self.escalating.cancel_guard()
         self.parts.filler.cancel()
+        await self.tools.close()
         try:
             await self._close_provider(close_code, reason[:120])
         except Exception as error:

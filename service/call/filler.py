@@ -6,7 +6,8 @@ Public interface, for the bridge and for anything else that makes the caller wai
   ended, ``tool`` while a tool runs, ...). If no bot audio has started ``after_ms`` later (default
   ``CALLBRIDGE_FILLER_AFTER_MS``) and the bot is not audible, the clip plays; while the wait goes on it
   is repeated after ``CALLBRIDGE_FILLER_REPEAT_MS`` of silence, at most ``MAX_PLAYS`` times per wait.
-  A second ``start`` during a wait keeps the first deadline. Synchronous and cheap.
+  A second ``start`` during a wait keeps the first deadline. ``repeat_ms`` (a business tool's wait,
+  docs/tools.md) shortens the repeat of this wait, also of one already running. Synchronous and cheap.
 - ``await Filler.stop(reason)``: the wait is over (real bot audio is about to be sent, the caller
   speaks, the call escalates). If the clip may still be sounding, the provider's buffer is flushed
   first, so real audio queued after it never overlaps it. Cheap when nothing is pending (the
@@ -91,6 +92,7 @@ class FillerPlan:
     def __init__(self, *, after_s: float, repeat_s: float, clip_s: float, max_plays: int = MAX_PLAYS) -> None:
         self.machine: Machine[FillerState] = Machine("filler", FillerState.IDLE, FILLER_TRANSITIONS)
         self.after_s, self.repeat_s, self.clip_s, self.max_plays = after_s, repeat_s, clip_s, max_plays
+        self.wait_repeat_s: float | None = None  # a shorter repeat asked for by this wait (a tool's)
         self.reason = ""
         self.started_at = 0.0
         self.plays = 0
@@ -101,12 +103,25 @@ class FillerPlan:
     def state(self) -> FillerState:
         return self.machine.state
 
-    def start(self, reason: str, now: float, after_s: float | None = None) -> float | None:
-        if self.machine.fire("start") is FillerState.WAITING and self.deadline is None:
-            self.reason, self.started_at, self.plays = reason, now, 0
+    def start(self, reason: str, now: float, after_s: float | None = None,
+              repeat_s: float | None = None) -> float | None:
+        """``repeat_s`` (a business tool's wait) shortens the repeat of this wait, also of one already
+        running (never lengthens it); the running wait's deadline is kept."""
+        fresh = self.machine.fire("start") is FillerState.WAITING and self.deadline is None
+        if fresh:
+            self.reason, self.started_at, self.plays, self.wait_repeat_s = reason, now, 0, None
+        if repeat_s is not None and 0 < repeat_s < self._repeat_s:
+            self.wait_repeat_s = repeat_s
+            if self.state is FillerState.PLAYING and self.deadline is not None:  # the next play comes sooner
+                self.deadline = min(self.deadline, self.sounding_until - SOUNDING_MARGIN_S + repeat_s)
+        if fresh:
             self.deadline = now + (self.after_s if after_s is None else after_s)
             return self.deadline
         return None
+
+    @property
+    def _repeat_s(self) -> float:
+        return self.wait_repeat_s if self.wait_repeat_s is not None else self.repeat_s
 
     def due(self, now: float, audible: bool) -> bool:
         """The deadline passed. True: play the clip now (and ``played`` follows). False: see ``deadline``
@@ -117,7 +132,7 @@ class FillerPlan:
         if audible:  # the bot still talks: the silence starts when it stops
             self.deadline = now + AUDIBLE_RECHECK_S
             return False
-        if self.plays >= self.max_plays or (self.plays and self.repeat_s <= 0):
+        if self.plays >= self.max_plays or (self.plays and self._repeat_s <= 0):
             self.deadline = None
             return False
         self.machine.fire("due")
@@ -127,8 +142,8 @@ class FillerPlan:
         """The clip went out at ``now``: schedule the repeat (if any)."""
         self.plays += 1
         self.sounding_until = now + self.clip_s + SOUNDING_MARGIN_S
-        more = self.repeat_s > 0 and self.plays < self.max_plays
-        self.deadline = now + self.clip_s + self.repeat_s if more else None
+        more = self._repeat_s > 0 and self.plays < self.max_plays
+        self.deadline = now + self.clip_s + self._repeat_s if more else None
 
     def stop(self, now: float) -> StopDecision:
         was_playing = self.state is FillerState.PLAYING
@@ -136,6 +151,7 @@ class FillerPlan:
         decision = StopDecision(flush=was_playing and now < self.sounding_until, plays=self.plays, reason=self.reason)
         self.deadline = None
         self.reason = ""
+        self.wait_repeat_s = None
         return decision
 
 
@@ -205,10 +221,14 @@ class Filler:
     def active(self) -> bool:
         return self.plan.state is not FillerState.IDLE
 
-    def start(self, reason: str, after_ms: int | None = None) -> None:
-        deadline = self.plan.start(reason, self._clock(), None if after_ms is None else after_ms / 1000)
+    def start(self, reason: str, after_ms: int | None = None, repeat_ms: int | None = None) -> None:
+        before = self.plan.deadline
+        deadline = self.plan.start(reason, self._clock(), None if after_ms is None else after_ms / 1000,
+                                   None if repeat_ms is None else repeat_ms / 1000)
         if deadline is not None:
             self._arm(deadline)
+        elif self.plan.deadline is not None and self.plan.deadline != before and self._timer is not None:
+            self._arm(self.plan.deadline)  # a shorter repeat brought the next play forward
 
     async def stop(self, reason: str) -> None:
         if self.plan.state is FillerState.IDLE:
@@ -271,7 +291,7 @@ class NoFiller:
     active = False
     plays_total = 0
 
-    def start(self, reason: str, after_ms: int | None = None) -> None:
+    def start(self, reason: str, after_ms: int | None = None, repeat_ms: int | None = None) -> None:
         return None
 
     async def stop(self, reason: str) -> None:

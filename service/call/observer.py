@@ -43,6 +43,10 @@ class CallObserver(Protocol):
         """Run (or schedule) a model tool call; return the function_call_output text."""
         ...
 
+    def tool_result(self, entry: dict[str, Any]) -> None:
+        """A business tool call finished (``service.tools.percall.tool_entry``: redacted, bounded)."""
+        ...
+
     def escalation_started(self, request: EscalationRequest) -> None: ...
 
     def model_reconnected(self, attempt: int) -> None:
@@ -83,6 +87,9 @@ class NullObserver:
 
     def tool_call(self, name: str, arguments: str) -> str:
         return '{"error": "unknown tool"}'
+
+    def tool_result(self, entry: dict[str, Any]) -> None:
+        return None
 
     def escalation_started(self, request: EscalationRequest) -> None:
         return None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import structlog
 
 from service import metrics
@@ -44,6 +45,7 @@ _MIN_TURN_BYTES = 1600  # 200 ms: shorter turns carry no usable voice features
 # by then, and the cost (~2-3 ms CPU per analysed second) stays bounded per turn.
 _MAX_ANALYSED_BYTES = 12_000
 _VOICE_WAIT_S = 1.0  # how long a transcript waits for its turn's voice features
+_MAX_TOOL_ENTRIES = 20  # business tool calls kept per call for the escalation record and summary (~2 KB each)
 
 
 def _decode_wire(wire: bytes, codec: str) -> npt.NDArray[np.int16]:
@@ -85,6 +87,7 @@ class CallRecorder:
         self._baseline = VoiceBaseline()
         self._voice: asyncio.Future[VoiceTurnFeatures] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.tool_calls: deque[dict[str, Any]] = deque(maxlen=_MAX_TOOL_ENTRIES)
         self.cost_usd = 0.0
         store = gateway.state_store
         self._state = store.call(self.call_id) if store is not None else None
@@ -205,6 +208,14 @@ class CallRecorder:
         self._policy.on_model_tool_call(bounded_free_text(args.get("reason")), bounded_free_text(args.get("caller_mood"), 40) or None)
         return '{"status": "transferring", "message": "A human colleague will take over after the hand-off line."}'
 
+    def tool_result(self, entry: dict[str, Any]) -> None:
+        """A business tool call finished: into the transcript (role ``tool``), the escalation record
+        and the summary. ``entry`` is already redacted (docs/tools.md, "What is recorded")."""
+        self.tool_calls.append(entry)
+        self._gateway.emit("tool_call", call_id=self.call_id, **entry)
+        if self._state is not None:
+            self._state.transcript("tool", orjson.dumps(entry).decode(), time.time())
+
     def escalation_started(self, request: EscalationRequest) -> None:
         """Record the escalation: the outbox writes state ``escalated`` + the stream entry atomically."""
         self._gateway.mark_escalated(self.call_id)
@@ -230,6 +241,7 @@ class CallRecorder:
             replica=self._settings.replica_id,
             redact=self._settings.pii_redaction == "all",
             agent_link=self._gateway.agent_link(),
+            tool_calls=list(self.tool_calls),
         )
         self._gateway.remember_record(self.call_id, record.body)  # the warm transfer's briefing reads it
         self._gateway.outbox.enqueue(record)
@@ -248,6 +260,8 @@ class CallRecorder:
     def ended(self, summary: dict[str, Any]) -> None:
         summary["cost_usd"] = round(self.cost_usd, 6)
         summary["frustration_score"] = round(self._policy.score, 3)
+        summary["tool_calls"] = [{"tool": e["tool"], "outcome": e["outcome"], "latency_ms": e["latency_ms"]}
+                                 for e in self.tool_calls]
         self._gateway.emit("call_ended", call_id=self.call_id, summary=summary)
         for task in list(self._tasks):
             task.cancel()

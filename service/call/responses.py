@@ -3,7 +3,8 @@
 Drives the ``ReplyTracker``: at most one ``response.create`` in flight, a request made while a reply
 is active waits for its ``response.done``; every tool call gets exactly one function output (an
 error output for unusable arguments), and a function output never triggers a response by itself,
-so one response is requested after a response's tool calls. The escalation tool escalates.
+so one response is requested after a response's tool calls. The escalation tool escalates; business
+tools (docs/tools.md) go to ``ToolCalls``, which answers them and requests the response when they finish.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from service.call.handoff import HandoffState
 from service.call.observer import EscalationRequest
 from service.call.parts import CallParts
 from service.call.toolargs import ESCALATION_TOOL_NAME, parse_tool_arguments, tool_arguments_problem
+from service.call.toolcalls import ToolCalls
 from service.call.turns import ReplyState
 from service.realtime import events as rt
 from service.redaction import bounded_free_text
@@ -35,9 +37,11 @@ QUOTA_CODES = frozenset({"insufficient_quota", "rate_limit_exceeded", "session_l
 class Responses:
     """``escalate`` is the call's escalation entry point (the escalation tool calls it)."""
 
-    def __init__(self, parts: CallParts, escalate: Callable[[EscalationRequest], Awaitable[None]]) -> None:
+    def __init__(self, parts: CallParts, escalate: Callable[[EscalationRequest], Awaitable[None]],
+                 tools: ToolCalls | None = None) -> None:
         self._p = parts
         self._escalate = escalate
+        self._tools = tools
 
     async def request(self, instructions: str | None) -> None:
         """``response.create`` now, or after the active response's ``response.done``."""
@@ -70,6 +74,10 @@ class Responses:
         tool_calls = p.replies.pop_tool_calls(done.response_id)
         if done.status != "completed":
             return
+        if self._tools is not None:  # business tools: outputs and the next response come when they finish
+            business = [call for call in tool_calls if self._tools.handles(call[1])]
+            self._tools.start_batch(business)
+            tool_calls = [call for call in tool_calls if call not in business]
         for call_id, name, arguments in tool_calls:
             await self._run_tool(call_id, name, arguments)
         if tool_calls and p.handoff.state is HandoffState.NONE and p.replies.pending is None:

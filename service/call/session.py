@@ -28,6 +28,7 @@ from service.call.filler import FillerSettings
 from service.call.firstwords import FirstWords
 from service.call.observer import CallObserver
 from service.call.pump import ProviderPump, PushSocket
+from service.call.toolcalls import ToolBackend
 from service.config import Settings
 from service.providers.base import ENCODING_MULAW, TelephonyDialect
 from service.realtime.events import (
@@ -91,6 +92,7 @@ class CallSession:
         prewarmed: Prewarmed | None = None,
         filler: FillerSettings | None = None,
         stream_started: float | None = None,
+        tools: ToolBackend | None = None,
     ) -> None:
         self.settings = settings
         self.call_id = call_id
@@ -120,6 +122,8 @@ class CallSession:
             resume=resume,
             filler=filler,
             first_words=FirstWords(time.monotonic, stream_started, prewarmed=prewarmed is not None),
+            tools=tools,
+            max_tool_calls=settings.tools_max_per_call,
         )
 
     async def run(self) -> dict[str, Any]:

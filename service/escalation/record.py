@@ -98,6 +98,7 @@ def build_record(
     escalation_id: str | None = None,
     redact: bool = False,
     agent_link: Callable[[str], str] | None = None,
+    tool_calls: Sequence[dict[str, Any]] = (),
 ) -> EscalationRecord:
     """Assemble the record from the call's in-memory state and the policy's decision.
 
@@ -109,6 +110,9 @@ def build_record(
     ``agent_link`` (escalation id -> URL, e.g. ``service.console.auth.agent_link`` bound to its key)
     adds ``agent_url``: a signed, expiring link to the console's agent view (docs/console.md).
     Without it the body has no ``agent_url`` key, exactly as before.
+
+    ``tool_calls``: the call's business tool calls (``service.tools.percall.tool_entry``: already
+    redacted, bounded); the body has a ``tool_calls`` key only when there were some.
     """
     info = call.info
     turns = call.recent_transcript(transcript_turns)  # already redacted at write time under `all`
@@ -141,5 +145,7 @@ def build_record(
     }
     if agent_link is not None:
         payload["agent_url"] = agent_link(esc_id)
+    if tool_calls:
+        payload["tool_calls"] = list(tool_calls)
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
     return EscalationRecord(esc_id, call.call_id, decision.trigger, decision.decided_at, body)

@@ -73,7 +73,7 @@ def summarize(
         f'Issue: "{_quote(issue, 160)}".' if issue else "Issue: not stated.",
         f"Mood: {mood} ({score:.2f}).",
         f"Escalated: {TRIGGER_TEXT.get(trigger, trigger)} ({_quote(reason, 100)}).",
-        f"Turns seen: {callers} caller, {len(transcript) - callers} bot.",
+        f"Turns seen: {callers} caller, {sum(1 for t in transcript if t.role == 'bot')} bot.",
     ]
     last = next((t.text for t in reversed(transcript) if t.role == "caller"), None)
     if last and last != issue:

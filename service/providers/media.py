@@ -29,6 +29,8 @@ from service.realtime.prewarm import prewarm_pool_for
 from service.redaction import cap_text, mask_number
 from service.state.model_leases import model_leases_for
 from service.state.resume import ResumeSeed, claim_resume, take_resume_seed
+from service.tools.percall import CallTools, tool_runner_for
+from service.tools.runner import ToolContext
 from service.wsio import Message, MessageSocket, UpgradeRequest, WebSocketClosed
 
 if TYPE_CHECKING:
@@ -172,7 +174,12 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
     observer = build_observer(gateway, started, provider, seed.started_at if seed else "")
     rest_transfer = rest_transfer_factory(started) if rest_transfer_factory is not None else None
 
+    runner = tool_runner_for(gateway)
     model = model_sessions.model_side(settings)
+    tools = CallTools(runner, started.call_id,
+                      ToolContext(caller=mask_number(started.custom_parameters.get("from")),
+                                  language=settings.transcription_language or ""),
+                      observer.tool_result) if runner is not None else None
     warm = None
     if settings.prewarm and seed is None:  # a session opened when the voice webhook came (docs/first-words.md)
         warm = await prewarm_pool_for(gateway).claim(started.call_id, wait_s=settings.realtime_connect_timeout_s)
@@ -188,6 +195,7 @@ async def _bridge_stream(gateway: Gateway, websocket: MessageSocket, dialect: Te
         socket=websocket,
         observer=observer,
         rest_transfer=rest_transfer,
+        tools=tools,
         resume=(seed.turns, seed.line or settings.resume_line) if seed else None,
         model_slots=model_leases_for(gateway) if settings.max_model_sessions else None,
         prewarmed=warm,

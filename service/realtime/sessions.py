@@ -13,6 +13,7 @@ from service.call.toolargs import ESCALATION_TOOL_NAME
 from service.config import Settings
 from service.realtime.events import FunctionTool, RealtimeDialect, RealtimeTransport, SessionConfig
 from service.realtime.protocol import dialect_for
+from service.tools.registry import declared_tools
 
 ESCALATION_TOOL = FunctionTool(
     name=ESCALATION_TOOL_NAME,
@@ -38,7 +39,8 @@ def load_instructions(settings: Settings) -> str:
     return resources.files("service.personas").joinpath("support_agent.md").read_text(encoding="utf-8")
 
 
-def session_config_from(settings: Settings) -> SessionConfig:
+def session_config_from(settings: Settings, extra_tools: tuple[FunctionTool, ...] = ()) -> SessionConfig:
+    """The session configuration; ``extra_tools``: the business tools (docs/tools.md) after the escalation tool."""
     return SessionConfig(
         instructions=load_instructions(settings),
         voice=settings.voice,
@@ -50,7 +52,7 @@ def session_config_from(settings: Settings) -> SessionConfig:
         transcription_model=settings.input_transcription_model,
         reasoning_effort=settings.realtime_reasoning_effort,
         transcription_language=settings.transcription_language,
-        tools=(ESCALATION_TOOL,),
+        tools=(ESCALATION_TOOL, *extra_tools),
     )
 
 
@@ -81,5 +83,8 @@ class ModelSide:
 
 
 def model_side(settings: Settings) -> ModelSide:
-    """A call's model side from settings. ``open_realtime`` is looked up at call time (tests swap it)."""
-    return ModelSide(dialect_from(settings), session_config_from(settings), lambda s: open_realtime(s))
+    """A call's model side from settings (a pre-warmed session gets the same): the escalation tool
+    plus the business tools of ``CALLBRIDGE_TOOLS_FILE``. ``open_realtime`` is looked up at call
+    time (tests swap it)."""
+    tools = declared_tools(settings.tools_file) if settings.tools_file is not None else ()
+    return ModelSide(dialect_from(settings), session_config_from(settings, tools), lambda s: open_realtime(s))

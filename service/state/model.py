@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Role = Literal["caller", "bot"]
+Role = Literal["caller", "bot", "tool"]  # tool: a business tool call and its result (docs/tools.md)
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class TranscriptTurn:
     @classmethod
     def from_json(cls, raw: str | bytes) -> TranscriptTurn:
         data = json.loads(raw)
-        role: Role = "bot" if data.get("role") == "bot" else "caller"
+        raw_role = data.get("role")
+        role: Role = raw_role if raw_role in ("bot", "tool") else "caller"
         return cls(role=role, text=str(data.get("text", "")), ts=float(data.get("ts", 0.0)), seq=int(data.get("seq", 0)))
 
 

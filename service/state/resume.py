@@ -110,6 +110,7 @@ async def take_resume_seed(store: Any, call_id: str) -> ResumeSeed | None:
     if snapshot is None or snapshot.fields.get(F_RESUME_PENDING) != "1":
         return None
     await store.redis.hdel(store.keys.call(call_id), F_RESUME_PENDING, F_RESUME_LINE)
-    turns = tuple(("assistant" if turn.role == "bot" else "caller", turn.text) for turn in snapshot.transcript)
+    names = {"bot": "assistant", "tool": "tool", "caller": "caller"}
+    turns = tuple((names.get(turn.role, "caller"), turn.text) for turn in snapshot.transcript)
     return ResumeSeed(turns, int(snapshot.fields.get(F_RESUMES, "1") or 1), snapshot.fields.get(k.F_STARTED_AT, ""),
                       snapshot.fields.get(F_RESUME_LINE, ""))

@@ -1,6 +1,6 @@
 """`callbridge demo` end to end, as a new user runs it: a real subprocess, the private redis-server,
-the local engine, a full spoken call with a barge-in and an escalation, the warm transfer's agent briefing,
-a stereo WAV and a summary."""
+the local engine, a full spoken call with an order look-up over a signed business tool, a barge-in and an
+escalation, the warm transfer's agent briefing, a stereo WAV and a summary."""
 
 from __future__ import annotations
 
@@ -30,11 +30,17 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
     assert "caller: i want to check the status of my order" in out  # recognised offline
     assert "barge-in: bot audio cleared" in out
     assert "human queue: escalation" in out and "signature ok" in out
+    # the order look-up is a business tool call: signed request, result read back to the caller
+    assert "order service: signed look-up of order 4567 (signature ok)" in out
+    assert 'tool   : lookup_order({"order_number": "4567"}) -> ok in' in out
+    assert "bot   : Order four five six seven is shipped. It should arrive tomorrow before noon." in out
+    assert "human queue: tool calls in the record: lookup_order=ok" in out  # the agent sees the look-up
     assert "<Play> <Dial>" in out  # warm transfer: hold audio, then the agent is dialled
     assert "agent briefing (spoken to the agent" in out and "transfer outcome: connected" in out
-    briefing = out.split("agent briefing (spoken to the agent", 1)[1]
+    briefing = " ".join(out.split("agent briefing (spoken to the agent", 1)[1].split())  # unwrapped
     assert "Transfer from the voice assistant." in briefing and "Reason:" in briefing
     assert "The assistant last told the caller" in briefing
+    assert "lookup order: " in briefing and "status: shipped" in briefing  # the tool's result, for the agent
 
     summaries = list(tmp_path.glob("call-*.json"))
     wavs = list(tmp_path.glob("call-*.wav"))
@@ -46,6 +52,7 @@ def test_demo_call_produces_a_sensible_conversation_wav_and_summary(tmp_path: Pa
     assert summary["escalations_delivered"] == 1
     assert summary["agent_briefing"].startswith("Transfer from the voice assistant.")
     assert summary["first_audio_ms_median"] < 1500
+    assert [(t["tool"], t["outcome"]) for t in summary["tool_calls"]] == [("lookup_order", "ok")]
 
     with wave.open(str(wavs[0])) as wav:
         assert wav.getnchannels() == 2 and wav.getframerate() == 8000 and wav.getsampwidth() == 2

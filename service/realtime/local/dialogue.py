@@ -12,6 +12,7 @@ off-script speech into wrong in-script words (docs/models/local.md#recogniser), 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections import Counter
@@ -54,6 +55,11 @@ class IntentSpec(BaseModel):
     action: Literal["reply", "escalate", "end"] = "reply"
     reason: str = "caller asked for a human agent"
     mood: str = "neutral"
+    # A business tool (docs/tools.md) to call once the slot is filled, when the session declares it:
+    # the agent says ``tool_ack`` and calls it with the slot; the tool's result fills ``tool_reply``.
+    tool: str | None = None
+    tool_ack: str = "One moment, let me look that up."
+    tool_reply: str = ""
 
     @field_validator("name", "examples", mode="before")
     @classmethod
@@ -81,6 +87,7 @@ class Script(BaseModel):
     handoff: str = Field(min_length=1)
     goodbye: str = Field(min_length=1)
     anything_else: str = "Is there anything else I can help you with?"
+    tool_failed: str = "Sorry, I couldn't check that right now. Please try again later, or I can connect you to a person."
     min_confidence: float = Field(0.35, ge=0.0, le=1.0)
     min_similarity: float = Field(0.45, ge=0.0, le=1.0)
     slots: dict[str, SlotSpec] = Field(default_factory=dict)
@@ -259,6 +266,7 @@ class Dialogue:
     fallbacks: int = 0
     offered_handoff: bool = False
     slots: dict[str, str] = field(default_factory=dict)
+    tool_intent: IntentSpec | None = None  # the intent whose business tool call is outstanding
 
     @classmethod
     def create(cls, script: Script, matcher: IntentMatcher | None = None, instructions: str = "") -> Dialogue:
@@ -269,9 +277,7 @@ class Dialogue:
         self.persona = persona_from_instructions(instructions, self.script)
 
     def fill(self, template: str) -> str:
-        number = self.slots.get("order_number", "")
-        return template.format_map(_Defaults(agent=self.persona.agent, company=self.persona.company,
-                                             order_number=number, order_number_spoken=spoken_digits(number)))
+        return template.format_map(_Defaults(**self._fields()))
 
     def greeting(self) -> Reply:
         return Reply(self.persona.greeting or self.fill(self.script.greeting), intent="greeting")
@@ -308,7 +314,31 @@ class Dialogue:
                 self.awaiting = intent
                 return Reply(self.fill(spec.ask), intent=intent.name)
         self.awaiting = None
+        if intent.tool is not None and intent.tool in tools:
+            self.tool_intent = intent
+            return Reply(self.fill(intent.tool_ack), intent=intent.name,
+                         tool=(intent.tool, {intent.needs: self.slots[intent.needs]} if intent.needs else {}))
         return Reply(self.fill(intent.reply), intent=intent.name)
+
+    def tool_result(self, output: str) -> Reply:
+        """The reply once a business tool answered: its result's string fields fill the intent's
+        ``tool_reply`` (its plain ``reply`` without one); a failure output gets ``tool_failed``."""
+        intent, self.tool_intent = self.tool_intent, None
+        try:
+            value = json.loads(output)
+        except ValueError:
+            value = None
+        result = value.get("result") if isinstance(value, dict) and value.get("ok") is True else None
+        if intent is None or not isinstance(result, dict):
+            return Reply(self.fill(self.script.tool_failed), intent="tool_failed")
+        fields = {k: str(v) for k, v in result.items() if isinstance(v, str | int | float)}
+        text = (intent.tool_reply or intent.reply).format_map(_Defaults({**fields, **self._fields()}))
+        return Reply(text, intent=intent.name)
+
+    def _fields(self) -> dict[str, str]:
+        number = self.slots.get("order_number", "")
+        return {"agent": self.persona.agent, "company": self.persona.company, "order_number": number,
+                "order_number_spoken": spoken_digits(number)}
 
     def respond(self, transcript: str, confidence: float = 1.0, tools: frozenset[str] = frozenset()) -> Reply:
         """The agent's reply to one caller turn. ``confidence`` is the recogniser's (1.0 for text)."""

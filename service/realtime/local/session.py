@@ -622,7 +622,11 @@ class LocalSession:
     def _decide(self, resp: _Response) -> Reply:
         new_items = self.items[self._answered_upto:]
         self._answered_upto = len(self.items)
-        if any(it.get("type") == "function_call_output" for it in new_items):
+        outputs = [it for it in new_items if it.get("type") == "function_call_output"]
+        if outputs:
+            called = {it.get("call_id"): it.get("name") for it in self.items if it.get("type") == "function_call"}
+            if called.get(outputs[-1].get("call_id")) not in (None, "escalate_to_human"):  # a business tool
+                return self.dialogue.tool_result(str(outputs[-1].get("output", "")))
             line = line_from_instructions(resp.instructions or "") or self.dialogue.handoff_line()
             return Reply(line, intent="handoff")
         user_turns = [it for it in new_items if it.get("role") == "user"]

@@ -1,0 +1,2 @@
+"""Business tools: the operator's tools file (``registry``) and the signed HTTP calls (``runner``).
+See docs/tools.md."""
