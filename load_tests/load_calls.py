@@ -69,8 +69,11 @@ CARRIER_PUBLIC_URL = "https://callbridge.load.test"
 """What the gateway believes it is reached at in carrier runs (SignalWire streams only to wss://); the
 callers sign against it and re-aim its URLs at the gateway's 127.0.0.1 port."""
 TELNYX_SEED = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="  # a test Ed25519 seed (bytes 1..32)
+EXOTEL_USER, EXOTEL_PASSWORD = "exotel-load", "exotel-load-password-0123456789"
 CARRIER_KEYS = {"twilio": AUTH_TOKEN, "signalwire": "PSK_load_test_signing_key_0123",
-                "telnyx": TELNYX_SEED, "plivo": "MzRiNTQxMjQyYzAxOTdkNjhkMDk3Yz"}
+                "telnyx": TELNYX_SEED, "plivo": "MzRiNTQxMjQyYzAxOTdkNjhkMDk3Yz",
+                "vonage": "vonage-load-test-signature-secret-0123456789",
+                "exotel": f"{EXOTEL_USER}:{EXOTEL_PASSWORD}"}
 """What each carrier's simulated caller signs its webhooks with."""
 
 
@@ -81,7 +84,17 @@ def carrier_env() -> dict[str, str]:
     return {"CALLBRIDGE_PUBLIC_URL": CARRIER_PUBLIC_URL,
             "CALLBRIDGE_SIGNALWIRE_SIGNING_KEY": CARRIER_KEYS["signalwire"],
             "CALLBRIDGE_TELNYX_PUBLIC_KEY": telnyx_public_key(TELNYX_SEED),
-            "CALLBRIDGE_PLIVO_AUTH_TOKEN": CARRIER_KEYS["plivo"]}
+            "CALLBRIDGE_PLIVO_AUTH_TOKEN": CARRIER_KEYS["plivo"],
+            "CALLBRIDGE_VONAGE_SIGNATURE_SECRET": CARRIER_KEYS["vonage"],
+            "CALLBRIDGE_EXOTEL_STREAM_USER": EXOTEL_USER, "CALLBRIDGE_EXOTEL_STREAM_PASSWORD": EXOTEL_PASSWORD}
+
+
+def _frame_seconds(provider: str) -> float:
+    """Audio per forwarded caller frame: 20 ms, but 100 ms for Exotel (its stream sends every 100 ms), so
+    call-seconds counted from forwarded frames stay right for every carrier."""
+    from service.simcaller.wires import ExotelWire
+
+    return ExotelWire.frame_ms / 1000 if provider == "exotel" else 0.020
 
 
 async def _place(base_url: str, provider: str, index: int, stack: contextlib.AsyncExitStack) -> Any:
@@ -224,7 +237,7 @@ def run(calls: int, caller_procs: int, ramp_s: float, steady_s: float, name: str
 
     steady = cpu_after.at - cpu_before.at
     frame = histogram_delta(before, after, "callbridge_frame_forward_seconds")
-    call_seconds = (frame[-1][1] if frame else 0.0) * 0.020
+    call_seconds = (frame[-1][1] if frame else 0.0) * _frame_seconds(provider)
     first_audio = histogram_delta(before, after, "callbridge_first_audio_seconds")
     barge = histogram_delta(before, after, "callbridge_barge_in_reaction_seconds")
 

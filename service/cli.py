@@ -136,10 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     call = sub.add_parser("call", help="simulated carrier caller against a running deployment")
     call.add_argument("url", help="gateway base URL, e.g. http://127.0.0.1:8080")
-    call.add_argument("--provider", default="twilio", choices=["twilio", "signalwire", "telnyx", "plivo"],
+    call.add_argument("--provider", default="twilio",
+                      choices=["twilio", "signalwire", "telnyx", "plivo", "vonage", "exotel"],
                       help="which carrier to call as (default twilio)")
     call.add_argument("--key", default=None,
-                      help="the carrier's webhook signing secret (Telnyx: a base64 Ed25519 seed)")
+                      help="the carrier's webhook signing secret (Telnyx: a base64 Ed25519 seed; "
+                           "Exotel: user:password of the socket's HTTP Basic)")
     call.add_argument("--public-url", default=None,
                       help="the URL the gateway believes it is reached at (CALLBRIDGE_PUBLIC_URL; default URL)")
     call.add_argument("--audio", action="append", default=[], help="WAV file to speak (repeatable)")

@@ -113,6 +113,35 @@ class Settings(BaseSettings):
     vonage_rate: int = Field(
         16000, description="Rate of the Vonage websocket's L16 audio (`content-type` in the NCCO): 16000 or 8000."
     )
+    signalwire_space_url: str = Field(
+        "", description="SignalWire space base URL (`https://<space>.signalwire.com`), for REST transfers (optional).")
+    signalwire_project_id: str = Field("", description="SignalWire project ID, for REST transfers (optional).")
+    signalwire_api_token: SecretStr = Field(SecretStr(""), description="SignalWire API token, for REST transfers.")
+    telnyx_api_key: SecretStr = Field(
+        SecretStr(""), description="Telnyx API key (Bearer), for Call Control REST transfers to a number or SIP URI.")
+    telnyx_api_base: str = Field("https://api.telnyx.com", description="Telnyx REST API base URL (test server).")
+    plivo_auth_id: str = Field("", description="Plivo Auth ID, for REST transfers (with CALLBRIDGE_PLIVO_AUTH_TOKEN).")
+    plivo_api_base: str = Field("https://api.plivo.com", description="Plivo REST API base URL (test server).")
+    vonage_application_id: str = Field("", description="Vonage application ID, for REST transfers (optional).")
+    vonage_private_key_file: Path | None = Field(
+        None, description="PEM file of the Vonage application's private key (signs the RS256 JWT of REST transfers).")
+    vonage_api_base: str = Field("https://api.nexmo.com", description="Vonage Voice REST API base URL (test server).")
+    signalwire_transfer_to: str = Field(
+        "", description="Where SignalWire hands escalated calls: `queue:<name>`, `sip:<uri>` or a number. "
+        "Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
+    telnyx_transfer_to: str = Field(
+        "", description="Where Telnyx hands escalated calls (TeXML): `queue:<name>`, `sip:<uri>` or a number. "
+        "Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
+    plivo_transfer_to: str = Field(
+        "", description="Where Plivo hands escalated calls: `queue:<name>` (a conference room), `sip:<uri>` or a "
+        "number. Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
+    vonage_transfer_to: str = Field(
+        "", description="Where Vonage hands escalated calls (NCCO from the event webhook): `queue:<name>` (a named "
+        "conversation), `sip:<uri>` or a number. Empty = CALLBRIDGE_TRANSFER_NUMBER, else CALLBRIDGE_TRANSFER_QUEUE.",
+    )
     exotel_stream_user: str = Field(
         "", description="User name Exotel presents with HTTP Basic on the media-socket upgrade. Empty = refuse all."
     )
@@ -120,7 +149,8 @@ class Settings(BaseSettings):
         SecretStr(""), description="Password Exotel presents with HTTP Basic on the media-socket upgrade."
     )
     exotel_sample_rate: int = Field(
-        8000, description="Rate asked for in the Voicebot applet URL (`?sample-rate=`): 8000 or 16000."
+        8000, description="Rate to write into the Voicebot applet URL (`?sample-rate=`): 8000 or 16000. "
+        "The socket itself streams at the rate its URL names (8000 when absent)."
     )
 
     # --- Realtime session -----------------------------------------------------------------------
@@ -330,8 +360,9 @@ class Settings(BaseSettings):
     transfer_number: str = Field("", description="Number or sip: URI to <Dial> instead of enqueueing.")
     transfer_via_rest: bool = Field(
         False,
-        description="Transfer by updating the live call through Twilio's REST API (needs CALLBRIDGE_TWILIO_ACCOUNT_SID) "
-        "instead of ending the stream and letting <Redirect> run.",
+        description="Transfer by the carrier's REST API where its credentials are set (Twilio: CALLBRIDGE_TWILIO_ACCOUNT_SID; "
+        "SignalWire: space URL, project ID, API token; Telnyx: API key, numbers and SIP only; Plivo: Auth ID; Vonage: "
+        "application ID and private key) instead of ending the stream and letting the after-stream markup run.",
     )
     twilio_api_base: str = Field("https://api.twilio.com", description="Twilio REST API base URL (regional edge, test server).")
     transfer_mode: Literal["cold", "warm"] = Field(
@@ -409,6 +440,13 @@ class Settings(BaseSettings):
 
             load_prices(value)  # PriceTableError (a ValueError) names the file and the problem
         return value
+
+    @field_validator("signalwire_transfer_to", "telnyx_transfer_to", "plivo_transfer_to", "vonage_transfer_to")
+    @classmethod
+    def _transfer_to(cls, value: str) -> str:
+        from service.providers.transfer import check_transfer_to
+
+        return check_transfer_to(value)
 
     @field_validator("filler_file")
     @classmethod

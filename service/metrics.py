@@ -181,7 +181,7 @@ def _initialise_label_sets() -> None:
         WEBHOOK_DELIVERIES.labels(outcome)
     for trigger in ("explicit_request", "dtmf", "model_tool", "sentiment", "drain"):
         ESCALATIONS.labels(trigger)
-    for reason in ("no_start", "token", "no_secret", "token_reused", "call_streaming"):
+    for reason in ("no_start", "token", "no_secret", "token_reused", "call_streaming", "credentials", "bad_request"):
         STREAM_REJECTED.labels(reason)
     for reason in ("bad_signature", "draining", "missing_signature", "too_large", "unsupported_media_type"):
         WEBHOOK_REJECTED.labels(reason)

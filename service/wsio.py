@@ -11,15 +11,17 @@ between it and an ``asyncio.Transport``, in ``data_received``, with no task swit
 What of ``websockets`` it relies on (version-ranged in pyproject.toml, covered by
 tests/unit/test_wsio_framing.py ``test_websockets_sansio_surface``): the sans-I/O API of
 ``websockets.protocol.Protocol`` (``receive_data``, ``receive_eof``, ``events_received``,
-``data_to_send``, ``send_text``, ``send_ping``, ``send_close``, ``fail``, ``close_expected``,
+``data_to_send``, ``send_text``, ``send_binary``, ``send_ping``, ``send_close``, ``fail``, ``close_expected``,
 ``state``, ``close_rcvd``, ``handshake_exc``), ``ServerProtocol.accept/reject/send_response``,
 ``ClientProtocol.connect/send_request``, ``websockets.frames.Frame/Opcode`` and
 ``websockets.uri.parse_uri``. No private attribute is touched.
 
 Guarantees of every ``SansIOWebSocket``:
 
-* ``recv`` returns messages in arrival order (text and binary alike, as ``bytes``: ``json.loads``
-  takes bytes); fragmented messages are reassembled (total size bounded by ``max_size``).
+* ``recv`` returns messages in arrival order: text as ``bytes`` (UTF-8; ``json.loads`` takes bytes, and
+  nothing is decoded on the hot path), binary as a ``memoryview`` of the payload, so a dialect with
+  binary media (Vonage) tells the two apart and every JSON dialect refuses binary frames; fragmented
+  messages are reassembled (total size bounded by ``max_size``).
   Once the peer's close frame or the end of the TCP connection has been seen and the inbox is
   empty, ``recv`` raises ``WebSocketClosed(code, reason)`` (1006 when there was no close frame),
   also on every later call.
@@ -52,6 +54,7 @@ import os
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, cast
 from typing import Protocol as TypingProtocol
 
@@ -69,11 +72,14 @@ __all__ = [
     "Handler",
     "InvalidHandshake",
     "InvalidStatus",
+    "Message",
     "MessageSocket",
     "SansIOWebSocket",
     "ServerWebSocket",
+    "UpgradeRequest",
     "WebSocketClosed",
     "connect_websocket",
+    "upgrade_request",
     "uvicorn_websocket_protocol",
 ]
 
@@ -100,16 +106,48 @@ class WebSocketClosed(Exception):
         self.reason = reason
 
 
+Message = bytes | str | memoryview
+"""One received WebSocket message: text as ``str`` or UTF-8 ``bytes``, binary as ``memoryview``."""
+
+
 class MessageSocket(TypingProtocol):
     """What a media-stream handler needs from its WebSocket (``ServerWebSocket`` or an ASGI adapter)."""
 
-    async def recv(self) -> bytes | str:
-        """The next message; raises ``WebSocketClosed`` once the connection has ended."""
+    async def recv(self) -> Message:
+        """The next message (text as ``str`` or UTF-8 ``bytes``, binary as ``memoryview``); raises
+        ``WebSocketClosed`` once the connection has ended."""
         ...
 
-    async def send(self, text: str) -> None: ...
+    async def send(self, data: str | bytes) -> None:
+        """One message: ``str`` as a text frame, ``bytes`` as a binary frame (Vonage's audio)."""
+        ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """The HTTP upgrade request of a server connection, for handlers that authenticate on it (HTTP Basic
+    on Exotel's socket) or read its query (Exotel's ``?sample-rate=``). Header names are lower-case.
+    Bounded by the HTTP parser's limits on the request head (``websockets``: 8 KiB a line, 128 headers)."""
+
+    path: str = ""
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
+
+
+NO_UPGRADE = UpgradeRequest()
+
+
+def upgrade_request(socket: object) -> UpgradeRequest:
+    """The socket's ``upgrade`` request (``ServerWebSocket``, the ASGI adapter), else an empty one."""
+    upgrade = getattr(socket, "upgrade", None)
+    return upgrade if isinstance(upgrade, UpgradeRequest) else NO_UPGRADE
 
 
 class SansIOWebSocket(asyncio.Protocol):
@@ -132,12 +170,13 @@ class SansIOWebSocket(asyncio.Protocol):
         self._bound_writes = bound_writes_by_reads
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._inbox: deque[bytes] = deque()
+        self._inbox: deque[bytes | memoryview] = deque()
         self._inbox_limit = inbox_limit
         self._inbox_resume = max(1, inbox_limit // 4)
         self._recv_waiter: asyncio.Future[None] | None = None
         self._paused = 0  # _PAUSE_* bits
         self._fragments: list[bytes] = []
+        self._fragmented_binary = False
         self._write_paused = False
         self._write_resumed: asyncio.Future[None] | None = None
         self._slow_senders = 0
@@ -150,7 +189,7 @@ class SansIOWebSocket(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._ping_payload: bytes | None = None
         self._close_timer: asyncio.TimerHandle | None = None
-        self._on_message: Callable[[bytes], None] | None = None
+        self._on_message: Callable[[bytes | memoryview], None] | None = None
         self._on_end: Callable[[], None] | None = None
 
     # --- asyncio.Protocol --------------------------------------------------------------------------
@@ -165,15 +204,21 @@ class SansIOWebSocket(asyncio.Protocol):
             if isinstance(event, Frame):
                 opcode = event.opcode
                 data = cast(bytes, event.data)  # the parser always yields bytes
-                if opcode is _TEXT or opcode is _BINARY:
+                if opcode is _TEXT:
                     if event.fin:
                         self._deliver(data)
                     else:
-                        self._fragments = [data]
+                        self._fragments, self._fragmented_binary = [data], False
+                elif opcode is _BINARY:
+                    if event.fin:
+                        self._deliver(memoryview(data))
+                    else:
+                        self._fragments, self._fragmented_binary = [data], True
                 elif opcode is _CONT:
                     self._fragments.append(data)
                     if event.fin:
-                        self._deliver(b"".join(self._fragments))
+                        whole = b"".join(self._fragments)
+                        self._deliver(memoryview(whole) if self._fragmented_binary else whole)
                         self._fragments = []
                 elif opcode is _PONG:
                     self._on_pong(data)
@@ -237,8 +282,8 @@ class SansIOWebSocket(asyncio.Protocol):
             return WebSocketClosed(received.code, received.reason)
         return WebSocketClosed(1006, "")
 
-    async def recv(self) -> bytes:
-        """The next message (ordered). Raises ``WebSocketClosed`` once nothing more can arrive."""
+    async def recv(self) -> bytes | memoryview:
+        """The next message (ordered; text as ``bytes``, binary as ``memoryview``). Raises ``WebSocketClosed`` once nothing more can arrive."""
         inbox = self._inbox
         while not inbox:
             if self._ws.close_rcvd is not None or self._lost.done() or self._ws.state is State.CLOSED:
@@ -254,7 +299,8 @@ class SansIOWebSocket(asyncio.Protocol):
             self._set_paused(_PAUSE_INBOX, False)
         return message
 
-    def set_message_handler(self, on_message: Callable[[bytes], None], on_end: Callable[[], None]) -> None:
+    def set_message_handler(self, on_message: Callable[[bytes | memoryview], None],
+                            on_end: Callable[[], None]) -> None:
         """Push mode, for consumers that can handle a message synchronously: every message (those
         already in the inbox first, in order) goes to ``on_message`` straight from ``data_received``
         (no task switch); ``on_end`` runs once when nothing more can arrive. ``recv`` is not used
@@ -314,23 +360,28 @@ class SansIOWebSocket(asyncio.Protocol):
             and not self._transport.is_closing()
         )
 
-    def send_nowait(self, text: str) -> None:
-        """Write one text message now, regardless of the write buffer (callers that own ordering).
+    def send_nowait(self, data: str | bytes) -> None:
+        """Write one message now, regardless of the write buffer (callers that own ordering).
 
-        Framed (and masked, on the client side) by ``Protocol.send_text``: one unfragmented text
-        frame; the bytes are written before this returns."""
+        Framed (and masked, on the client side) by ``Protocol.send_text`` (``str``) or
+        ``Protocol.send_binary`` (``bytes``): one unfragmented frame; the bytes are written before this
+        returns."""
         transport = self._transport
         if self._ws.state is not _OPEN or transport is None or transport.is_closing():
             raise self.closed_error()
         ws = self._ws
-        ws.send_text(text.encode())
+        if isinstance(data, str):
+            ws.send_text(data.encode())
+        else:
+            ws.send_binary(data)
         for chunk in ws.data_to_send():
             transport.write(chunk)
 
-    async def send(self, text: str) -> None:
-        """Send one text message; waits while the write buffer is full. Ordered across callers."""
+    async def send(self, data: str | bytes) -> None:
+        """Send one message (``str``: text, ``bytes``: binary); waits while the write buffer is full.
+        Ordered across callers."""
         if not self._write_paused and not self._slow_senders:
-            self.send_nowait(text)
+            self.send_nowait(data)
             return
         self._slow_senders += 1
         try:
@@ -339,7 +390,7 @@ class SansIOWebSocket(asyncio.Protocol):
                     if self._write_resumed is None or self._write_resumed.done():
                         self._write_resumed = self._loop.create_future()
                     await asyncio.shield(self._write_resumed)
-                self.send_nowait(text)
+                self.send_nowait(data)
         finally:
             self._slow_senders -= 1
 
@@ -369,7 +420,7 @@ class SansIOWebSocket(asyncio.Protocol):
     def _on_handshake(self, event: Request | Response) -> None:
         raise NotImplementedError
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes | memoryview) -> None:
         on_message = self._on_message
         if on_message is not None:
             try:
@@ -477,7 +528,8 @@ class ServerWebSocket(SansIOWebSocket):
     Unauthenticated peers are bounded (docs/security.md, "Unauthenticated connections"): a request
     head not complete within ``handshake_timeout`` s closes the connection, and an upgrade that
     would make more than ``max_connections`` connections (``connections``, HTTP ones included
-    under uvicorn) is refused with HTTP 503. ``path`` and ``client`` describe the request for logs.
+    under uvicorn) is refused with HTTP 503. ``path`` and ``client`` describe the request for logs;
+    ``upgrade`` is the whole upgrade request (query and headers) for handlers that authenticate on it.
     """
 
     def __init__(
@@ -505,6 +557,7 @@ class ServerWebSocket(SansIOWebSocket):
         self._tasks = tasks if tasks is not None else set()
         self.path = ""
         self.client = ""
+        self.upgrade = NO_UPGRADE
         self._handshake_timeout = handshake_timeout
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._max_connections = max_connections
@@ -536,7 +589,8 @@ class ServerWebSocket(SansIOWebSocket):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
-        self.path = event.path.partition("?")[0]
+        self.path, _, query = event.path.partition("?")
+        self.upgrade = UpgradeRequest(self.path, query, tuple((k.lower(), v) for k, v in event.headers.raw_items()))
         handler = self._routes.get(self.path)
         if handler is None:
             response = self._ws.reject(404, "Not Found\n")

@@ -33,8 +33,8 @@ from service.call.firstwords import FirstWords
 from service.call.handoff import Handoff, HandoffState
 from service.call.history import ConversationHistory
 from service.call.interruption import InterruptPolicy
-from service.call.legs import BotLeg, CallerLeg
-from service.call.link import ModelLink, SendText
+from service.call.legs import BotLeg, CallerLeg, SendFrame
+from service.call.link import ModelLink
 from service.call.machine import InvalidTransition
 from service.call.modelside import ModelSide
 from service.call.observer import CallObserver, NullObserver
@@ -68,7 +68,7 @@ class CallBridge:
         provider: pv.TelephonyDialect,
         realtime: rt.RealtimeDialect,
         session_config: rt.SessionConfig,
-        to_provider: SendText,
+        to_provider: SendFrame,
         close_provider: Callable[[int, str], Awaitable[None]],
         greeting: bool = True,
         handoff_line: str = "",
@@ -148,7 +148,7 @@ class CallBridge:
     # ------------------------------------------------------------------------------------------------
     # provider side (``ProviderSide``; the pump calls it directly)
 
-    async def on_provider_message(self, message: str | bytes) -> None:
+    async def on_provider_message(self, message: str | bytes | memoryview) -> None:
         await self.provider.on_event(self.provider.parse(message), time.perf_counter())
 
     # ------------------------------------------------------------------------------------------------
@@ -279,6 +279,7 @@ class CallBridge:
 
 _MODEL_HANDLERS: dict[type, Callable[[CallBridge, Any], Awaitable[None]]] = {
     rt.AudioDelta: lambda b, e: b.speaking.audio(e),
+    rt.AudioDone: lambda b, e: b.bot.finish(e.item_id, dropped=b.replies.is_dropped(e.response_id)),
     rt.SpeechStarted: lambda b, e: b.barge_in.speech_started(e),
     rt.SpeechStopped: lambda b, e: b.barge_in.speech_stopped(e, b.speaking.speech_stopped),
     rt.InputCommitted: lambda b, e: b.barge_in.committed(e),

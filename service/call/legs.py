@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -26,13 +27,17 @@ from service.audio.codecs import (
     make_outbound,
     passes_through,
 )
-from service.call.link import ModelLink, SendText
+from service.call.framing import WireFramer
+from service.call.link import ModelLink
 from service.call.observer import CallObserver
 from service.call.playback import HeardPosition, PlaybackLedger, PlaybackState
 from service.call.playout import PlayoutBuffer
 from service.call.stats import CallStats
-from service.providers.base import TelephonyDialect
+from service.providers.base import TelephonyDialect, build_media_frame, media_framing
 from service.realtime.events import RealtimeClosed, RealtimeDialect
+
+SendFrame = Callable[[str | bytes], Awaitable[None]]
+"""Sends one provider message: ``str`` as a text frame, ``bytes`` as a binary frame."""
 
 # callbridge_frames_in_total is added to once a second of audio per call, not per frame.
 _FRAMES_IN_REPORT_EVERY = 50
@@ -115,15 +120,26 @@ class BotLeg:
     Audio goes through the just-in-time ``playout`` buffer (``service.call.playout``): it is sent at
     most ``lead_ms`` ahead of playback (a loop timer sends the next batch), and what was sent but not
     heard is kept, so ``flush`` can be followed by ``resume`` (from the exact heard sample) or
-    ``discard``. Sends are serialised by a lock, so a media frame and its marker are never split by
-    another send, and ``flush`` waits at most for one media+marker pair already on its way."""
+    ``discard``. On the way out, audio is cut to the carrier's ``MediaFraming`` (``call.framing``:
+    any size for Twilio-like carriers, exact 20 ms binary frames for Vonage, 320-byte multiples of at
+    least 3.2 KB for Exotel) and sent as the frames its dialect builds; one playback marker follows
+    each batch; a reply's short last piece is padded with wire silence when its audio is complete
+    (``finish``). Where the carrier buffers only so far ahead (``max_ahead_ms``), the lead never
+    exceeds it. Sends are serialised by a lock, so a batch and its marker are never split by another
+    send, and ``flush`` waits at most for one batch already on its way."""
 
-    def __init__(self, codec: tuple[str, int], provider: TelephonyDialect, to_provider: SendText,
+    def __init__(self, codec: tuple[str, int], provider: TelephonyDialect, to_provider: SendFrame,
                  stats: CallStats, clock: Callable[[], float], lead_ms: int = 0,
                  model_audio: tuple[str, int] = ("pcm16", 24000)) -> None:
         self.bytes_per_ms = wire_bytes_per_ms(codec)
         spec = codec_spec(*codec)
         self._codec = codec
+        framing = media_framing(provider)
+        if framing.max_ahead_ms:
+            lead_ms = min(lead_ms or framing.max_ahead_ms, framing.max_ahead_ms)
+        self._framer = WireFramer(framing, spec.silence)
+        self._framer_item: str | None = None  # the item whose audio the framer's remainder belongs to
+        self._finished: deque[str] = deque(maxlen=16)  # items whose audio is complete (tail may be padded)
         self.ledger = PlaybackLedger(self.bytes_per_ms)
         self.playout = PlayoutBuffer(self.bytes_per_ms, lead_ms, spec.bytes_per_sample)
         self._outbound: OutboundCodec = Passthrough() if passes_through(codec, model_audio) else make_outbound(*codec)
@@ -153,23 +169,51 @@ class BotLeg:
         await self.release()
         return True
 
+    async def finish(self, item_id: str, dropped: bool = False) -> None:
+        """The item's audio is complete: once it has all left the playout buffer, the framer's
+        remainder goes out padded to a valid chunk (nothing for a ``dropped`` reply)."""
+        if dropped:
+            if self._framer_item == item_id:
+                self._framer.reset()
+            return
+        self._finished.append(item_id)  # bounded: only the last few replies can still be playing
+        await self.release()
+
     async def release(self) -> None:
-        """Send what the lead allows now (each chunk followed by its marker), then arm the timer."""
+        """Send what the lead allows now (framed, each batch followed by its marker), then arm the timer."""
         async with self._lock:
             if self.paused:
                 return
             now = self._clock()
             for item_id, wire in self.playout.take(self.ledger.ahead_ms(now)):
-                mark = self.ledger.on_audio_sent(item_id, len(wire), now)
-                await self._to_provider(self._provider.build_media(wire))
-                await self._to_provider(self._provider.build_mark(mark))
-                self._stats.frames_out += 1
-                self._stats.bot_audio_ms += len(wire) / self.bytes_per_ms
-                metrics.FRAMES_OUT.inc()
+                if self._framer_item not in (None, item_id):
+                    await self._send_tail(now)  # the previous item's last piece, padded
+                self._framer_item = item_id
+                await self._send_batch(item_id, self._framer.push(wire), now)
+            if (self._framer_item in self._finished and self._framer.pending_bytes
+                    and not self.playout.pending_bytes):
+                await self._send_tail(now)
             if self.playout.underruns > self._underruns:
                 metrics.PLAYOUT_UNDERRUNS.inc(self.playout.underruns - self._underruns)
                 self._underruns = self.playout.underruns
             self._arm(self.playout.due_in_ms(self.ledger.ahead_ms(self._clock())))
+
+    async def _send_tail(self, now: float) -> None:
+        item_id, tail = self._framer_item, self._framer.finish()
+        if item_id is not None and tail is not None:
+            await self._send_batch(item_id, [tail], now)
+
+    async def _send_batch(self, item_id: str, chunks: list[bytes], now: float) -> None:
+        if not chunks:
+            return
+        total = 0
+        for chunk in chunks:
+            await self._to_provider(build_media_frame(self._provider, chunk))
+            total += len(chunk)
+        await self._to_provider(self._provider.build_mark(self.ledger.on_audio_sent(item_id, total, now)))
+        self._stats.frames_out += 1
+        self._stats.bot_audio_ms += total / self.bytes_per_ms
+        metrics.FRAMES_OUT.inc()
 
     def _arm(self, due_ms: float | None) -> None:
         if self._timer is not None:
@@ -188,11 +232,13 @@ class BotLeg:
     async def flush(self) -> list[HeardPosition]:
         """Empty the provider's buffer now and pause: what each queued item was heard to (with
         ``generated_ms``, held audio included, so ``cut`` says if a truncate is due). The unheard
-        audio stays held (``resume`` plays it from the heard sample, ``discard`` forgets it)."""
+        audio stays held (``resume`` plays it from the heard sample, ``discard`` forgets it); the
+        framer's unsent remainder is dropped (it lies past the heard sample and is replayed)."""
         async with self._lock:
             self.paused = True
             self._arm(None)
             await self._to_provider(self._provider.build_clear())
+            self._framer.reset()
             now = self._clock()
             positions = self.ledger.clear(now) if self.ledger.state is PlaybackState.PLAYING else []
             for position in positions:
@@ -215,6 +261,8 @@ class BotLeg:
         self._arm(None)
         self.playout.drop()
         self._outbound.reset()
+        self._framer.reset()
+        self._framer_item = None
 
     def received_ms(self, item_id: str) -> int:
         """Milliseconds of ``item_id`` received from the model (what a truncate may cut back from)."""
@@ -227,17 +275,27 @@ class BotLeg:
         item_id = self.ledger.last_echoed_item
         if item_id is not None:
             self.playout.acknowledge(item_id, self.ledger.echoed_bytes(item_id))
-        return self.ledger.state is PlaybackState.SILENT and not self.playout.pending_bytes
+        return (self.ledger.state is PlaybackState.SILENT and not self.playout.pending_bytes
+                and not self._framer.pending_bytes)
 
     def close(self) -> None:
-        """The call ended: stop the timer and any send it started."""
+        """The call ended: stop the timer and any send it started (idempotent)."""
         self._arm(None)
         for task in list(self._tasks):
             task.cancel()
 
+    def stop(self) -> None:
+        """The session's name for ``close``: no paced bot audio outlives the call."""
+        self.close()
+
     async def play_tone(self, pcm24k: bytes) -> float:
-        """Play a generated signal at once (no marker); returns its duration in seconds."""
+        """Play a generated signal at once (no marker, no lead); returns its duration in seconds."""
         self._outbound.reset()
+        framer = WireFramer(media_framing(self._provider), codec_spec(*self._codec).silence)
         wire = make_outbound(*self._codec).process(pcm24k)  # PCM16 24 kHz even when model audio passes through
-        await self._to_provider(self._provider.build_media(wire))
-        return len(wire) / self.bytes_per_ms / 1000
+        chunks = framer.push(wire)
+        tail = framer.finish()
+        chunks += [tail] if tail is not None else []
+        for chunk in chunks:
+            await self._to_provider(build_media_frame(self._provider, chunk))
+        return sum(len(c) for c in chunks) / self.bytes_per_ms / 1000

@@ -189,6 +189,10 @@ class PlaybackLedger:
         """True while bot audio is queued or playing at the provider."""
         return bool(self._marks) or self._queue_end > now
 
+    def queued_ms(self, now: float) -> float:
+        """Estimated audio (ms) sent but not yet played at ``now`` (the pacing input)."""
+        return max(0.0, self._queue_end - now) * 1000.0
+
     def queued_items(self) -> list[str]:
         """Items with marks still pending at the provider, in playback order (head first)."""
         seen: dict[str, None] = {}

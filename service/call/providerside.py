@@ -37,7 +37,7 @@ class ProviderSide:
         self._refused = refused
         self._max_malformed = max_malformed
 
-    def parse(self, message: str | bytes) -> pv.TelephonyEvent | pv.ProtocolError:
+    def parse(self, message: str | bytes | memoryview) -> pv.TelephonyEvent | pv.ProtocolError:
         """The provider dialect's typed event for one frame, or the ``ProtocolError`` it raised."""
         try:
             return self.dialect.parse(message)
@@ -86,6 +86,8 @@ class ProviderSide:
             p.observer.dtmf(event.digit)
         elif isinstance(event, pv.StreamStopped):
             await p.end("caller hung up", 1000)
+        elif isinstance(event, pv.ClearAcknowledged):
+            pass  # the carrier confirmed our flush (Plivo, Vonage); the ledger counted it cleared when sent
         elif isinstance(event, pv.ProtocolError):
             p.stats.malformed_frames += 1
             metrics.MALFORMED_FRAMES.labels(self.dialect.name).inc()

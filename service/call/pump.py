@@ -40,7 +40,7 @@ __all__ = ["ProviderPump", "PushSocket"]
 class PushSocket(Protocol):
     """A socket that can hand messages to a synchronous consumer (``ServerWebSocket``)."""
 
-    def set_message_handler(self, on_message: Callable[[bytes], None], on_end: Callable[[], None]) -> None: ...
+    def set_message_handler(self, on_message: Callable[[bytes | memoryview], None], on_end: Callable[[], None]) -> None: ...
 
     def pause_reading(self) -> None: ...
 
@@ -61,7 +61,7 @@ class ProviderPump:
         self._failure: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    def on_message(self, message: bytes) -> None:
+    def on_message(self, message: bytes | memoryview) -> None:
         """Called by the socket for every message, in order, without awaiting anything."""
         if self._ended:
             return

@@ -17,12 +17,14 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import structlog
 
 from service import metrics
+from service.audio.codecs import codec_spec
 from service.audio.features import VoiceBaseline, analyze_turn
-from service.audio.g711 import ulaw_to_pcm16
+from service.audio.g711 import alaw_to_pcm16, ulaw_to_pcm16
 from service.call.observer import EscalationRequest
 from service.call.toolargs import ESCALATION_TOOL_NAME, parse_tool_arguments
 from service.escalation.policy import Decision, EscalationPolicy, PolicyConfig, mood_for_score
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-_CALLER_RING_FRAMES = 1500  # 30 s of 20 ms frames (~240 KB of 8 kHz mu-law per call)
+_CALLER_RING_MS = 30_000  # caller audio kept for voice features: 240 KB of mu-law, 960 KB of L16 16 kHz per call
 _MIN_TURN_BYTES = 1600  # 200 ms: shorter turns carry no usable voice features
 # Voice features use at most the last 1.5 s of speech of a turn: level and median pitch are stable
 # by then, and the cost (~2-3 ms CPU per analysed second) stays bounded per turn.
@@ -46,13 +48,24 @@ _VOICE_WAIT_S = 1.0  # how long a transcript waits for its turn's voice features
 _MAX_TOOL_ENTRIES = 20  # business tool calls kept per call for the escalation record and summary (~2 KB each)
 
 
-def _voice_features(mulaw: bytes, baseline: VoiceBaseline) -> VoiceTurnFeatures:
-    """Loudness and pitch of one caller turn relative to the caller's own baseline (runs in a thread)."""
-    pcm = ulaw_to_pcm16(mulaw).astype(np.float64)
-    pcm = pcm[: pcm.size // 2 * 2]
-    # Half rate (4 kHz, pair averaging as the low-pass) and adjacent (not overlapping) pitch frames
-    # each halve the cost; pitch (<= 400 Hz), its median over the turn and the level are unaffected.
-    turn = analyze_turn((pcm[0::2] + pcm[1::2]) * 0.5, 4000, pitch_hop_s=0.04)
+def _decode_wire(wire: bytes, codec: str) -> npt.NDArray[np.int16]:
+    """The caller's wire audio (canonical ``codec_spec`` names) as 16-bit PCM at its own rate."""
+    if codec == "mulaw":
+        return ulaw_to_pcm16(wire)
+    if codec == "alaw":
+        return alaw_to_pcm16(wire)
+    return np.frombuffer(wire[: len(wire) // 2 * 2], dtype="<i2" if codec == "l16" else ">i2")
+
+
+def _voice_features(wire: bytes, baseline: VoiceBaseline, codec: str = "mulaw", rate: int = 8000) -> VoiceTurnFeatures:
+    """Loudness and pitch of one caller turn relative to the caller's own baseline (runs in a thread).
+    ``wire`` is the stream's own audio (mu-law 8 kHz, or L16 at 8/16/24 kHz for Telnyx, Plivo, Vonage, Exotel)."""
+    pcm = _decode_wire(wire, codec).astype(np.float64)
+    step = rate // 4000
+    pcm = pcm[: pcm.size // step * step]
+    # 4 kHz (averaging each group of samples as the low-pass) and adjacent (not overlapping) pitch frames
+    # bound the cost; pitch (<= 400 Hz), its median over the turn and the level are unaffected.
+    turn = analyze_turn(pcm.reshape(-1, step).mean(axis=1), 4000, pitch_hop_s=0.04)
     delta = baseline.update(turn)
     return VoiceTurnFeatures(loudness_delta_db=delta.loudness_delta_db, pitch_ratio=delta.pitch_ratio)
 
@@ -65,7 +78,11 @@ class CallRecorder:
         self._settings = gateway.settings
         self.call_id = started.call_id
         self._bridge: CallBridge | None = None
-        self._ring: deque[bytes] = deque(maxlen=_CALLER_RING_FRAMES)
+        self._ring: deque[bytes] = deque()
+        spec = codec_spec(started.encoding, started.sample_rate)
+        self._codec, self._rate = spec.codec, spec.rate
+        self._wire_bytes_per_ms = spec.rate * spec.bytes_per_sample // 1000  # the ring holds wire audio
+        self._ring_bytes, self._ring_limit = 0, _CALLER_RING_MS * self._wire_bytes_per_ms
         self._turn_start_ms: int | None = None
         self._baseline = VoiceBaseline()
         self._voice: asyncio.Future[VoiceTurnFeatures] | None = None
@@ -115,8 +132,12 @@ class CallRecorder:
             self._state.set_state(state)
 
     def caller_audio(self, mulaw: bytes) -> None:
-        """Per frame: O(1), no copy (the frame bytes object is kept; the deque drops the oldest)."""
+        """Per frame: O(1) amortised, no copy (the frame bytes object is kept; the oldest frames are dropped
+        past ``_CALLER_RING_MS`` of audio, whatever the carrier's frame size)."""
         self._ring.append(mulaw)
+        self._ring_bytes += len(mulaw)
+        while self._ring_bytes > self._ring_limit:
+            self._ring_bytes -= len(self._ring.popleft())
 
     def caller_speech_started(self, audio_start_ms: int) -> None:
         self._turn_start_ms = audio_start_ms
@@ -125,16 +146,18 @@ class CallRecorder:
         if self._turn_start_ms is None:
             return
         # speech_stopped.audio_end_ms includes the VAD's trailing silence (docs/models/realtime.md, "Voice activity detection").
-        trailing = self._settings.vad_silence_duration_ms * 8
+        per_ms = self._wire_bytes_per_ms  # the limits below are in mu-law bytes (8 per ms): scaled to the wire
+        trailing = self._settings.vad_silence_duration_ms * per_ms
         ring = b"".join(self._ring)  # once per turn, off the frame path
-        nbytes = min(len(ring), max(0, audio_end_ms - self._turn_start_ms) * 8)
+        nbytes = min(len(ring), max(0, audio_end_ms - self._turn_start_ms) * per_ms)
         self._turn_start_ms = None
-        speech_bytes = min(nbytes - trailing, _MAX_ANALYSED_BYTES)
-        if speech_bytes < _MIN_TURN_BYTES:
+        speech_bytes = min(nbytes - trailing, _MAX_ANALYSED_BYTES * per_ms // 8)
+        if speech_bytes < _MIN_TURN_BYTES * per_ms // 8:
             return
         end = len(ring) - min(trailing, len(ring))
         turn = ring[end - speech_bytes:end]
-        self._voice = asyncio.ensure_future(asyncio.to_thread(_voice_features, turn, self._baseline))
+        self._voice = asyncio.ensure_future(
+            asyncio.to_thread(_voice_features, turn, self._baseline, self._codec, self._rate))
 
     def caller_transcript(self, item_id: str, text: str) -> None:
         self._remember("caller", text)

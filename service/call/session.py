@@ -167,6 +167,7 @@ class CallSession:
                     await self._transport.close()
             if not self.bridge.ended.is_set():  # cancelled from outside (shutdown)
                 await self.bridge.end("gateway shutting down", close_code=1001)
+            self.bridge.bot.stop()  # no paced bot audio outlives the call
         summary = self.bridge.finish()
         log.info("call.summary", **summary)
         return summary
@@ -177,11 +178,11 @@ class CallSession:
     async def let_go(self, reason: str) -> None:
         await self.bridge.let_go(reason)
 
-    async def _send_provider(self, text: str) -> None:
+    async def _send_provider(self, data: str | bytes) -> None:
         """Sends to a provider socket that has closed are dropped: the caller is gone, and the
-        provider reader ends the call when it sees the end of the stream."""
+        provider reader ends the call when it sees the end of the stream. ``bytes`` go as a binary frame."""
         try:
-            await self._socket.send(text)
+            await self._socket.send(data)
         except WebSocketClosed:
             self.bridge.stats.provider_sends_dropped += 1
 

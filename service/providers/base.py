@@ -107,11 +107,15 @@ class MediaFraming:
 
     ``multiple_of``: every chunk's length must be a multiple of it; ``min_bytes``: chunks shorter than this
     play badly (only the last chunk of a reply should be shorter); ``max_bytes``: hard upper bound
-    (0 = none). The default accepts any non-empty chunk, which is Twilio's rule."""
+    (0 = none; ``min_bytes == max_bytes`` means every chunk is exactly that long, Vonage's 20 ms frames);
+    ``max_ahead_ms``: how much unplayed audio the carrier may be handed at once (0 = no limit; beyond it
+    the call core paces its sends at real time). The default accepts any non-empty chunk at any pace,
+    which is Twilio's rule."""
 
     multiple_of: int = 1
     min_bytes: int = 1
     max_bytes: int = 0
+    max_ahead_ms: int = 0
 
 
 ANY_FRAMING = MediaFraming()
@@ -165,7 +169,7 @@ class TelephonyDialect(Protocol):
 
     name: str
 
-    def parse(self, message: str | bytes) -> TelephonyEvent: ...
+    def parse(self, message: str | bytes | memoryview) -> TelephonyEvent: ...
 
     def build_media(self, mulaw: bytes) -> str: ...
 

@@ -71,7 +71,7 @@ def describe(value: object) -> str:
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
-def load_object(message: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
+def load_object(message: str | bytes | memoryview, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
     """Decode one text frame into a JSON object, refusing frames longer than ``max_bytes`` (bytes, or
     characters for ``str``, so at most 4x that in memory) before parsing."""
     if not isinstance(message, str | bytes):
@@ -192,7 +192,7 @@ class JsonStreamDialect:
 
     # --- inbound ---------------------------------------------------------------------------------
 
-    def parse(self, message: str | bytes) -> TelephonyEvent:
+    def parse(self, message: str | bytes | memoryview) -> TelephonyEvent:
         """Turn one text frame into a typed event; raise ``ProtocolError`` for anything malformed or
         out of order (and never any other exception)."""
         msg = load_object(message)

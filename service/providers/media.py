@@ -31,7 +31,7 @@ from service.state.model_leases import model_leases_for
 from service.state.resume import ResumeSeed, claim_resume, take_resume_seed
 from service.tools.percall import CallTools, tool_runner_for
 from service.tools.runner import ToolContext
-from service.wsio import MessageSocket, WebSocketClosed
+from service.wsio import Message, MessageSocket, UpgradeRequest, WebSocketClosed
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
@@ -90,13 +90,27 @@ async def _await_start(
 
 
 async def run_media_stream(gateway: Gateway, websocket: MessageSocket, dialect: TelephonyDialect, *,
-                           token_parameter: str, rest_transfer: RestTransferFactory | None = None,
+                           token_parameter: str | None, rest_transfer: RestTransferFactory | None = None,
                            token_of: Callable[[StreamStarted], str | None] | None = None) -> None:
     """One provider media stream, from its handshake to the end of the call (the socket is open): a
     valid ``start`` within the timeout and budget, a valid single-use stream token for its call, one
-    live stream per call; then the call is bridged. Refusals close with 1008 and open nothing."""
+    live stream per call; then the call is bridged. Refusals close with 1008 and open nothing.
+
+    ``token_parameter=None``: the carrier answers no webhook of ours, so there is no stream token (Exotel);
+    the caller has authenticated the socket itself (HTTP Basic on the upgrade) and admission still
+    enforces one use per stream id and one live stream per call."""
     provider = dialect.name
     settings = gateway.settings
+    if token_parameter is None:
+        started = await _await_start(websocket, dialect, settings.stream_start_timeout_s, settings.max_malformed_frames)
+        if isinstance(started, str):
+            metrics.STREAM_REJECTED.labels("no_start").inc()
+            log.warning("stream.rejected", provider=provider, reason=started)
+            await websocket.close(1008, "start required")
+            return
+        await _admit_and_bridge(gateway, websocket, dialect, started, f"stream:{provider}:{started.stream_id}",
+                                int(time.time()) + settings.stream_token_ttl_s, rest_transfer)
+        return
     if not settings.streams_enabled:  # no key: refuse before parsing anything (docs/security.md, "Stream tokens")
         metrics.STREAM_REJECTED.labels("no_secret").inc()
         log.warning("stream.rejected", provider=provider, reason="no stream-token secret configured")
@@ -119,8 +133,16 @@ async def run_media_stream(gateway: Gateway, websocket: MessageSocket, dialect: 
         log.warning("stream.rejected", provider=provider, reason=error.reason, call_id=started.call_id)
         await websocket.close(1008, "invalid stream token")
         return
+    await _admit_and_bridge(gateway, websocket, dialect, started, verified.token_id, verified.expires_at, rest_transfer)
+
+
+async def _admit_and_bridge(gateway: Gateway, websocket: MessageSocket, dialect: TelephonyDialect,
+                            started: StreamStarted, token_id: str, expires_at: int,
+                            rest_transfer: RestTransferFactory | None) -> None:
+    """Single use of ``token_id`` and one live stream per call (``StreamGuard``), then the bridged call."""
+    provider = dialect.name
     guard = stream_guard_for(gateway)
-    admission = await guard.admit(verified.token_id, verified.expires_at, started.call_id, started.stream_id)
+    admission = await guard.admit(token_id, expires_at, started.call_id, started.stream_id)
     if admission != "ok":  # a replayed token, or a parallel stream for a live call (docs/security.md)
         metrics.STREAM_REJECTED.labels(admission).inc()
         log.warning("stream.rejected", provider=provider, reason=admission, call_id=started.call_id)
@@ -224,21 +246,35 @@ class AsgiMessageSocket:
     """``MessageSocket`` over an accepted ASGI (Starlette) WebSocket: the route for any ASGI server.
 
     ``callbridge serve`` does not use it: there uvicorn hands the media paths to
-    ``service.wsio.ServerWebSocket`` (see ``service.app.uvicorn_config``).
+    ``service.wsio.ServerWebSocket`` (see ``service.app.uvicorn_config``). ``upgrade`` carries the
+    upgrade request's path, query and headers from the ASGI scope, as ``ServerWebSocket`` does.
     """
 
     def __init__(self, websocket: WebSocket) -> None:
         self._websocket = websocket
+        scope = websocket.scope
+        self.upgrade = UpgradeRequest(
+            str(scope.get("path", "")),
+            bytes(scope.get("query_string", b"")).decode("latin-1"),
+            tuple((bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in scope.get("headers", ())),
+        )
 
-    async def recv(self) -> bytes | str:
+    async def recv(self) -> Message:
+        """Text as ``str``, binary as ``memoryview`` (the ``service.wsio`` convention)."""
         message = await self._websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketClosed(int(message.get("code") or 1006), message.get("reason") or "")
-        return message.get("text") or message.get("bytes") or b""
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        return memoryview(message.get("bytes") or b"")
 
-    async def send(self, text: str) -> None:
+    async def send(self, data: str | bytes) -> None:
         try:
-            await self._websocket.send_text(text)
+            if isinstance(data, str):
+                await self._websocket.send_text(data)
+            else:
+                await self._websocket.send_bytes(data)
         except (WebSocketDisconnect, RuntimeError, OSError) as error:  # RuntimeError: WebSocketDisconnected
             raise WebSocketClosed(getattr(error, "code", 1006)) from None
 

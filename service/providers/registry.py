@@ -15,9 +15,11 @@ __all__ = ["MediaHandler", "Provider", "registered"]
 
 def registered() -> tuple[Provider, ...]:
     """Every provider the gateway serves (imported here, not at module import, to keep start-up lean)."""
+    from service.providers.exotel.routes import PROVIDER as EXOTEL
     from service.providers.plivo.routes import PROVIDER as PLIVO
     from service.providers.signalwire.routes import PROVIDER as SIGNALWIRE
     from service.providers.telnyx.routes import PROVIDER as TELNYX
     from service.providers.twilio.routes import PROVIDER as TWILIO
+    from service.providers.vonage.routes import PROVIDER as VONAGE
 
-    return (TWILIO, SIGNALWIRE, TELNYX, PLIVO)
+    return (TWILIO, SIGNALWIRE, TELNYX, PLIVO, VONAGE, EXOTEL)

@@ -103,7 +103,7 @@ class LeanTransport(RealtimeTransport):
             message = await self._ws.recv()
         except WebSocketClosed as closed:
             raise RealtimeClosed(closed.code, closed.reason) from None
-        return message.decode("utf-8", errors="replace")
+        return bytes(message).decode("utf-8", errors="replace")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)
@@ -146,7 +146,7 @@ class WebSocketTransport(RealtimeTransport):
         except ConnectionClosed as error:
             raise self._closed_error(error) from None
         if isinstance(message, bytes):
-            return message.decode("utf-8", errors="replace")
+            return bytes(message).decode("utf-8", errors="replace")
         return message
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

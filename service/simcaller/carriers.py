@@ -38,7 +38,6 @@ from service.simcaller.wires import (
 
 __all__ = [
     "CARRIERS",
-    "ROUTES_PENDING",
     "CarrierProfile",
     "SignedRequest",
     "StreamPlan",
@@ -266,7 +265,7 @@ def _exotel_rate(plan: StreamPlan) -> int:
     return int(parse_qs(urlsplit(plan.url).query).get("sample-rate", ["8000"])[0])
 
 
-ROUTES_PENDING: dict[str, CarrierProfile] = {
+CARRIERS.update({
     "vonage": CarrierProfile(
         "vonage", "/vonage/answer", "stream_token", lambda: str(uuid.uuid4()), _vonage_form, _vonage_signed,
         lambda call_id, plan: VonageWire(call_id, _vonage_rate(plan)), parse_answer=parse_ncco,
@@ -275,8 +274,7 @@ ROUTES_PENDING: dict[str, CarrierProfile] = {
         "exotel", "", "", lambda: secrets.token_hex(16), _twilio_form, _twilio_signed("X-Unused"),
         lambda call_id, plan: ExotelWire(call_id, _exotel_rate(plan)), fixed_plan=_exotel_plan,
         key_setting="CALLBRIDGE_EXOTEL_STREAM_USER"),
-}
-"""Callers for carriers whose dialects exist but whose routes are being wired: their wires are checked
-against the dialects (tests/unit/test_simcaller_wires.py); move each into ``CARRIERS`` (and give it a
-conformance row) when its routes land. The request shapes of Vonage's webhooks (JSON bodies, the event
-webhook's ``status``) follow docs/providers/vonage.md; adjust them to the routes as built."""
+})
+# Vonage and Exotel are defined after their helpers above. Vonage's webhooks are JSON bodies signed with an
+# HS256 JWT; its event webhook reports the websocket leg ``disconnected`` (docs/providers/vonage.md).
+# Exotel has no set-up webhook: its stream is the applet's configured URL with HTTP Basic (``fixed_plan``).

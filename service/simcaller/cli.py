@@ -27,6 +27,9 @@ def signing_key(args: argparse.Namespace) -> tuple[str, str]:
     key = args.key or (args.auth_token if args.provider == "twilio" else None)
     if args.provider == "telnyx":
         return key or "", "--key (a base64 Ed25519 seed whose public key the gateway is configured with)"
+    if args.provider == "exotel" and not key:  # HTTP Basic on the socket: user and password
+        user, password = os.environ.get(profile.key_setting, ""), os.environ.get("CALLBRIDGE_EXOTEL_STREAM_PASSWORD", "")
+        key = f"{user}:{password}" if user and password else None
     return key or os.environ.get(profile.key_setting, ""), f"--key (or {profile.key_setting})"
 
 

@@ -9,6 +9,7 @@ markup looks like after the stream (hang-up, transfer). Adding a carrier = its c
 from __future__ import annotations
 
 import base64
+import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ TRANSFER_QUEUE = "humans"
 _TELNYX_SEED = base64.b64encode(bytes(range(1, 33))).decode()
 _SIGNALWIRE_KEY = "PSK_conformance_signalwire_0123456789"
 _PLIVO_TOKEN = "MzRiNTQxMjQyYzAxOTdkNjhkMDk3Yz"
+_VONAGE_SECRET = "vonage-conformance-signature-secret-0123456789"
+_EXOTEL_USER, _EXOTEL_PASSWORD = "exotel-conformance", "exotel-basic-password-0123456789"
 
 
 def _tags(text: str) -> list[tuple[str, str]]:
@@ -48,12 +51,27 @@ class Row:
     """The carrier acknowledges playback markers, so truncation must match what was heard (40 ms)."""
     stream_attributes: dict[str, str] = field(default_factory=dict)
     """Attributes the answer's stream element must carry (what makes the carrier stream both ways)."""
+    after_path: str = "after-stream"
+    """The webhook the carrier asks when the stream ends (``/<carrier>/<after_path>``)."""
+    hangup_status: int = 200
+    """HTTP status of the after-stream answer that ends the call (Vonage: 204, no NCCO)."""
+    json_answers: bool = False
+    """The carrier's answers are NCCO JSON (Vonage), not XML."""
+    flow_check: str = ""
+    """For carriers whose flow asks after the stream instead (Exotel's Passthru): that path, answered 200
+    for an escalated call and 302 otherwise."""
 
     def __str__(self) -> str:
         return self.id
 
     def after_stream(self, text: str | None) -> tuple[str, str]:
-        """The first element of an after-stream answer."""
+        """The first element of an after-stream answer: (tag, text) of XML; for an NCCO (action, name);
+        ("", "") for an empty answer (no NCCO)."""
+        if self.json_answers:
+            if not text:
+                return ("", "")
+            first = json.loads(text)[0]
+            return (first["action"], first.get("name", ""))
         assert text, "no after-stream answer"
         return _tags(text)[0]
 
@@ -68,7 +86,14 @@ PLIVO = Row("plivo", CARRIERS["plivo"], _PLIVO_TOKEN, {"plivo_auth_token": _PLIV
             stream_attributes={"bidirectional": "true", "keepCallAlive": "true", "audioTrack": "inbound",
                                "contentType": "audio/x-mulaw;rate=8000"})
 
-ROWS = [TWILIO, SIGNALWIRE, TELNYX, PLIVO]
+VONAGE = Row("vonage", CARRIERS["vonage"], _VONAGE_SECRET, {"vonage_signature_secret": _VONAGE_SECRET},
+             transfer=("conversation", TRANSFER_QUEUE), hangup=("", ""), hangup_status=204, after_path="event",
+             json_answers=True, stream_attributes={"content-type": "audio/l16;rate=16000"})
+EXOTEL = Row("exotel", CARRIERS["exotel"], f"{_EXOTEL_USER}:{_EXOTEL_PASSWORD}",
+             {"exotel_stream_user": _EXOTEL_USER, "exotel_stream_password": _EXOTEL_PASSWORD},
+             flow_check="/exotel/passthru")
+
+ROWS = [TWILIO, SIGNALWIRE, TELNYX, PLIVO, VONAGE, EXOTEL]
 """Every routed carrier, at its default codec: every conformance test runs once per row."""
 
 CODEC_ROWS = [
@@ -78,5 +103,8 @@ CODEC_ROWS = [
     Row("plivo-l16-16k", CARRIERS["plivo"], _PLIVO_TOKEN,
         {"plivo_auth_token": _PLIVO_TOKEN, "plivo_content_type": "l16-16k"}, transfer=("Conference", TRANSFER_QUEUE),
         stream_attributes={"contentType": "audio/x-l16;rate=16000"}),
+    Row("vonage-8k", CARRIERS["vonage"], _VONAGE_SECRET, {"vonage_signature_secret": _VONAGE_SECRET, "vonage_rate": 8000},
+        transfer=("conversation", TRANSFER_QUEUE), hangup=("", ""), hangup_status=204, after_path="event",
+        json_answers=True, stream_attributes={"content-type": "audio/l16;rate=8000"}),
 ]
 """The non-default codecs, run through a full turn."""

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from nacl.signing import SigningKey
 from prometheus_client import REGISTRY
+from websockets.exceptions import ConnectionClosed
 
 from service.providers.tokens import mint_stream_token
 from service.simcaller.carrier_call import CallRejected, CarrierCall, CarrierCaller
@@ -103,7 +104,7 @@ async def test_full_turn_with_greeting(row: Row) -> None:
         await call.wait_for(lambda: all(m.echoed_at is not None for m in call.playback.marks), timeout_s=5)
         types = session.received_types()
         assert types.index("session.update") < types.index("response.create")
-        assert types.count("input_audio_buffer.append") >= 50
+        assert types.count("input_audio_buffer.append") >= 1000 // call.wire.frame_ms  # a second of frames at least
         assert call.events("clear") == [] and session.truncates == []
         assert call.playback.marks, "playback markers went out"
         assert level_dbfs(call.bot_audio()) > -30  # the -12 dBFS reply tone, not noise or byte-swapped junk
@@ -198,8 +199,10 @@ async def test_gateway_side_end_closes_the_stream_and_the_markup_hangs_up(row: R
         await session.close(1000, "done")
         assert await call.wait_closed(timeout_s=10) == 1000
         if call.plan.after is not None:  # carriers without after-stream markup (Exotel) decide elsewhere
-            assert call.after_stream_status == 200
+            assert call.after_stream_status == row.hangup_status
             assert row.after_stream(call.after_stream_text) == row.hangup
+        elif row.flow_check:
+            assert await _flow_check(caller, row, call) == 302  # the flow takes its hang-up branch
         await wait_call_count(gw, 0)
         assert_clean(realtime, call)
 
@@ -217,7 +220,7 @@ async def test_the_answer_opens_a_two_way_stream_with_a_token_and_a_way_back(row
         carrier = row.profile.name
         assert plan.url == PUBLIC_URL.replace("https://", "wss://") + f"/{carrier}/media"
         assert plan.parameters.get(row.profile.token_parameter)
-        assert plan.after == f"{PUBLIC_URL}/{carrier}/after-stream"
+        assert plan.after == f"{PUBLIC_URL}/{carrier}/{row.after_path}"
         assert row.stream_attributes.items() <= plan.attributes.items(), plan.attributes
 
 
@@ -248,10 +251,35 @@ async def test_bad_or_missing_signature_is_403_and_nothing_happens(row: Row) -> 
 async def test_without_its_key_the_carrier_is_refused(row: Row) -> None:
     """A gateway without the carrier's verification key never runs open: every webhook is 403."""
     needs_setup(row)
-    unset = {name: "" for name in row.settings if name.endswith(("_key", "_token"))}
+    unset = {name: "" for name in row.settings if name.endswith(("_key", "_token", "_secret"))}
     async with carrier_gateway(row, **unset) as (gw, _realtime, caller):
         assert (await caller.answer(row.profile.new_call_id())).status_code == 403
         assert gw.gateway.calls == {}
+
+
+async def _flow_check(caller: CarrierCaller, row: Row, call: CarrierCall) -> int:
+    """What the carrier's flow asks after the stream (Exotel's Passthru, with the socket's credentials)."""
+    response = await caller.http.get(caller.base_url + row.flow_check, params={"CallSid": call.call_id},
+                                     headers=call.plan.headers, follow_redirects=False)
+    return response.status_code
+
+
+@rows
+async def test_wrong_socket_credentials_close_1008_without_a_model_session(row: Row) -> None:
+    """Carriers that authenticate the socket itself (Exotel's HTTP Basic) instead of a stream token."""
+    if row.profile.fixed_plan is None:
+        pytest.skip(f"{row}: authenticated by the stream token (see the token tests)")
+    async with carrier_gateway(row) as (gw, realtime, caller):
+        for key in ("", "exotel-conformance:wrong", "someone:" + row.key.partition(":")[2]):
+            caller.key = key
+            try:
+                call = await caller.place_call()
+            except ConnectionClosed as closed:  # refused before the opening frames went out
+                assert closed.rcvd is not None and closed.rcvd.code == 1008
+            else:
+                async with call:
+                    assert await call.wait_closed(timeout_s=10) == 1008
+        assert realtime.sessions == [] and gw.gateway.calls == {}
 
 
 def _wrong_key(row: Row) -> str:
@@ -347,6 +375,8 @@ async def test_escalation_reaches_the_webhook_and_the_transfer_markup(row: Row, 
             if call.plan.after is not None:
                 assert call.after_stream_status == 200
                 assert row.after_stream(call.after_stream_text) == row.transfer
+            elif row.flow_check:
+                assert await _flow_check(caller, row, call) == 200  # the flow takes its agents branch
             assert await receiver.wait_for(lambda r: len(r.accepted) >= 1, 20), "escalation not delivered"
             record = next(iter(receiver.accepted.values())).payload
             assert call.call_id in str(record)
@@ -396,7 +426,7 @@ async def test_callbridge_call_speaks_the_carrier(row: Row, tmp_path: Any) -> No
         with wave.open(str(record)) as wav:
             rate = wav.getframerate()
             frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
-        assert rate == (16000 if row.id.endswith(("l16", "16k")) else 8000)
+        assert rate == (16000 if row.id.endswith(("l16", "16k")) or row.id == "vonage" else 8000)  # Vonage: 16 kHz default
         assert level_dbfs(frames[:, 0]) > -40 and level_dbfs(frames[:, 1]) > -40  # caller and bot both there
         assert realtime.violations == []
         await wait_call_count(gw, 0)

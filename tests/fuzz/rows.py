@@ -53,6 +53,18 @@ def _vonage_samples() -> tuple[str | bytes, ...]:
             frames.notify({"mark": "cb1"}), frames.cleared())
 
 
+def _vonage_parse(dialect: VonageDialect) -> Parse:
+    """Binary samples as the binary frames ``service.wsio`` delivers (``memoryview``), text as text."""
+    return lambda message: dialect.parse(memoryview(message) if isinstance(message, bytes) else message)
+
+
+def _exotel_query(message: str | bytes) -> int:
+    """The Exotel socket's ``?sample-rate=`` parser: ``ValueError`` for anything unusable, never another error."""
+    from service.providers.exotel.routes import sample_rate_of
+
+    return sample_rate_of(message if isinstance(message, str) else message.decode("latin-1"))
+
+
 def _browser_samples() -> tuple[str | bytes, ...]:
     start = json.dumps({"event": "start", "call_id": "WEB-0123456789abcdef", "token": "v1.t", "sample_rate": 16000})
     audio = AUDIO_TAG + bytes(random.Random(2).randrange(256) for _ in range(640))
@@ -172,13 +184,15 @@ ROWS: tuple[Row, ...] = (
     Row("telnyx-l16", lambda: TelnyxDialect("L16").parse, (ProtocolError,), _json_carrier_samples(telnyx_caller.profile("L16"))),
     Row("exotel", lambda: ExotelDialect(8000).parse, (ProtocolError,), _json_carrier_samples(exotel_caller.profile(8000))),
     Row("plivo", lambda: PlivoDialect().parse, (ProtocolError,), _plivo_samples()),
-    Row("vonage", lambda: VonageDialect(16000).parse, (ProtocolError,), _vonage_samples(), binary=True),
+    Row("vonage", lambda: _vonage_parse(VonageDialect(16000)), (ProtocolError,), _vonage_samples(), binary=True),
     Row("browser", lambda: BrowserDialect().parse, (ProtocolError,), _browser_samples(), binary=True),
     Row("realtime-ga", lambda: dialect_for("ga").parse, (RealtimeProtocolError,), _realtime_samples(ga_cases())),
     Row("realtime-beta", lambda: dialect_for("beta").parse, (RealtimeProtocolError,), _realtime_samples(beta_cases())),
     Row("gpt-live", _live_parse, (RealtimeProtocolError,), _live_samples()),
     Row("escalation-signature", _signature_parse, (), _signature_samples()),
     Row("webhook-form", _webform_parse, (FormRefused,), _webform_samples()),
+    Row("exotel-upgrade-query", lambda: _exotel_query, (ValueError,),
+        ("sample-rate=16000", "sample-rate=8000&k=v", "", "sample-rate=11025", "sample-rate=1&sample-rate=2")),
     Row("stream-token", _token_parse, (StreamTokenError,),
         (mint_stream_token(_TOKEN_KEY, _CALL, 60, now=1_800_000_000), "v1.1.a.b.c", "")),
 )

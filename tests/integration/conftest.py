@@ -41,12 +41,16 @@ async def wait_started(server: uvicorn.Server, task: asyncio.Task[None], timeout
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(start_services: bool = False, **overrides: Any) -> AsyncIterator[RunningGateway]:
+async def run_gateway(start_services: bool = False, asgi_media: bool = False, **overrides: Any) -> AsyncIterator[RunningGateway]:
+    """``asgi_media``: serve the media sockets through their ASGI routes (uvicorn's ``websockets-sansio``,
+    ``AsgiMessageSocket``), as under any ASGI server other than ``callbridge serve``."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     settings = load_settings(**{"public_url": base, "twilio_auth_token": AUTH_TOKEN, "greeting": False, **overrides})
     app = create_app(settings, start_services=start_services)
-    config = uvicorn_config(app, "127.0.0.1", port)
+    if asgi_media:
+        app.state.websocket_routes = None
+    config = uvicorn_config(app, "127.0.0.1", port, **({"ws": "websockets-sansio"} if asgi_media else {}))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -36,6 +36,7 @@ from service.wsio import (
     ServerWebSocket,
     WebSocketClosed,
     connect_websocket,
+    upgrade_request,
     uvicorn_websocket_protocol,
 )
 from tests.conftest import free_port
@@ -124,7 +125,7 @@ async def raw_request(port: int, request: bytes) -> bytes:
 # Server side: ServerWebSocket under uvicorn, library client
 
 
-async def test_server_echoes_text_and_binary_and_recv_returns_bytes() -> None:
+async def test_server_echoes_text_and_binary_and_recv_tells_them_apart() -> None:
     seen: list[Any] = []
 
     async def echo(ws: ServerWebSocket) -> None:
@@ -138,7 +139,28 @@ async def test_server_echoes_text_and_binary_and_recv_returns_bytes() -> None:
         await client.send("")
         assert await asyncio.wait_for(client.recv(), TIMEOUT) == ""
     assert seen == ["héllo".encode(), b"\x00\x01\xfe\xff", b""]
-    assert all(type(message) is bytes for message in seen)
+    assert [type(message) for message in seen] == [bytes, memoryview, bytes]  # text as bytes, binary as a view
+
+
+async def test_server_sends_binary_frames_and_exposes_the_upgrade_request() -> None:
+    """``send(bytes)`` is one binary frame (Vonage's audio); the handler sees the upgrade's query and
+    headers (Exotel's ``?sample-rate=`` and HTTP Basic)."""
+    seen: list[Any] = []
+
+    async def handler(ws: ServerWebSocket) -> None:
+        upgrade = upgrade_request(ws)
+        seen.append((upgrade.path, upgrade.query, upgrade.header("AUTHORIZATION"), upgrade.header("x-absent")))
+        await ws.send(b"\x00\x01" * 320)
+        await ws.send("text")
+
+    async with uvicorn_ws({"/bin": handler}) as srv, connect(
+        srv.url + "/bin?sample-rate=16000", additional_headers={"Authorization": "Basic dXNlcjpwdw=="}
+    ) as client:
+        first = await asyncio.wait_for(client.recv(), TIMEOUT)
+        second = await asyncio.wait_for(client.recv(), TIMEOUT)
+    assert first == b"\x00\x01" * 320 and second == "text"
+    assert seen == [("/bin", "sample-rate=16000", "Basic dXNlcjpwdw==", None)]
+    assert upgrade_request(object()).headers == ()
 
 
 async def test_server_reassembles_fragmented_messages() -> None:

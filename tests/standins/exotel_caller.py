@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from service.providers.exotel.dialect import CHUNK_MULTIPLE, MAX_CHUNK
+from service.providers.exotel.dialect import CHUNK_MULTIPLE, MAX_CHUNK, MIN_CHUNK
 from tests.standins.json_stream_caller import CarrierFrames, StreamResult, WireProfile, run_stream
 
 __all__ = ["CarrierFrames", "StreamResult", "basic_auth_header", "profile", "run_stream"]
@@ -50,6 +50,7 @@ def profile(sample_rate: int = 8000) -> WireProfile:
         connected={"event": "connected"},
         multiple_of=CHUNK_MULTIPLE,
         max_bytes=MAX_CHUNK,
+        min_bytes=MIN_CHUNK,
         echo_marks_on_clear=False,
         new_id=_sid,
     )

@@ -62,6 +62,9 @@ class WireProfile:
     connected: dict[str, Any] = field(default_factory=lambda: {"event": "connected"})
     multiple_of: int = 1
     max_bytes: int = 0
+    min_bytes: int = 0
+    """Chunks shorter than this play badly (Exotel: 3.2 KB); counted in ``StreamResult.short_chunks``,
+    not a violation, since a reply's last chunk may be shorter."""
     echo_marks_on_clear: bool = True
     new_id: Callable[[], str] = lambda: str(uuid.uuid4())
     new_call_id: Callable[[], str] | None = None
@@ -192,6 +195,8 @@ class StreamResult:
     clears: int = 0
     close_code: int | None = None
     playback: PlaybackBuffer | None = None
+    short_chunks: int = 0
+    """Media chunks under ``profile.min_bytes``."""
 
 
 async def run_stream(
@@ -219,8 +224,12 @@ async def run_stream(
     async with asyncio.timeout(max_duration_s), connect(
         ws_url, additional_headers=dict(headers or {}), open_timeout=5
     ) as ws:
-        await ws.send(frames.connected())
-        await ws.send(frames.start(parameters))
+        try:
+            await ws.send(frames.connected())
+            await ws.send(frames.start(parameters))
+        except ConnectionClosed:  # refused before the stream began (e.g. Exotel's credentials)
+            result.close_code = ws.close_code
+            return result
         result.origin = loop.time()
         playback = PlaybackBuffer(result.origin, profile.bytes_per_second)
         result.playback = playback
@@ -245,7 +254,9 @@ async def run_stream(
                     result.received.append(msg)
                     event = msg.get("event")
                     if event == "media" and not problems:
-                        await echo(playback.add_media(now, binascii.a2b_base64(msg["media"]["payload"])))
+                        audio = binascii.a2b_base64(msg["media"]["payload"])
+                        result.short_chunks += len(audio) < profile.min_bytes
+                        await echo(playback.add_media(now, audio))
                     elif event == "mark" and not problems:
                         await echo(playback.add_mark(now, msg["mark"]["name"]))
                     elif event == "clear":

@@ -82,6 +82,10 @@ class VonageResult:
     controls: list[dict[str, Any]] = field(default_factory=list)
     echoed: list[dict[str, Any]] = field(default_factory=list)
     clears: int = 0
+    playback: PlaybackBuffer | None = None
+    """Vonage's playback queue as the stand-in modelled it (clear times and positions, bytes played)."""
+    close_code: int | None = None
+    """The gateway's close code when the gateway closed the socket first, else None."""
 
 
 async def run_stream(
@@ -101,6 +105,7 @@ async def run_stream(
     payloads: dict[str, dict[str, Any]] = {}
     async with connect(url, additional_headers=dict(headers or {}), open_timeout=5) as ws:
         buffer = PlaybackBuffer(loop.time(), frames.sample_rate * 2)
+        result.playback = buffer
 
         async def echo(reached: list[Any]) -> None:
             for mark in reached:
@@ -136,13 +141,18 @@ async def run_stream(
             start = loop.time()
             dtmf_at = dict(dtmf)
             for index, chunk in enumerate(frames.audio_frames(caller_pcm)):
-                if loop.time() > deadline:
+                if loop.time() > deadline or task.done():
                     break
                 await asyncio.sleep(max(0.0, start + 0.02 * index - loop.time()))  # pacing, not sync
-                await ws.send(chunk)
-                await echo(buffer.advance(loop.time()))
-                if index in dtmf_at:
-                    await ws.send(frames.dtmf(dtmf_at[index]))
+                try:
+                    await ws.send(chunk)
+                    await echo(buffer.advance(loop.time()))
+                    if index in dtmf_at:
+                        await ws.send(frames.dtmf(dtmf_at[index]))
+                except ConnectionClosed:
+                    break
+            if task.done() or ws.close_code is not None:
+                result.close_code = ws.close_code
         finally:
             await ws.close()
             task.cancel()

@@ -434,3 +434,18 @@ async def test_model_escalation_reason_is_capped() -> None:
     [escalating] = [line for line in logs if line["event"] == "call.escalating"]
     assert len(escalating["reason"]) <= 500
     assert len(h.observer.escalations[0].reason) <= 500
+
+
+async def test_a_carriers_flush_acknowledgement_is_expected_not_a_warning() -> None:
+    """Plivo's ``clearedAudio`` and Vonage's ``websocket:cleared`` (``ClearAcknowledged``) answer our flush:
+    nothing to do, and nothing to warn about."""
+    from structlog.testing import capture_logs
+
+    from service.providers.base import ClearAcknowledged
+
+    h = Harness()
+    await h.start()
+    with capture_logs() as logs:
+        await h.bridge.provider.on_event(ClearAcknowledged(), 0.0)
+    assert [line["event"] for line in logs if line["log_level"] == "warning"] == []
+    assert not h.bridge.ended.is_set()

@@ -207,14 +207,14 @@ def test_websockets_sansio_surface() -> None:
 
     from service import wsio
 
-    for name in ("receive_data", "receive_eof", "events_received", "data_to_send", "send_text", "send_ping",
+    for name in ("receive_data", "receive_eof", "events_received", "data_to_send", "send_text", "send_binary", "send_ping",
                  "send_close", "fail", "close_expected"):
         assert callable(getattr(Protocol, name)), name
     assert callable(ServerProtocol.accept) and callable(ServerProtocol.reject)
     assert callable(ServerProtocol.send_response)
     assert callable(ClientProtocol.connect) and callable(ClientProtocol.send_request)
     named = inspect.getdoc(wsio) or ""
-    for name in ("receive_data", "data_to_send", "send_text", "close_rcvd", "handshake_exc", "parse_uri"):
+    for name in ("receive_data", "data_to_send", "send_text", "send_binary", "close_rcvd", "handshake_exc", "parse_uri"):
         assert name in named, name
     assert int(websockets.version.version.split(".")[0]) >= 13
 

@@ -85,7 +85,7 @@ class BrowserDialect:
 
     # --- inbound ---------------------------------------------------------------------------------
 
-    def parse(self, message: str | bytes) -> TelephonyEvent:
+    def parse(self, message: str | bytes | memoryview) -> TelephonyEvent:
         """Binary frame -> ``MediaReceived``; text frame -> the control event. ``ProtocolError`` for
         anything malformed or out of order, never another exception."""
         if isinstance(message, bytes | bytearray | memoryview):

@@ -16,7 +16,7 @@ from plivo import plivoxml
 
 from service.providers.base import StreamStarted
 from service.providers.jsonwire import UUID_RE
-from service.providers.media import run_media_stream
+from service.providers.media import RestTransfer, run_media_stream
 from service.providers.plivo.auth import (
     AFTER_STREAM_PATH,
     NONCE_HEADER,
@@ -30,7 +30,9 @@ from service.providers.plivo.auth import (
 )
 from service.providers.plivo.dialect import MEDIA_PATH, SETTING_CONTENT_TYPES, PlivoDialect
 from service.providers.provider import MediaHandler, Provider
+from service.providers.resttransfer import plivo_request, send_rest
 from service.providers.tokens import mint_stream_token
+from service.providers.transfer import transfer_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
@@ -89,17 +91,17 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     call_id = _call_id(params)
 
     def end(escalated: bool) -> Response:
-        target = settings.transfer_number.strip()
         if not escalated:
             response = plivoxml.ResponseElement()
             response.add(plivoxml.HangupElement())
-            xml = str(response.to_string(pretty=False))
-        elif target.startswith(("sip:", "sips:")):
-            xml = transfer_xml(sip_uri=target)
-        elif target:
-            xml = transfer_xml(number=target)
+            return Response(str(response.to_string(pretty=False)), media_type=_XML)
+        target = transfer_target(settings.plivo_transfer_to, settings.transfer_number, settings.transfer_queue)
+        if target.kind == "sip":
+            xml = transfer_xml(sip_uri=target.value)
+        elif target.kind == "number":
+            xml = transfer_xml(number=target.value)
         else:  # Plivo has no queue: a named conference room where agents pick the caller up
-            xml = transfer_xml(conference=settings.transfer_queue)
+            xml = transfer_xml(conference=target.value)
         return Response(xml, media_type=_XML)
 
     return await after_stream_response(gateway, "plivo", call_id, resume=lambda: _stream_answer(gateway, call_id),
@@ -110,9 +112,21 @@ def _token(started: StreamStarted) -> str | None:
     return token_from_header(started.custom_parameters.get(STREAM_TOKEN_HEADER))
 
 
+def _rest_transfer(gateway: Gateway, started: StreamStarted) -> RestTransfer | None:
+    """With CALLBRIDGE_TRANSFER_VIA_REST and an Auth ID: move the caller's leg to the after-stream XML."""
+    settings = gateway.settings
+    token = settings.plivo_auth_token.get_secret_value()
+    if not (settings.transfer_via_rest and settings.plivo_auth_id and token):
+        return None
+    request = plivo_request(settings.plivo_api_base, settings.plivo_auth_id, token, started.call_id,
+                            settings.public_url.rstrip("/") + AFTER_STREAM_PATH)
+    return lambda: send_rest(request, provider="plivo", call_id=started.call_id)
+
+
 async def _media_stream(gateway: Gateway, socket: MessageSocket) -> None:
     dialect = PlivoDialect(SETTING_CONTENT_TYPES[gateway.settings.plivo_content_type])
-    await run_media_stream(gateway, socket, dialect, token_parameter=STREAM_TOKEN_HEADER, token_of=_token)
+    await run_media_stream(gateway, socket, dialect, token_parameter=STREAM_TOKEN_HEADER, token_of=_token,
+                           rest_transfer=lambda started: _rest_transfer(gateway, started))
 
 
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:

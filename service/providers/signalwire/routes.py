@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi import FastAPI, Request, Response
 
-from service.providers.media import run_media_stream
+from service.providers.base import StreamStarted
+from service.providers.media import RestTransfer, run_media_stream
 from service.providers.provider import MediaHandler, Provider
+from service.providers.resttransfer import send_rest, signalwire_request
 from service.providers.signalwire.auth import (
     SIGNATURE_HEADER,
     after_stream_cxml,
@@ -27,6 +29,7 @@ from service.providers.signalwire.dialect import (
     SignalWireDialect,
 )
 from service.providers.tokens import mint_stream_token
+from service.providers.transfer import markup_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
@@ -88,14 +91,26 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
         return Response(connect_stream_cxml(settings.public_url, token, caller), media_type=_XML)
 
     def end(escalated: bool) -> Response:
-        return Response(after_stream_cxml(escalated, settings.transfer_queue, settings.transfer_number),
-                        media_type=_XML)
+        queue, dial = markup_target(settings.signalwire_transfer_to, settings.transfer_number, settings.transfer_queue)
+        return Response(after_stream_cxml(escalated, queue, dial), media_type=_XML)
 
     return await after_stream_response(gateway, "signalwire", call_id, resume=resume, end=end)
 
 
+def _rest_transfer(gateway: Gateway, started: StreamStarted) -> RestTransfer | None:
+    """With CALLBRIDGE_TRANSFER_VIA_REST and the REST credentials: point the live call at the after-stream."""
+    settings = gateway.settings
+    token = settings.signalwire_api_token.get_secret_value()
+    if not (settings.transfer_via_rest and settings.signalwire_space_url and settings.signalwire_project_id and token):
+        return None
+    request = signalwire_request(settings.signalwire_space_url, settings.signalwire_project_id, token, started.call_id,
+                                 settings.public_url.rstrip("/") + AFTER_STREAM_PATH)
+    return lambda: send_rest(request, provider="signalwire", call_id=started.call_id)
+
+
 async def _media_stream(gateway: Gateway, socket: MessageSocket) -> None:
-    await run_media_stream(gateway, socket, SignalWireDialect(), token_parameter=STREAM_TOKEN_PARAMETER)
+    await run_media_stream(gateway, socket, SignalWireDialect(), token_parameter=STREAM_TOKEN_PARAMETER,
+                           rest_transfer=lambda started: _rest_transfer(gateway, started))
 
 
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:

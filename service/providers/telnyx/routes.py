@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 import structlog
 from fastapi import FastAPI, Request, Response
 
+from service.providers.base import StreamStarted
 from service.providers.jsonwire import SAFE_ID_RE
-from service.providers.media import run_media_stream
+from service.providers.media import RestTransfer, run_media_stream
 from service.providers.provider import MediaHandler, Provider
+from service.providers.resttransfer import send_rest, telnyx_request
 from service.providers.telnyx.auth import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -30,6 +32,7 @@ from service.providers.telnyx.dialect import (
     TelnyxDialect,
 )
 from service.providers.tokens import mint_stream_token
+from service.providers.transfer import markup_target, transfer_target
 from service.providers.webhooks import after_stream_response, install_routes, signed_form
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
@@ -90,15 +93,30 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
                         media_type=_XML)
 
     def end(escalated: bool) -> Response:
-        return Response(after_stream_texml(escalated, settings.transfer_queue, settings.transfer_number),
-                        media_type=_XML)
+        queue, dial = markup_target(settings.telnyx_transfer_to, settings.transfer_number, settings.transfer_queue)
+        return Response(after_stream_texml(escalated, queue, dial), media_type=_XML)
 
     return await after_stream_response(gateway, "telnyx", call_id, resume=resume, end=end)
 
 
+def _rest_transfer(gateway: Gateway, started: StreamStarted) -> RestTransfer | None:
+    """With CALLBRIDGE_TRANSFER_VIA_REST and an API key: Call Control ``transfer`` (numbers and SIP URIs; a
+    queue target is left to the TeXML after-stream)."""
+    settings = gateway.settings
+    key = settings.telnyx_api_key.get_secret_value()
+    if not (settings.transfer_via_rest and key):
+        return None
+    target = transfer_target(settings.telnyx_transfer_to, settings.transfer_number, settings.transfer_queue)
+    request = telnyx_request(settings.telnyx_api_base, key, started.call_id, target)
+    if request is None:
+        return None
+    return lambda: send_rest(request, provider="telnyx", call_id=started.call_id)
+
+
 async def _media_stream(gateway: Gateway, socket: MessageSocket) -> None:
     await run_media_stream(gateway, socket, TelnyxDialect(gateway.settings.telnyx_codec),
-                           token_parameter=STREAM_TOKEN_PARAMETER)
+                           token_parameter=STREAM_TOKEN_PARAMETER,
+                           rest_transfer=lambda started: _rest_transfer(gateway, started))
 
 
 def install(app: FastAPI, gateway: Gateway, media_routes: dict[str, MediaHandler]) -> None:

@@ -132,7 +132,7 @@ class TwilioDialect:
 
     # --- inbound ---------------------------------------------------------------------------------
 
-    def parse(self, message: str | bytes) -> TelephonyEvent:
+    def parse(self, message: str | bytes | memoryview) -> TelephonyEvent:
         """Turn one text frame into a typed event; raise ``ProtocolError`` for anything malformed."""
         if not isinstance(message, (str, bytes)):
             raise ProtocolError(f"frame must be text, got {type(message).__name__}")

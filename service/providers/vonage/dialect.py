@@ -69,6 +69,9 @@ MAX_CONTROL_BYTES = 4096
 """Largest text frame accepted (Vonage caps header data at 512 bytes)."""
 MAX_AUDIO_BYTES = 24000 * 2
 """Largest binary frame accepted: 1 s at 24 kHz (Vonage sends 20 ms, 960 B at most)."""
+MAX_AHEAD_MS = 15_000
+"""Unplayed audio we hand Vonage at most: its current guide buffers 3072 frames (~61 s), an older one
+1024 (~20 s); beyond 15 s the call core paces frames at real time (docs/providers/vonage.md, "Pacing")."""
 _NOTIFY_KEY = "name"
 _CONTENT_TYPE = re.compile(r"audio/l16;\s*rate=(\d{4,5})", re.IGNORECASE)
 
@@ -114,7 +117,8 @@ class VonageDialect:
         self.sample_rate = sample_rate
         self.encoding = ENCODING_PCM16LE
         self.frame_bytes = content_frame_bytes(sample_rate)
-        self.media_framing = MediaFraming(multiple_of=self.frame_bytes, min_bytes=self.frame_bytes, max_bytes=self.frame_bytes)
+        self.media_framing = MediaFraming(multiple_of=self.frame_bytes, min_bytes=self.frame_bytes,
+                                          max_bytes=self.frame_bytes, max_ahead_ms=MAX_AHEAD_MS)
         self.phase = StreamPhase.BEFORE_START
         self.call_id: str | None = None
         self.started: StreamStarted | None = None
@@ -123,11 +127,12 @@ class VonageDialect:
 
     # --- inbound ---------------------------------------------------------------------------------
 
-    def parse(self, message: str | bytes) -> TelephonyEvent:
-        """Binary frame -> ``MediaReceived``; text frame -> the control event. ``ProtocolError`` for
-        anything malformed or out of order, never another exception."""
-        if isinstance(message, bytes | bytearray | memoryview):
-            return self._audio(bytes(message))
+    def parse(self, message: str | bytes | memoryview) -> TelephonyEvent:
+        """Binary frame (``memoryview``, as ``service.wsio`` delivers binary messages) -> ``MediaReceived``;
+        text frame (``str``, or UTF-8 ``bytes``) -> the control event. ``ProtocolError`` for anything
+        malformed or out of order, never another exception."""
+        if isinstance(message, memoryview):
+            return self._audio(message.tobytes())
         msg = load_object(message, MAX_CONTROL_BYTES)
         event = msg.get("event")
         if event == "websocket:connected":
