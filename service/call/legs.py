@@ -285,8 +285,9 @@ class BotLeg:
             task.cancel()
 
     def stop(self) -> None:
-        """The session's name for ``close``: no paced bot audio outlives the call."""
+        """The call ended: ``close``, and forget held audio (no paced bot audio outlives the call)."""
         self.close()
+        self.discard()
 
     async def play_tone(self, pcm24k: bytes) -> float:
         """Play a generated signal at once (no marker, no lead); returns its duration in seconds."""
