@@ -391,6 +391,7 @@ class DeliveryWorker:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
+            await self._sweep()
         if self._inflight:
             _done, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace_s)
             self._aborting = True
@@ -432,6 +433,22 @@ class DeliveryWorker:
                 log.warning("escalation.worker_redis_error", consumer=self.consumer, error=type(error).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _sweep(self) -> None:
+        """At stop: start delivering what was enqueued just before it (a drain's own hand-offs), and
+        entries a cancelled read had already moved to our pending list, so they get the grace period
+        instead of waiting for another replica to claim them. Bounded: at most ``max_records`` more
+        deliveries than the usual concurrency, for the grace period only."""
+        try:
+            for start in ("0", ">"):
+                response: Any = await self.redis.xreadgroup(
+                    OUTBOX_GROUP, self.consumer, {self.keys.outbox: start}, count=self.max_records)
+                for _stream, messages in response or []:
+                    for entry_id, fields in messages:
+                        if fields:
+                            self._spawn(_entry(entry_id, fields))
+        except REDIS_ERRORS as error:
+            log.warning("escalation.worker_redis_error", consumer=self.consumer, error=type(error).__name__)
 
     async def _wait_for_slot(self) -> None:
         while len(self._inflight) >= self.max_records:

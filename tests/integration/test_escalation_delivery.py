@@ -378,3 +378,28 @@ async def test_a_huge_receiver_response_is_read_at_most_64_kib(
     assert fields[b"status"] == b"400" and fields[b"response"] == b"x" * 300
     print(f"receiver response: {written} of 419430400 announced bytes got out before the worker hung up")
     assert written < 16 << 20, f"receiver pushed {written} bytes"
+
+
+async def test_an_entry_enqueued_just_before_stop_is_delivered_within_the_grace(
+    store: StateStore, outbox: Outbox, receiver: WebhookReceiver, workers: Callable[..., Awaitable[DeliveryWorker]]
+) -> None:
+    """A drain escalates its last calls and then stops the worker: those records must not wait for
+    another replica. Here the worker's only slot is busy with a held delivery when the second record
+    lands, so its read loop never reads it; the stop's sweep starts it within the grace period."""
+    first, second = instant_call(store, "CA-drain-1", "dtmf"), instant_call(store, "CA-drain-2", "dtmf")
+    receiver.policy = lambda req: Reply(hold=req.idempotency_key == first.escalation_id)
+    worker = await workers("w-drain", concurrency=1, max_records=1, claim_every_s=60.0)
+    outbox.enqueue(first)
+    await wait_until(lambda: any(r.idempotency_key == first.escalation_id for r in receiver.requests))
+    outbox.enqueue(second)
+
+    async def both_stored() -> bool:
+        return int(await store.redis.xlen(store.keys.outbox)) == 2
+
+    await wait_until(both_stored)
+    stopping = asyncio.create_task(worker.stop(grace_s=5.0))
+    await wait_until(lambda: second.escalation_id in receiver.accepted)
+    receiver.release()
+    await stopping
+    assert {first.escalation_id, second.escalation_id} <= set(receiver.accepted)
+    assert (await store.redis.xpending(store.keys.outbox, OUTBOX_GROUP))["pending"] == 0
