@@ -99,6 +99,7 @@ async def test_angry_caller_escalates_once_with_full_context(redis_server: Redis
         assert snapshot.fields["caller" if "caller" in snapshot.fields else "from"].endswith("4567")
 
 
+@pytest.mark.slow  # long scripted call; the policy unit tests cover calm turns in the default run
 async def test_calm_caller_never_escalates(redis_server: RedisServer) -> None:
     transcripts = [
         "Hi I would like to check the status of my order",

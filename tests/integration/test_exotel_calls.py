@@ -38,7 +38,8 @@ def _gateway(realtime: RealtimeStandIn, **overrides: object) -> object:
                        exotel_stream_user=USER, exotel_stream_password=PASSWORD, **overrides)
 
 
-@pytest.mark.parametrize(("rate", "asgi"), [(8000, False), (16000, False), (16000, True)])
+@pytest.mark.parametrize(("rate", "asgi"), [(8000, False), pytest.param(16000, False, marks=pytest.mark.slow),
+                                            pytest.param(16000, True, marks=pytest.mark.slow)])
 async def test_authenticated_stream_the_bot_answers_in_exotel_chunks_with_dtmf_and_stop(rate: int, asgi: bool) -> None:
     """``asgi``: the same through the ASGI media route (headers and query from the ASGI scope)."""
     async with RealtimeStandIn(ScriptedBehaviour(reply_ms=900, transcripts=["hello"])) as realtime, _gateway(
@@ -65,6 +66,7 @@ async def test_authenticated_stream_the_bot_answers_in_exotel_chunks_with_dtmf_a
         assert len(realtime.sessions) == 1 and realtime.violations == []
 
 
+@pytest.mark.slow  # the conformance suite's exotel row checks the same in the default run
 async def test_barge_in_clears_exotel_and_truncates_to_what_was_heard() -> None:
     behaviour = ScriptedBehaviour(transcripts=["tell me everything", "stop"], reply_ms=4000, pacing=4.0)
     async with RealtimeStandIn(behaviour) as realtime, _gateway(realtime, vad_silence_duration_ms=500) as gw:

@@ -132,7 +132,7 @@ async def test_talk_over_yields_and_flushes_what_is_queued() -> None:
 @pytest.mark.parametrize(("escalation", "utterance", "trigger"), [
     ("off", "Can I speak to a human agent please", "explicit_request"),
     ("responses", "Just give me a real person", "model_tool"),
-    ("trigger", "Just give me a real person", "model_tool"),
+    pytest.param("trigger", "Just give me a real person", "model_tool", marks=pytest.mark.slow),
 ])
 async def test_escalation_by_request_and_by_the_model(redis_server: RedisServer, escalation: str, utterance: str,
                                                       trigger: str) -> None:

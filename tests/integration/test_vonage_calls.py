@@ -77,7 +77,8 @@ def pcm16(samples: Any) -> bytes:
     return np.asarray(samples, dtype="<i2").tobytes()
 
 
-@pytest.mark.parametrize(("rate", "asgi"), [(16000, False), (8000, False), (16000, True)])
+@pytest.mark.parametrize(("rate", "asgi"), [(16000, False), pytest.param(8000, False, marks=pytest.mark.slow),
+                                            pytest.param(16000, True, marks=pytest.mark.slow)])
 async def test_call_streams_binary_frames_the_bot_answers_dtmf_and_the_caller_hangs_up(rate: int, asgi: bool) -> None:
     """``asgi``: the same through the ASGI media route (binary frames in and out of ``AsgiMessageSocket``)."""
     async with RealtimeStandIn(ScriptedBehaviour(reply_ms=600, transcripts=["hello"])) as realtime, run_gateway(
@@ -105,6 +106,7 @@ async def test_call_streams_binary_frames_the_bot_answers_dtmf_and_the_caller_ha
         assert after.status_code == 204  # not escalated, nothing to resume: the call ends
 
 
+@pytest.mark.slow  # the conformance suite's vonage rows check the same in the default run
 async def test_barge_in_clears_vonage_and_truncates_to_what_was_heard() -> None:
     behaviour = ScriptedBehaviour(transcripts=["tell me everything", "stop"], reply_ms=4000, pacing=4.0)
     async with RealtimeStandIn(behaviour) as realtime, run_gateway(
