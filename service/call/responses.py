@@ -31,7 +31,10 @@ BENIGN_ERRORS = frozenset(
     {"response_cancel_not_active", "conversation_already_has_active_response", "input_audio_buffer_commit_empty"}
 )
 # Model error codes that mean "no capacity for this call", not a bug (docs/models/realtime.md, "Errors").
-QUOTA_CODES = frozenset({"insufficient_quota", "rate_limit_exceeded", "session_limit_reached"})
+# GPT-Live adds ``credit_balance_exhausted`` (prepaid balance empty) and ``billing_hard_limit_reached``
+# (docs/models/live.md, "Connecting").
+QUOTA_CODES = frozenset({"insufficient_quota", "rate_limit_exceeded", "session_limit_reached",
+                         "credit_balance_exhausted", "billing_hard_limit_reached"})
 
 
 class Responses:

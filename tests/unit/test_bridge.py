@@ -449,3 +449,26 @@ async def test_a_carriers_flush_acknowledgement_is_expected_not_a_warning() -> N
         await h.bridge.provider.on_event(ClearAcknowledged(), 0.0)
     assert [line["event"] for line in logs if line["log_level"] == "warning"] == []
     assert not h.bridge.ended.is_set()
+
+
+@pytest.mark.parametrize("code", ["insufficient_quota", "credit_balance_exhausted", "billing_hard_limit_reached"])
+async def test_a_quota_error_before_the_session_is_ready_hands_the_caller_over_instead_of_failing(code: str) -> None:
+    """No capacity is not a bug: the caller goes to a human (model_unavailable), never an apology tone."""
+    h = Harness()
+    await h.bridge.model.attach(h._send_model)
+    await h.server({"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": "no"}})
+    assert [r.trigger for r in h.observer.escalations] == ["model_unavailable"]
+    assert h.bridge.outcome == "escalated" and h.closed and h.closed[0][0] == 1000
+
+
+async def test_any_other_error_before_the_session_is_ready_fails_the_call() -> None:
+    h = Harness()
+    await h.bridge.model.attach(h._send_model)
+    h.bridge.bot.play_tone = _instant_tone  # type: ignore[method-assign]
+    await h.server({"type": "error", "error": {"type": "invalid_request_error", "code": "model_not_found",
+                                              "message": "no"}})
+    assert h.observer.escalations == [] and h.bridge.outcome == "error" and h.closed[0][0] == 1011
+
+
+async def _instant_tone(_pcm: bytes) -> float:
+    return 0.0
