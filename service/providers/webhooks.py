@@ -13,15 +13,28 @@ from fastapi import FastAPI, Request, Response, WebSocket
 from service import metrics
 from service.providers.media import AsgiMessageSocket, claim_resumption
 from service.providers.provider import MediaHandler
+from service.providers.tokens import mint_stream_token
 from service.providers.webform import FormRefused, read_webhook_body
 
 if TYPE_CHECKING:
+    from service.config import Settings
     from service.gateway import Gateway
 
 log = structlog.get_logger(__name__)
 
 WebhookHandler = Callable[["Gateway", Request], Awaitable[Response]]
 Verify = Callable[[bytes, dict[str, str]], bool]
+
+
+def call_stream_token(settings: Settings, call_id: str) -> str:
+    """A single-use stream token bound to ``call_id``, with the replicas' shared secret and the
+    configured TTL (docs/security.md): what every carrier's set-up answer carries."""
+    return mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+
+
+def caller_parameters(params: dict[str, str]) -> dict[str, str]:
+    """The ``from``/``to`` pair a Twilio-compatible stream echoes back as custom parameters."""
+    return {"from": params.get("From", ""), "to": params.get("To", "")}
 
 
 async def signed_form(request: Request, path: str, *, provider: str, signature_header: str, has_key: bool,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import orjson
+
 # ---------------------------------------------------------------------------------------------------
 # Session configuration (docs/models/realtime.md, section 3)
 
@@ -219,6 +221,22 @@ ServerEvent = (
 
 class RealtimeProtocolError(ValueError):
     """A server message that is not valid JSON or not a Realtime event."""
+
+
+def load_server_event(message: str | bytes, error: type[RealtimeProtocolError] = RealtimeProtocolError,
+                      ) -> tuple[dict[str, Any], str]:
+    """One server frame as a JSON object and its non-empty string ``type``, or ``error`` (every model
+    dialect's first step; orjson: deltas carry ~100 KB of base64, ~3x faster than json here)."""
+    try:
+        event = orjson.loads(message)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise error(f"server message is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise error(f"server message is not a JSON object but {type(event).__name__}")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise error("server message has no string 'type' field")
+    return event, kind
 
 
 class RealtimeDialect(Protocol):

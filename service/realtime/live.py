@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 
 from service.call.machine import InvalidTransition, Machine
 from service.realtime.events import (
@@ -60,6 +59,7 @@ from service.realtime.events import (
     SessionConfig,
     SessionUpdated,
     TranscriptDone,
+    load_server_event,
 )
 
 __all__ = [
@@ -371,15 +371,7 @@ class LiveDialect:
         """One server frame -> a neutral event (an ``EventGroup`` when it means several). Raises
         ``LiveProtocolError`` for non-JSON, type-less, mistyped or out-of-state events; unknown but
         well-formed types are ``OtherEvent`` (live §5: ignore them)."""
-        try:
-            event = orjson.loads(message)
-        except (ValueError, UnicodeDecodeError, RecursionError) as error:
-            raise LiveProtocolError(f"server message is not JSON: {error}") from None
-        if not isinstance(event, dict):
-            raise LiveProtocolError(f"server message is not a JSON object but {type(event).__name__}")
-        kind = event.get("type")
-        if not isinstance(kind, str) or not kind:
-            raise LiveProtocolError("server message has no string 'type' field")
+        event, kind = load_server_event(message, LiveProtocolError)
         handler = _HANDLERS.get(kind)
         if handler is None:
             return OtherEvent(type=kind)

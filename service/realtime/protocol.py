@@ -26,8 +26,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
-import orjson
-
 from service.config import Settings
 from service.realtime.events import (
     AudioDelta,
@@ -54,6 +52,7 @@ from service.realtime.events import (
     SpeechStopped,
     TranscriptDelta,
     TranscriptDone,
+    load_server_event,
 )
 
 __all__ = [
@@ -291,15 +290,7 @@ _BETA_PARSERS: dict[str, _Parser] = {
 
 
 def _parse_with(parsers: dict[str, _Parser], message: str | bytes) -> ServerEvent:
-    try:
-        event = orjson.loads(message)  # deltas carry ~100 KB of base64: orjson is ~3x json here
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise RealtimeProtocolError(f"server message is not JSON: {error}") from None
-    if not isinstance(event, dict):
-        raise RealtimeProtocolError(f"server message is not a JSON object but {type(event).__name__}")
-    kind = event.get("type")
-    if not isinstance(kind, str) or not kind:
-        raise RealtimeProtocolError("server message has no string 'type' field")
+    event, kind = load_server_event(message)
     parser = parsers.get(kind)
     if parser is None:
         return OtherEvent(type=kind)

@@ -15,7 +15,7 @@ from fastapi import FastAPI, WebSocket
 from service.providers.browser.dialect import CALL_ID_PREFIX, MEDIA_PATH, BrowserDialect
 from service.providers.media import AsgiMessageSocket, run_media_stream
 from service.providers.provider import MediaHandler, Provider
-from service.providers.tokens import mint_stream_token
+from service.providers.webhooks import call_stream_token
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -27,7 +27,7 @@ def issue_call(settings: Settings) -> dict[str, str]:
     """A fresh softphone call id and its stream token (valid ``CALLBRIDGE_STREAM_TOKEN_TTL_S``, single
     use), for a console-authenticated page. Raises ``ValueError`` when no stream-token key exists."""
     call_id = f"{CALL_ID_PREFIX}-{secrets.token_hex(8)}"
-    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+    token = call_stream_token(settings, call_id)
     return {"call_id": call_id, "token": token, "media_path": MEDIA_PATH}
 
 

@@ -31,9 +31,8 @@ from service.providers.plivo.auth import (
 from service.providers.plivo.dialect import MEDIA_PATH, SETTING_CONTENT_TYPES, PlivoDialect
 from service.providers.provider import MediaHandler, Provider
 from service.providers.resttransfer import plivo_request, send_rest
-from service.providers.tokens import mint_stream_token
 from service.providers.transfer import transfer_target
-from service.providers.webhooks import after_stream_response, install_routes, signed_form
+from service.providers.webhooks import after_stream_response, call_stream_token, install_routes, signed_form
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
@@ -62,7 +61,7 @@ def _call_id(params: dict[str, str]) -> str:
 
 def _stream_answer(gateway: Gateway, call_id: str) -> Response:
     settings = gateway.settings
-    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+    token = call_stream_token(settings, call_id)
     return Response(stream_xml(settings.public_url, token, SETTING_CONTENT_TYPES[settings.plivo_content_type]),
                     media_type=_XML)
 

@@ -28,9 +28,14 @@ from service.providers.signalwire.dialect import (
     VOICE_PATH,
     SignalWireDialect,
 )
-from service.providers.tokens import mint_stream_token
 from service.providers.transfer import markup_target
-from service.providers.webhooks import after_stream_response, install_routes, signed_form
+from service.providers.webhooks import (
+    after_stream_response,
+    call_stream_token,
+    caller_parameters,
+    install_routes,
+    signed_form,
+)
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
@@ -71,8 +76,8 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
         log.error("signalwire.voice_refused", call_id=call_id,
                   reason="CALLBRIDGE_PUBLIC_URL must be https" if settings.streams_enabled else "no stream-token secret")
         return Response("streams unavailable", status_code=503, media_type="text/plain")
-    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
-    cxml = connect_stream_cxml(settings.public_url, token, {"from": params.get("From", ""), "to": params.get("To", "")})
+    token = call_stream_token(settings, call_id)
+    cxml = connect_stream_cxml(settings.public_url, token, caller_parameters(params))
     log.info("signalwire.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
     prewarm_call(gateway, call_id)  # open the model session while the stream is set up
     return Response(cxml, media_type=_XML)
@@ -86,8 +91,8 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     call_id = _call_id(params)
 
     def resume() -> Response:
-        token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
-        caller = {"from": params.get("From", ""), "to": params.get("To", "")}
+        token = call_stream_token(settings, call_id)
+        caller = caller_parameters(params)
         return Response(connect_stream_cxml(settings.public_url, token, caller), media_type=_XML)
 
     def end(escalated: bool) -> Response:

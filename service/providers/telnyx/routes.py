@@ -31,9 +31,14 @@ from service.providers.telnyx.dialect import (
     VOICE_PATH,
     TelnyxDialect,
 )
-from service.providers.tokens import mint_stream_token
 from service.providers.transfer import markup_target, transfer_target
-from service.providers.webhooks import after_stream_response, install_routes, signed_form
+from service.providers.webhooks import (
+    after_stream_response,
+    call_stream_token,
+    caller_parameters,
+    install_routes,
+    signed_form,
+)
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
@@ -71,9 +76,9 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
     if not settings.streams_enabled:
         log.error("telnyx.voice_refused", call_id=call_id, reason="no stream-token secret")
         return Response("streams unavailable", status_code=503, media_type="text/plain")
-    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+    token = call_stream_token(settings, call_id)
     texml = connect_stream_texml(settings.public_url, token, settings.telnyx_codec,
-                                 {"from": params.get("From", ""), "to": params.get("To", "")})
+                                 caller_parameters(params))
     log.info("telnyx.voice_answered", call_id=call_id, caller=mask_number(params.get("From")))
     prewarm_call(gateway, call_id)  # open the model session while the stream is set up
     return Response(texml, media_type=_XML)
@@ -87,8 +92,8 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     call_id = _call_id(params)
 
     def resume() -> Response:
-        token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
-        caller = {"from": params.get("From", ""), "to": params.get("To", "")}
+        token = call_stream_token(settings, call_id)
+        caller = caller_parameters(params)
         return Response(connect_stream_texml(settings.public_url, token, settings.telnyx_codec, caller),
                         media_type=_XML)
 

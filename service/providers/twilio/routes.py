@@ -23,7 +23,6 @@ from service.providers.base import StreamStarted
 from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
 from service.providers.media import AsgiMessageSocket, RestTransfer, claim_resumption, run_media_stream
 from service.providers.provider import MediaHandler, Provider
-from service.providers.tokens import mint_stream_token
 from service.providers.twilio import transfer_routes
 from service.providers.twilio.dialect import (
     AFTER_STREAM_PATH,
@@ -47,6 +46,8 @@ from service.wsio import MessageSocket
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
+
+from service.providers.webhooks import call_stream_token, caller_parameters
 
 log = structlog.get_logger(__name__)
 _XML = "application/xml"
@@ -99,11 +100,11 @@ async def handle_voice_webhook(gateway: Gateway, request: Request) -> Response:
     if not settings.streams_enabled:  # unreachable today (no auth token = no valid signature); kept explicit
         log.error("twilio.voice_refused", reason="no stream-token secret configured", call_id=call_sid)
         return Response("streams disabled", status_code=503, media_type="text/plain")
-    token = mint_stream_token(settings.effective_stream_token_secret(), call_sid, settings.stream_token_ttl_s)
+    token = call_stream_token(settings, call_sid)
     twiml = connect_stream_twiml(
         settings.public_url,
         token,
-        {"from": params.get("From", ""), "to": params.get("To", "")},
+        caller_parameters(params),
         AFTER_STREAM_PATH,
     )
     log.info(
@@ -129,9 +130,9 @@ async def handle_after_stream(gateway: Gateway, request: Request) -> Response:
     if not escalated and call_sid and await claim_resumption(gateway, call_sid):
         # The stream dropped with the call still up: a fresh stream (new single-use token) that any
         # replica can take; it re-seeds the conversation from Redis (docs/resume.md).
-        token = mint_stream_token(settings.effective_stream_token_secret(), call_sid, settings.stream_token_ttl_s)
+        token = call_stream_token(settings, call_sid)
         twiml = connect_stream_twiml(settings.public_url, token,
-                                     {"from": params.get("From", ""), "to": params.get("To", "")}, AFTER_STREAM_PATH)
+                                     caller_parameters(params), AFTER_STREAM_PATH)
         metrics.CALLS_RESUMED.inc()
         log.info("twilio.after_stream", call_id=call_sid, escalated=False, resumed=True)
         return Response(twiml, media_type=_XML)

@@ -45,7 +45,6 @@ from service.escalation.transfer_plan import (
     dial_outcome,
 )
 from service.providers.ids import TWILIO_CALL_SID, is_twilio_sid
-from service.providers.tokens import mint_stream_token
 from service.providers.twilio.dialect import AFTER_STREAM_PATH, connect_stream_twiml
 from service.providers.twilio.rest import create_call, update_call_twiml
 from service.providers.twilio.transfer import (
@@ -69,6 +68,8 @@ from service.state.resume import claim_return_to_bot
 
 if TYPE_CHECKING:
     from service.gateway import Gateway
+
+from service.providers.webhooks import call_stream_token, caller_parameters
 
 log = structlog.get_logger(__name__)
 _XML = "application/xml"
@@ -191,9 +192,9 @@ async def _back_to_bot(gateway: Gateway, call_sid: str, params: dict[str, str]) 
         log.warning("transfer.back_to_bot_refused", call_id=call_sid, verdict=verdict)
         return None
     gateway.returned_to_bot(call_sid)
-    token = mint_stream_token(s.effective_stream_token_secret(), call_sid, s.stream_token_ttl_s)
+    token = call_stream_token(s, call_sid)
     log.info("transfer.back_to_bot", call_id=call_sid)
-    return connect_stream_twiml(s.public_url, token, {"from": params.get("From", ""), "to": params.get("To", "")},
+    return connect_stream_twiml(s.public_url, token, caller_parameters(params),
                                 AFTER_STREAM_PATH)
 
 

@@ -24,7 +24,6 @@ from service.providers.jsonwire import UUID_RE
 from service.providers.media import AsgiMessageSocket, RestTransfer, run_media_stream
 from service.providers.provider import MediaHandler, Provider
 from service.providers.resttransfer import send_rest, vonage_request
-from service.providers.tokens import mint_stream_token
 from service.providers.transfer import transfer_target
 from service.providers.vonage.auth import (
     ANSWER_PATH,
@@ -35,7 +34,7 @@ from service.providers.vonage.auth import (
 )
 from service.providers.vonage.dialect import CALL_UUID_HEADER, MEDIA_PATH, STREAM_TOKEN_HEADER, VonageDialect
 from service.providers.webform import FormRefused, read_json_webhook_body
-from service.providers.webhooks import after_stream_response
+from service.providers.webhooks import after_stream_response, call_stream_token
 from service.realtime.prewarm import prewarm_call
 from service.redaction import mask_number
 from service.wsio import MessageSocket
@@ -93,7 +92,7 @@ def _ncco(ncco: list[dict[str, Any]]) -> Response:
 
 def _connect(gateway: Gateway, call_id: str) -> Response:
     settings = gateway.settings
-    token = mint_stream_token(settings.effective_stream_token_secret(), call_id, settings.stream_token_ttl_s)
+    token = call_stream_token(settings, call_id)
     return _ncco(connect_ncco(settings.public_url, token, call_id, settings.vonage_rate))
 
 
